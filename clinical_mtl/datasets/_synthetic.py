@@ -1,0 +1,194 @@
+"""A seeded synthetic clinical cohort with known ground truth, of any size.
+
+Two latent factors (think "inflammation" and "frailty") drive eight numeric
+clinical measurements (crp, creatinine and bilirubin log-normal, the others
+normal) and a smoking status; three outcomes are then drawn from known
+functions of the standardised measurements (for the log-normal ones, of their
+logarithm):
+
+``diagnosis`` (binary, 0/1)
+    logit = -0.6 + 1.4 crp + 1.0 creatinine - 0.8 albumin
+    + 0.7 [smoking = current] + 0.6 crp * creatinine
+``subtype`` (multi-class, "A", "B", "C"; logits relative to "A")
+    B: 1.2 bilirubin - 0.6 hemoglobin;  C: 1.0 bmi + 0.8 age - 0.3
+``prognosis`` (regression, log days of survival)
+    7 - 0.5 age - 0.45 crp + 0.35 albumin - 0.4 tanh(2 creatinine)
+    + Gaussian noise with standard deviation ``PROGNOSIS_NOISE_SD``
+
+``sex`` and the ``noise_*`` measurements drive nothing. Features are missing
+completely at random at ``feature_missing_rate``, labels at
+``label_missing_rate``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.utils import check_random_state
+
+PROGNOSIS_NOISE_SD = 0.5
+OUTCOMES = ("diagnosis", "subtype", "prognosis")
+SUBTYPES = ("A", "B", "C")
+SMOKING = ("never", "former", "current")
+
+# name: (loading on factor 1, loading on factor 2, centre, spread, decimals, log-normal).
+# A measurement is centre + spread * v, or centre * exp(spread * v) when log-normal
+# (laboratory values that are positive and right-skewed), where v is standardised.
+_MEASUREMENTS = {
+    "age": (0.1, 0.6, 62.0, 12.0, 1, False),
+    "bmi": (0.3, -0.2, 27.0, 4.5, 1, False),
+    "crp": (0.8, 0.1, 8.0, 0.8, 1, True),
+    "creatinine": (0.3, 0.5, 1.0, 0.3, 2, True),
+    "albumin": (-0.5, -0.4, 3.9, 0.5, 2, False),
+    "bilirubin": (0.2, 0.3, 0.8, 0.5, 2, True),
+    "hemoglobin": (-0.3, -0.4, 13.5, 1.6, 1, False),
+    "systolic_bp": (0.2, 0.3, 132.0, 16.0, 0, False),
+}
+
+DRIVERS = {
+    "diagnosis": ("crp", "creatinine", "albumin", "smoking"),
+    "subtype": ("bilirubin", "bmi", "age", "hemoglobin"),
+    "prognosis": ("age", "crp", "creatinine", "albumin"),
+}
+
+
+@dataclass(frozen=True)
+class SyntheticTruth:
+    """The generating truth behind a synthetic cohort.
+
+    Attributes
+    ----------
+    probabilities : dict of str to ndarray
+        Classification outcome -> true class probabilities, shape (n, n_classes).
+    expected_values : dict of str to ndarray
+        Regression outcome -> the noise-free value.
+    noise_sd : dict of str to float
+        Regression outcome -> standard deviation of its Gaussian noise.
+    drivers : dict of str to tuple of str
+        Outcome -> the features that drive it, strongest first.
+    """
+
+    probabilities: dict
+    expected_values: dict
+    noise_sd: dict
+    drivers: dict
+
+
+def make_synthetic_cohort(
+    n_patients: int = 1000,
+    *,
+    random_state=None,
+    n_noise_features: int = 2,
+    feature_missing_rate: float = 0.1,
+    label_missing_rate: float | Mapping[str, float] = 0.2,
+    return_truth: bool = False,
+):
+    """Draw a synthetic cohort with numeric and categorical features and three outcomes.
+
+    Parameters
+    ----------
+    n_patients : int, default=1000
+        Rows.
+    random_state : int, RandomState instance or None, default=None
+        Same seed, same cohort.
+    n_noise_features : int, default=2
+        Extra numeric measurements ``noise_0, noise_1, ...`` unrelated to any
+        outcome (use many to make wide tables).
+    feature_missing_rate : float, default=0.1
+        Probability that any feature value is missing.
+    label_missing_rate : float or dict of str to float, default=0.2
+        Probability that a label is missing, for all outcomes or per outcome.
+    return_truth : bool, default=False
+        Also return the :class:`SyntheticTruth`.
+
+    Returns
+    -------
+    X : DataFrame of shape (n_patients, 10 + n_noise_features)
+        Indexed by ``patient_id``. Numeric measurements in clinical units,
+        ``sex`` and ``smoking`` as categories.
+    Y : DataFrame of shape (n_patients, 3)
+        ``diagnosis`` (nullable 0/1), ``subtype`` ("A"/"B"/"C" or missing),
+        ``prognosis`` (float, NaN where missing).
+    truth : SyntheticTruth
+        Only when ``return_truth`` is True.
+
+    Examples
+    --------
+    >>> X, Y = make_synthetic_cohort(5, random_state=0)
+    >>> X.shape, list(Y.columns)
+    ((5, 12), ['diagnosis', 'subtype', 'prognosis'])
+    """
+    rng = check_random_state(random_state)
+    n = int(n_patients)
+    factors = rng.standard_normal((n, 2))
+    standardised = {}
+    for name, (load_1, load_2, *_unused) in _MEASUREMENTS.items():
+        unique = np.sqrt(max(1.0 - load_1**2 - load_2**2, 0.05))
+        standardised[name] = factors @ np.array([load_1, load_2]) + unique * rng.standard_normal(n)
+    smoking_score = 0.8 * factors[:, 0] + 0.6 * rng.standard_normal(n)
+    smoking = np.digitize(smoking_score, [-0.3, 0.7])  # 0 never, 1 former, 2 current
+    sex = rng.random(n) < 0.5
+
+    v = standardised
+    diagnosis_logit = (
+        -0.6 + 1.4 * v["crp"] + 1.0 * v["creatinine"] - 0.8 * v["albumin"]
+        + 0.7 * (smoking == 2) + 0.6 * v["crp"] * v["creatinine"]
+    )
+    p_diagnosis = 1.0 / (1.0 + np.exp(-diagnosis_logit))
+    subtype_logits = np.column_stack(
+        [np.zeros(n), 1.2 * v["bilirubin"] - 0.6 * v["hemoglobin"], 1.0 * v["bmi"] + 0.8 * v["age"] - 0.3]
+    )
+    p_subtype = np.exp(subtype_logits - subtype_logits.max(axis=1, keepdims=True))
+    p_subtype /= p_subtype.sum(axis=1, keepdims=True)
+    prognosis_mean = (
+        7.0 - 0.5 * v["age"] - 0.45 * v["crp"] + 0.35 * v["albumin"] - 0.4 * np.tanh(2 * v["creatinine"])
+    )
+
+    diagnosis = (rng.random(n) < p_diagnosis).astype(np.int64)
+    subtype_index = (rng.random((n, 1)) > np.cumsum(p_subtype, axis=1)).sum(axis=1)
+    prognosis = prognosis_mean + PROGNOSIS_NOISE_SD * rng.standard_normal(n)
+
+    index = pd.RangeIndex(n, name="patient_id")
+    X = pd.DataFrame(index=index)
+    for name, (_l1, _l2, centre, spread, decimals, log_normal) in _MEASUREMENTS.items():
+        values = centre * np.exp(spread * v[name]) if log_normal else centre + spread * v[name]
+        X[name] = np.round(values, decimals)
+    for i in range(n_noise_features):
+        X[f"noise_{i}"] = np.round(rng.standard_normal(n), 3)
+    X["sex"] = pd.Categorical.from_codes(sex.astype(np.int8), categories=["f", "m"])
+    X["smoking"] = pd.Categorical.from_codes(smoking.astype(np.int8), categories=list(SMOKING))
+    for name in X.columns:
+        missing = rng.random(n) < feature_missing_rate
+        X.loc[missing, name] = np.nan
+
+    rates = _label_missing_rates(label_missing_rate)
+    Y = pd.DataFrame(index=index)
+    Y["diagnosis"] = pd.array(diagnosis, dtype="Int64")
+    Y["subtype"] = pd.Series(np.asarray(SUBTYPES, dtype=object)[subtype_index], index=index)
+    Y["prognosis"] = prognosis
+    for name in OUTCOMES:
+        missing = rng.random(n) < rates[name]
+        Y.loc[missing, name] = np.nan if name == "prognosis" else None
+
+    if not return_truth:
+        return X, Y
+    truth = SyntheticTruth(
+        probabilities={"diagnosis": np.column_stack([1 - p_diagnosis, p_diagnosis]), "subtype": p_subtype},
+        expected_values={"prognosis": prognosis_mean},
+        noise_sd={"prognosis": PROGNOSIS_NOISE_SD},
+        drivers=dict(DRIVERS),
+    )
+    return X, Y, truth
+
+
+def _label_missing_rates(rate: float | Mapping[str, float]) -> dict[str, float]:
+    if isinstance(rate, Mapping):
+        unknown = set(rate) - set(OUTCOMES)
+        if unknown:
+            raise ValueError(f"label_missing_rate names unknown outcomes {sorted(unknown)}; "
+                             f"the outcomes are {list(OUTCOMES)}.")
+        return {name: float(rate.get(name, 0.0)) for name in OUTCOMES}
+    return {name: float(rate) for name in OUTCOMES}

@@ -1,0 +1,73 @@
+"""The network: a shared MLP trunk and one linear head per outcome.
+
+Plain PyTorch; nothing here knows about pandas or scikit-learn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+class MultiHeadNet(nn.Module):
+    """Shared fully connected trunk with one output head per task.
+
+    Parameters
+    ----------
+    n_features : int
+        Width of the input (the preprocessed feature matrix).
+    hidden_layer_sizes : sequence of int
+        Widths of the trunk's hidden layers, each followed by ReLU and dropout.
+        Empty means no trunk: every head is then a linear model of the inputs.
+    head_sizes : sequence of int
+        Number of outputs of each head, in task order.
+    dropout : float
+        Dropout probability after every hidden layer.
+
+    Examples
+    --------
+    >>> net = MultiHeadNet(5, (8,), head_sizes=(1, 3), dropout=0.0)
+    >>> [out.shape for out in net(torch.zeros(2, 5))]
+    [torch.Size([2, 1]), torch.Size([2, 3])]
+    """
+
+    def __init__(
+        self,
+        n_features: int,
+        hidden_layer_sizes: Sequence[int],
+        head_sizes: Sequence[int],
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = n_features
+        for size in hidden_layer_sizes:
+            layers += [nn.Linear(width, size), nn.ReLU()]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            width = size
+        self.trunk = nn.Sequential(*layers)
+        self.heads = nn.ModuleList(nn.Linear(width, size) for size in head_sizes)
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        """Return the raw output of every head (logits or standardised values)."""
+        shared = self.trunk(x)
+        return [head(shared) for head in self.heads]
+
+
+def build_network(
+    n_features: int,
+    hidden_layer_sizes: Sequence[int],
+    head_sizes: Sequence[int],
+    dropout: float,
+    seed: int,
+) -> MultiHeadNet:
+    """Build a ``MultiHeadNet`` whose initial weights depend only on ``seed``.
+
+    The global torch random state is left as it was.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return MultiHeadNet(n_features, hidden_layer_sizes, head_sizes, dropout)

@@ -1,0 +1,309 @@
+"""What an outcome is: its name, kind, classes and target scaling.
+
+An outcome (a task) is one column of the label table. Its kind is
+
+``"binary"``
+    Two classes, one logit.
+``"multiclass"``
+    Two or more classes, one logit per class (softmax).
+``"regression"``
+    A real value, standardised inside the model and returned in its units.
+
+When kinds are not given they are inferred from the labels: booleans, text
+and categories are classification, as are integer-valued numbers with at
+most ``MAX_INFERRED_CLASSES`` distinct values; other numbers are regression.
+Missing labels (NaN, None, pd.NA) mean "no label for this patient".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from pandas.api import types as ptypes
+
+from .exceptions import InputDataError, TaskSpecificationError
+from .features import describe_rows
+
+BINARY = "binary"
+MULTICLASS = "multiclass"
+REGRESSION = "regression"
+TASK_KINDS = (BINARY, MULTICLASS, REGRESSION)
+MAX_INFERRED_CLASSES = 10
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One outcome as the model learns it.
+
+    Parameters
+    ----------
+    name : str
+        Column of the label table.
+    kind : {"binary", "multiclass", "regression"}
+        Task kind.
+    classes : tuple or None
+        Sorted class labels of a classification task, None for regression.
+    target_mean, target_scale : float
+        Standardisation of a regression target (0 and 1 for classification).
+    """
+
+    name: str
+    kind: str
+    classes: tuple | None = None
+    target_mean: float = 0.0
+    target_scale: float = 1.0
+
+    @property
+    def is_classification(self) -> bool:
+        """Whether the task predicts classes."""
+        return self.kind != REGRESSION
+
+    @property
+    def n_outputs(self) -> int:
+        """Width of the network head: 1 logit, one logit per class, or 1 value."""
+        return len(self.classes) if self.kind == MULTICLASS else 1
+
+
+def as_label_frame(Y: object, index: pd.Index) -> pd.DataFrame:
+    """Return the label table as a DataFrame aligned with the feature rows.
+
+    Parameters
+    ----------
+    Y : DataFrame, Series or array-like of shape (n_samples,) or (n_samples, n_outcomes)
+        Labels. A 1-d input is one outcome named after the Series (or ``"y"``);
+        columns of a 2-d array are named ``y0, y1, ...``.
+    index : Index
+        Index of the feature table; the result is indexed like it.
+
+    Returns
+    -------
+    DataFrame
+    """
+    if Y is None:
+        raise InputDataError(
+            "MultiTaskMLP requires y to be passed, but the target y is None; pass the "
+            "label table with one column per outcome."
+        )
+    if isinstance(Y, pd.DataFrame):
+        frame = Y
+    elif isinstance(Y, pd.Series):
+        frame = Y.to_frame(name=Y.name if isinstance(Y.name, str) else "y")
+    else:
+        array = np.asarray(Y)
+        if array.ndim == 1:
+            frame = pd.DataFrame({"y": array})
+        elif array.ndim == 2:
+            frame = pd.DataFrame(array, columns=[f"y{i}" for i in range(array.shape[1])])
+            frame = frame.infer_objects() if array.dtype == object else frame
+        else:
+            raise InputDataError(f"Y must be 1-d or 2-d, got an array of shape {array.shape}.")
+    if len(frame) != len(index):
+        raise InputDataError(
+            f"X has {len(index)} rows but Y has {len(frame)}; they must describe the "
+            "same patients, one row each."
+        )
+    if frame.shape[1] == 0:
+        raise InputDataError("Y has no outcome column.")
+    frame = frame.set_axis(index, axis=0)
+    names = [str(column) for column in frame.columns]
+    duplicated = sorted({name for name in names if names.count(name) > 1})
+    if duplicated:
+        raise InputDataError(f"Y has duplicated outcome columns {duplicated}.")
+    return frame.set_axis(names, axis=1)
+
+
+def infer_tasks(Y: pd.DataFrame, tasks: Mapping[str, str] | None = None) -> list[TaskSpec]:
+    """Work out every outcome's kind, classes and target scaling from its labels.
+
+    Parameters
+    ----------
+    Y : DataFrame
+        Label table, one column per outcome, NaN where unlabelled.
+    tasks : mapping of str to str, default=None
+        Outcome -> kind. When given, its keys must be exactly the columns of ``Y``.
+
+    Returns
+    -------
+    list of TaskSpec
+        In the column order of ``Y``.
+
+    Raises
+    ------
+    TaskSpecificationError
+        If ``tasks`` and ``Y`` disagree on the outcomes, or an outcome has no
+        label, a single class, or labels that do not suit its kind.
+    """
+    if tasks is not None:
+        _check_task_mapping(tasks, Y.columns)
+    specs = []
+    for name in Y.columns:
+        labels = _labelled_values(Y[name], name)
+        if labels.size == 0:
+            raise TaskSpecificationError(
+                f"Outcome {name!r} has no label at all; drop the column or provide labels."
+            )
+        kind = tasks[name] if tasks is not None else _infer_kind(labels)
+        specs.append(_make_spec(name, kind, labels))
+    return specs
+
+
+def encode_targets(Y: pd.DataFrame, specs: Sequence[TaskSpec]) -> tuple[list[np.ndarray], np.ndarray]:
+    """Encode labels for the network: class indices or standardised values.
+
+    Parameters
+    ----------
+    Y : DataFrame
+        Label table with a column for every spec.
+    specs : sequence of TaskSpec
+        The outcomes, as learned in fit.
+
+    Returns
+    -------
+    targets : list of ndarray of shape (n_samples,)
+        Per outcome: int64 class indices, or float32 standardised values.
+        Unlabelled rows hold 0 so that no NaN can reach a loss.
+    labelled : ndarray of shape (n_samples, n_outcomes), dtype bool
+        Whether each patient has a label for each outcome.
+
+    Raises
+    ------
+    InputDataError
+        If a label is not one of the outcome's classes, or not a finite number.
+    """
+    targets, labelled = [], np.zeros((len(Y), len(specs)), dtype=bool)
+    for t, spec in enumerate(specs):
+        column = Y[spec.name]
+        present = column.notna().to_numpy()
+        labelled[:, t] = present
+        values = _labelled_values(column, spec.name)
+        if spec.is_classification:
+            encoded = np.zeros(len(Y), dtype=np.int64)
+            encoded[present] = _class_indices(values, spec, column.index[present])
+        else:
+            encoded = np.zeros(len(Y), dtype=np.float32)
+            encoded[present] = (_regression_values(values, spec.name, column.index[present])
+                                - spec.target_mean) / spec.target_scale
+        targets.append(encoded)
+    return targets, labelled
+
+
+def class_counts(Y: pd.DataFrame, spec: TaskSpec) -> dict:
+    """Number of labelled patients per class of a classification outcome."""
+    values = _labelled_values(Y[spec.name], spec.name)
+    return {_plain(label): int(np.sum(values == label)) for label in spec.classes}
+
+
+def _plain(value: object) -> object:
+    """A numpy scalar as the matching Python scalar (readable, JSON-ready)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _check_task_mapping(tasks: Mapping[str, str], columns: pd.Index) -> None:
+    unknown = {name: kind for name, kind in tasks.items() if kind not in TASK_KINDS}
+    if unknown:
+        raise TaskSpecificationError(
+            f"tasks gives unknown kinds {unknown}; each must be one of {list(TASK_KINDS)}."
+        )
+    missing = [name for name in tasks if name not in columns]
+    extra = [name for name in columns if name not in tasks]
+    if missing or extra:
+        raise TaskSpecificationError(
+            "The columns of Y do not match `tasks`: "
+            + "; ".join(
+                part
+                for part in (
+                    f"outcomes in tasks but not in Y: {missing}" if missing else "",
+                    f"columns of Y not in tasks: {extra}" if extra else "",
+                )
+                if part
+            )
+            + ". Pass one Y column per outcome of `tasks`, or tasks=None to infer them."
+        )
+
+
+def _labelled_values(column: pd.Series, name: str) -> np.ndarray:
+    """The non-missing labels of a column as a plain numpy array."""
+    values = column[column.notna()]
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        return values.astype(object).to_numpy()
+    if ptypes.is_extension_array_dtype(values.dtype):
+        return values.to_numpy(dtype=values.dtype.numpy_dtype)
+    if ptypes.is_complex_dtype(values.dtype):
+        raise InputDataError(f"Outcome {name!r}: Complex data not supported.")
+    return values.to_numpy()
+
+
+def _infer_kind(labels: np.ndarray) -> str:
+    n_classes = len(np.unique(labels))
+    if labels.dtype.kind in "fiu":
+        integral = labels.dtype.kind in "iu" or (
+            np.all(np.isfinite(labels)) and np.all(np.mod(labels, 1) == 0)
+        )
+        if not integral or n_classes > MAX_INFERRED_CLASSES:
+            return REGRESSION
+    return BINARY if n_classes <= 2 else MULTICLASS
+
+
+def _make_spec(name: str, kind: str, labels: np.ndarray) -> TaskSpec:
+    if kind == REGRESSION:
+        values = _regression_values(labels, name, None)
+        scale = float(np.std(values))
+        return TaskSpec(name, kind, None, float(np.mean(values)), scale if scale > 0 else 1.0)
+    classes = _unique_classes(labels, name)
+    if len(classes) < 2:
+        raise TaskSpecificationError(
+            f"Outcome {name!r} has only one class ({classes[0]!r}) among its "
+            f"{labels.size} labels; a classifier needs at least two classes, "
+            "one class is not learnable."
+        )
+    if kind == BINARY and len(classes) > 2:
+        raise TaskSpecificationError(
+            f"Outcome {name!r} is declared binary but has {len(classes)} classes "
+            f"{list(classes)}; declare it 'multiclass'."
+        )
+    return TaskSpec(name, kind, tuple(classes))
+
+
+def _unique_classes(labels: np.ndarray, name: str) -> np.ndarray:
+    if labels.dtype.kind == "f" and not np.all(np.isfinite(labels)):
+        raise InputDataError(f"Outcome {name!r} has infinite labels; expected class labels.")
+    try:
+        return np.unique(labels)
+    except TypeError as error:
+        raise InputDataError(
+            f"Outcome {name!r} mixes label types ({sorted({type(v).__name__ for v in labels})}) "
+            "that cannot be ordered; use one type for its class labels."
+        ) from error
+
+
+def _regression_values(labels: np.ndarray, name: str, index: pd.Index | None) -> np.ndarray:
+    if labels.dtype.kind not in "fiu":
+        raise InputDataError(
+            f"Outcome {name!r} is a regression outcome but its labels have dtype "
+            f"{labels.dtype}; expected numbers."
+        )
+    values = labels.astype(np.float64)
+    infinite = np.isinf(values)
+    if infinite.any():
+        where = describe_rows(index, infinite) if index is not None else f"{infinite.sum()} rows"
+        raise InputDataError(f"Outcome {name!r} holds infinite values in {where}.")
+    return values
+
+
+def _class_indices(values: np.ndarray, spec: TaskSpec, index: pd.Index) -> np.ndarray:
+    classes = np.asarray(spec.classes)
+    try:
+        positions = np.clip(np.searchsorted(classes, values), 0, len(classes) - 1)
+        known = classes[positions] == values
+    except TypeError:
+        known = np.array([value in spec.classes for value in values], dtype=bool)
+        positions = np.array([spec.classes.index(v) if k else 0 for v, k in zip(values, known)])
+    if not np.all(known):
+        raise InputDataError(
+            f"Outcome {spec.name!r} has labels outside its training classes "
+            f"{list(spec.classes)} in {describe_rows(index, ~known)}."
+        )
+    return positions.astype(np.int64)

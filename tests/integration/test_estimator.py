@@ -1,0 +1,221 @@
+"""MultiTaskMLP end to end: inputs, outputs, task handling and fitted state."""
+
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+
+from clinical_mtl import MultiTaskMLP
+
+FAST = {"hidden_layer_sizes": (16,), "max_epochs": 15, "random_state": 0}
+
+
+def test_fitted_attributes(fitted_model, cohort):
+    X, Y = cohort
+    model = fitted_model
+    assert model.n_features_in_ == X.shape[1]
+    assert model.feature_names_in_.tolist() == X.columns.tolist()
+    assert model.tasks_ == {"diagnosis": "binary", "subtype": "multiclass", "prognosis": "regression"}
+    assert model.classes_["diagnosis"].tolist() == [0, 1]
+    assert model.classes_["subtype"].tolist() == ["A", "B", "C"]
+    assert "prognosis" not in model.classes_
+    assert 1 <= model.best_epoch_ <= model.n_iter_ <= 30
+    assert len(model.history_) == model.n_iter_
+    assert {"train_loss/subtype", "valid_loss/prognosis", "weight/diagnosis"} <= set(model.history_[0])
+
+
+def test_label_counts_are_recorded(fitted_model, cohort):
+    _, Y = cohort
+    counts = fitted_model.label_counts_
+    assert counts["prognosis"] == {"n_labelled": int(Y["prognosis"].notna().sum())}
+    assert counts["subtype"]["n_labelled"] == int(Y["subtype"].notna().sum())
+    assert counts["subtype"]["events"] == Y["subtype"].value_counts().to_dict()
+    assert sum(counts["diagnosis"]["events"].values()) == counts["diagnosis"]["n_labelled"]
+
+
+def test_predict_returns_labels_and_units_indexed_like_X(fitted_model, cohort):
+    X, Y = cohort
+    predictions = fitted_model.predict(X)
+    assert predictions.index.equals(X.index)
+    assert predictions.columns.tolist() == ["diagnosis", "subtype", "prognosis"]
+    assert set(predictions["subtype"]) <= {"A", "B", "C"}
+    assert set(predictions["diagnosis"]) <= {0, 1}
+    # Regression comes back in the outcome's units (log days around 7), not standardised.
+    assert abs(predictions["prognosis"].mean() - Y["prognosis"].mean()) < 0.5
+
+
+def test_predict_proba_rows_sum_to_one_and_match_predict(fitted_model, cohort):
+    X, _ = cohort
+    proba = fitted_model.predict_proba(X)
+    assert set(proba) == {"diagnosis", "subtype"}
+    assert proba["subtype"].shape == (len(X), 3)
+    for values in proba.values():
+        np.testing.assert_allclose(values.sum(axis=1), 1.0, atol=1e-12)
+        assert (values >= 0).all()
+    labels = fitted_model.classes_["subtype"][proba["subtype"].argmax(axis=1)]
+    assert (fitted_model.predict(X)["subtype"].to_numpy() == labels).all()
+
+
+def test_regression_is_standardised_inside():
+    """An affine change of the target units changes predictions by the same map only."""
+    X = pd.DataFrame({"a": np.linspace(-2, 2, 120), "b": np.cos(np.linspace(0, 9, 120))})
+    y = pd.DataFrame({"days": 3 * X["a"] + X["b"]})
+    base = MultiTaskMLP(**FAST).fit(X, y).predict(X)["days"]
+    scaled = MultiTaskMLP(**FAST).fit(X, y * 1000 + 5000).predict(X)["days"]
+    np.testing.assert_allclose(scaled, base * 1000 + 5000, rtol=1e-5)
+
+
+def test_patients_without_any_label_are_allowed(cohort):
+    X, Y = cohort
+    Y = Y.copy()
+    Y.iloc[:40] = None
+    model = MultiTaskMLP(**FAST).fit(X, Y)
+    assert model.label_counts_["prognosis"]["n_labelled"] == int(Y["prognosis"].notna().sum())
+    assert len(model.predict(X.iloc[:40])) == 40
+
+
+def test_unseen_category_and_missing_values_at_predict(fitted_model, cohort):
+    X, _ = cohort
+    new = X.head(3).copy()
+    new["smoking"] = pd.Categorical(["vaping", None, "never"])
+    new.loc[new.index[0], "crp"] = np.nan
+    predictions = fitted_model.predict(new)
+    assert predictions.notna().all().all()
+
+
+def test_numpy_inputs_and_outputs():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(80, 3))
+    y = (X[:, 0] > 0).astype(int)
+    model = MultiTaskMLP(**FAST).fit(X, y)
+    assert not hasattr(model, "feature_names_in_")
+    assert model.tasks_ == {"y": "binary"}
+    assert model.predict(X).shape == (80, 1)
+    Y2 = np.column_stack([y, X[:, 1] * 2.5])
+    model2 = MultiTaskMLP(**FAST).fit(X, Y2)
+    assert model2.tasks_ == {"y0": "binary", "y1": "regression"}
+    assert np.isfinite(model2.score(X, Y2))
+
+
+def test_object_array_with_text_categories():
+    X = np.array([[1.5, "a"], [2.5, "b"], [0.5, "a"], [3.5, None]] * 10, dtype=object)
+    y = np.array([0, 1, 0, 1] * 10)
+    model = MultiTaskMLP(**FAST).fit(X, y)
+    assert model.preprocessor_.feature_kinds_ == {"x0": "numeric", "x1": "categorical"}
+
+
+def test_declared_tasks_are_used(cohort):
+    X, Y = cohort
+    Y = Y[["diagnosis", "prognosis"]]
+    model = MultiTaskMLP(tasks={"diagnosis": "multiclass", "prognosis": "regression"}, **FAST).fit(X, Y)
+    assert model.predict_proba(X)["diagnosis"].shape == (len(X), 2)
+    assert model.module_.heads[0].out_features == 2
+
+
+def test_uncertainty_weighting_learns_weights(cohort):
+    X, Y = cohort
+    model = MultiTaskMLP(loss_weighting="uncertainty", **FAST).fit(X, Y)
+    last = model.history_[-1]
+    sigmas = [last[f"sigma/{name}"] for name in Y.columns]
+    assert all(s > 0 for s in sigmas) and not np.allclose(sigmas, 1.0)
+    assert last["weight/prognosis"] == pytest.approx(0.5 / last["sigma/prognosis"] ** 2, rel=1e-5)
+
+
+def test_fixed_weights_are_recorded_and_checked(cohort):
+    X, Y = cohort
+    weights = {"diagnosis": 3.0, "subtype": 1.0, "prognosis": 0.5}
+    model = MultiTaskMLP(loss_weighting=weights, **FAST).fit(X, Y)
+    assert {name: model.history_[0][f"weight/{name}"] for name in weights} == weights
+    with pytest.raises(ValueError, match=r"loss_weighting gives weights for \['diagnosis'\]"):
+        MultiTaskMLP(loss_weighting={"diagnosis": 1.0}, **FAST).fit(X, Y)
+    with pytest.raises(ValueError, match="non-negative"):
+        MultiTaskMLP(loss_weighting=weights | {"subtype": -1.0}, **FAST).fit(X, Y)
+
+
+def test_balanced_class_weight_raises_rare_class_predictions():
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"a": rng.normal(size=400), "b": rng.normal(size=400)})
+    y = pd.DataFrame({"rare": ((X["a"] + rng.normal(scale=1.5, size=400)) > 2.2).astype(int)})
+    assert 0.02 < y["rare"].mean() < 0.15
+    plain = MultiTaskMLP(**FAST).fit(X, y).predict_proba(X)["rare"][:, 1].mean()
+    balanced = MultiTaskMLP(class_weight="balanced", **FAST).fit(X, y).predict_proba(X)["rare"][:, 1].mean()
+    assert balanced > plain + 0.1
+    with pytest.raises(ValueError, match="not classification outcomes"):
+        MultiTaskMLP(class_weight={"nope": "balanced"}, **FAST).fit(X, y)
+
+
+def test_early_stopping_stops_and_can_be_turned_off(cohort):
+    X, Y = cohort
+    stopped = MultiTaskMLP(hidden_layer_sizes=(16,), max_epochs=400, patience=3, random_state=0).fit(X, Y)
+    assert stopped.n_iter_ == stopped.best_epoch_ + 3 < 400
+    full = MultiTaskMLP(hidden_layer_sizes=(16,), max_epochs=7, early_stopping=False, random_state=0).fit(X, Y)
+    assert full.n_iter_ == full.best_epoch_ == 7
+    assert "valid_loss" not in full.history_[0]
+
+
+def test_score_is_the_mean_of_per_outcome_skill_scores(fitted_model, cohort):
+    X, Y = cohort
+    table = fitted_model.evaluate(X, Y)
+    proba = fitted_model.predict_proba(X)
+    from clinical_mtl.metrics import brier_skill_score
+
+    labelled = Y["diagnosis"].notna().to_numpy()
+    diagnosis = brier_skill_score(Y["diagnosis"][labelled].astype(int).to_numpy(), proba["diagnosis"][labelled])
+    labelled = Y["subtype"].notna().to_numpy()
+    codes = pd.Categorical(Y["subtype"][labelled], categories=["A", "B", "C"]).codes
+    subtype = brier_skill_score(codes, proba["subtype"][labelled])
+    expected = np.mean([diagnosis, subtype, table.loc["prognosis", "r2"]])
+    assert fitted_model.score(X, Y) == pytest.approx(expected)
+
+
+def test_evaluate_reports_metrics_on_labelled_rows(fitted_model, cohort):
+    X, Y = cohort
+    table = fitted_model.evaluate(X, Y)
+    assert table.index.tolist() == ["diagnosis", "subtype", "prognosis"]
+    assert table.loc["prognosis", "n_labelled"] == Y["prognosis"].notna().sum()
+    assert np.isnan(table.loc["prognosis", "auroc"]) and np.isnan(table.loc["diagnosis", "rmse"])
+    assert 0.5 < table.loc["diagnosis", "auroc"] <= 1.0
+    residual = fitted_model.predict(X)["prognosis"] - Y["prognosis"]
+    assert table.loc["prognosis", "rmse"] == pytest.approx(np.sqrt(np.nanmean(residual**2)))
+    # A subset of outcomes can be evaluated on its own.
+    assert fitted_model.evaluate(X, Y[["subtype"]]).index.tolist() == ["subtype"]
+
+
+def test_pickle_round_trip_keeps_predictions(fitted_model, cohort):
+    X, _ = cohort
+    restored = pickle.loads(pickle.dumps(fitted_model))
+    pd.testing.assert_frame_equal(restored.predict(X), fitted_model.predict(X))
+    for name, proba in fitted_model.predict_proba(X).items():
+        np.testing.assert_array_equal(restored.predict_proba(X)[name], proba)
+
+
+def test_refit_is_idempotent_and_clone_is_unfitted(fitted_model, cohort):
+    X, Y = cohort
+    model = clone(fitted_model)
+    assert not hasattr(model, "module_")
+    model.fit(X, Y)
+    first = model.predict(X)
+    model.fit(X, Y)
+    pd.testing.assert_frame_equal(model.predict(X), first)
+    pd.testing.assert_frame_equal(fitted_model.predict(X), first)
+
+
+def test_predictions_do_not_depend_on_batch_composition(fitted_model, cohort):
+    X, _ = cohort
+    whole = fitted_model.predict_proba(X)
+    order = np.random.default_rng(0).permutation(len(X))
+    shuffled = fitted_model.predict_proba(X.iloc[order])
+    one = fitted_model.predict_proba(X.iloc[[5]])
+    for name in whole:
+        np.testing.assert_allclose(shuffled[name], whole[name][order], rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(one[name], whole[name][[5]], rtol=1e-6, atol=1e-7)
+
+
+def test_stopping_at_max_epochs_while_improving_warns(cohort):
+    from sklearn.exceptions import ConvergenceWarning
+
+    X, Y = cohort
+    with pytest.warns(ConvergenceWarning, match="still improving at max_epochs=2"):
+        MultiTaskMLP(hidden_layer_sizes=(8,), max_epochs=2, random_state=0).fit(X, Y)

@@ -1,0 +1,27 @@
+import torch
+
+from clinical_mtl.network import MultiHeadNet, build_network
+
+
+def test_heads_share_the_trunk():
+    net = MultiHeadNet(5, (16, 8), head_sizes=(1, 3, 1), dropout=0.2)
+    outputs = net(torch.zeros(4, 5))
+    assert [tuple(out.shape) for out in outputs] == [(4, 1), (4, 3), (4, 1)]
+    assert all(head.in_features == 8 for head in net.heads)
+
+
+def test_no_hidden_layers_gives_linear_heads():
+    net = MultiHeadNet(5, (), head_sizes=(2,))
+    assert len(net.trunk) == 0 and net.heads[0].in_features == 5
+
+
+def test_build_is_seeded_and_leaves_global_rng_alone():
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    first = build_network(4, (8,), [1], 0.1, seed=7)
+    assert torch.equal(state, torch.get_rng_state())
+    second = build_network(4, (8,), [1], 0.1, seed=7)
+    other = build_network(4, (8,), [1], 0.1, seed=8)
+    for a, b, c in zip(first.parameters(), second.parameters(), other.parameters()):
+        assert torch.equal(a, b)
+        assert not torch.equal(a, c)
