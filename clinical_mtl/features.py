@@ -109,11 +109,12 @@ def infer_feature_kinds(X: pd.DataFrame) -> dict[str, str]:
     return kinds
 
 
-def prepare_features(X: pd.DataFrame, kinds: Mapping[str, str]) -> pd.DataFrame:
-    """Check ``X`` against the feature kinds and return it ready to preprocess.
+def prepare_features(X: pd.DataFrame, kinds: Mapping[str, str]) -> dict[str, np.ndarray]:
+    """Check ``X`` against the feature kinds and return its columns ready to preprocess.
 
-    Numeric and boolean columns come back as float64 with NaN for missing;
-    categorical columns as object holding text or NaN. ``X`` is not modified.
+    Numeric and boolean columns come back as float64 arrays with NaN for
+    missing; categorical columns as object arrays holding text or NaN. ``X`` is
+    not modified.
 
     Parameters
     ----------
@@ -124,8 +125,8 @@ def prepare_features(X: pd.DataFrame, kinds: Mapping[str, str]) -> pd.DataFrame:
 
     Returns
     -------
-    DataFrame
-        A new frame with the columns of ``kinds``, in that order, indexed like ``X``.
+    dict of str to ndarray
+        The columns of ``kinds``, in that order.
 
     Raises
     ------
@@ -141,7 +142,7 @@ def prepare_features(X: pd.DataFrame, kinds: Mapping[str, str]) -> pd.DataFrame:
             problems.append(str(error))
     if problems:
         raise InputDataError("\n".join(problems))
-    return pd.DataFrame(columns, index=X.index, copy=False)
+    return columns
 
 
 def describe_rows(index: pd.Index, where: np.ndarray, limit: int = 5) -> str:

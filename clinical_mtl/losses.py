@@ -11,13 +11,16 @@ parameters.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from numbers import Real
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .tasks import BINARY, MULTICLASS, REGRESSION
+from .exceptions import TaskSpecificationError
+from .tasks import BINARY, MULTICLASS, REGRESSION, TaskSpec
 
 EQUAL = "equal"
 UNCERTAINTY = "uncertainty"
@@ -134,3 +137,46 @@ class UncertaintyWeighting(TaskWeighting):
             "weight": (self.factors * torch.exp(-log_var)).tolist(),
             "sigma": torch.exp(0.5 * log_var).tolist(),
         }
+
+
+def weighting_factory(
+    loss_weighting: str | Mapping[str, float], specs: Sequence[TaskSpec]
+) -> Callable[[], TaskWeighting]:
+    """Check a ``loss_weighting`` setting and return a maker of fresh weightings.
+
+    Parameters
+    ----------
+    loss_weighting : "equal", "uncertainty" or mapping of str to float
+        Equal weights, learned uncertainty weights, or one fixed non-negative
+        weight per outcome.
+    specs : sequence of TaskSpec
+        The outcomes.
+
+    Returns
+    -------
+    callable
+        Returns a new, untrained ``TaskWeighting`` at each call (one per network).
+
+    Raises
+    ------
+    TaskSpecificationError
+        If a mapping does not give exactly one finite non-negative weight per
+        outcome, or gives only zeros.
+    """
+    names = [spec.name for spec in specs]
+    if loss_weighting == EQUAL:
+        return lambda: FixedWeighting([1.0] * len(specs))
+    if loss_weighting == UNCERTAINTY:
+        return lambda: UncertaintyWeighting([spec.kind == REGRESSION for spec in specs])
+    if set(loss_weighting) != set(names):
+        raise TaskSpecificationError(
+            f"loss_weighting gives weights for {sorted(map(str, loss_weighting))} but the "
+            f"outcomes are {names}; pass one weight per outcome, 'equal' or 'uncertainty'."
+        )
+    values = [loss_weighting[name] for name in names]
+    if not all(isinstance(v, Real) and np.isfinite(v) and v >= 0 for v in values) or not any(values):
+        raise TaskSpecificationError(
+            "loss_weighting values must be finite, non-negative and not all 0, "
+            f"got {dict(loss_weighting)}."
+        )
+    return lambda: FixedWeighting([float(v) for v in values])

@@ -15,8 +15,10 @@ for classification.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable
 
 import numpy as np
+import pandas as pd
 from sklearn.metrics import log_loss, mean_absolute_error, r2_score, roc_auc_score
 
 CLASSIFICATION_METRICS = ("auroc", "log_loss", "brier", "accuracy")
@@ -95,3 +97,37 @@ def r_squared(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return float(r2_score(y_true, y_pred))
+
+
+def skill_score(y_true: np.ndarray, output: np.ndarray, is_classification: bool) -> float:
+    """The per-outcome score of ``MultiTaskMLP.score``: Brier skill score or R^2."""
+    return brier_skill_score(y_true, output) if is_classification else r_squared(y_true, output)
+
+
+def metrics_table(outcomes: Iterable[tuple[str, str, np.ndarray, np.ndarray]]) -> pd.DataFrame:
+    """Tabulate per-outcome metrics.
+
+    Parameters
+    ----------
+    outcomes : iterable of (name, kind, y_true, output)
+        Per outcome, on its labelled rows: class indices and probabilities
+        (classification) or values and predictions (regression).
+
+    Returns
+    -------
+    DataFrame
+        Indexed by outcome, with ``kind``, ``n_labelled`` and every metric
+        (NaN where it does not apply).
+    """
+    rows = {}
+    for name, kind, y_true, output in outcomes:
+        row = {"kind": kind, "n_labelled": len(y_true)}
+        if len(y_true) and kind == "regression":
+            row |= regression_metrics(y_true, output)
+        elif len(y_true):
+            row |= classification_metrics(y_true, output)
+        rows[name] = row
+    columns = ["kind", "n_labelled", *CLASSIFICATION_METRICS, *REGRESSION_METRICS]
+    table = pd.DataFrame.from_dict(rows, orient="index").reindex(columns=columns)
+    table.index.name = "outcome"
+    return table

@@ -57,6 +57,31 @@ class MultiHeadNet(nn.Module):
         return [head(shared) for head in self.heads]
 
 
+class MultiHeadEnsemble(nn.Module):
+    """Several ``MultiHeadNet`` members trained apart and used together.
+
+    Parameters
+    ----------
+    members : sequence of MultiHeadNet
+        Networks with the same input width and heads.
+
+    Examples
+    --------
+    >>> ensemble = MultiHeadEnsemble([MultiHeadNet(5, (8,), (1, 3)) for _ in range(4)])
+    >>> [out.shape for out in ensemble(torch.zeros(2, 5))]
+    [torch.Size([4, 2, 1]), torch.Size([4, 2, 3])]
+    """
+
+    def __init__(self, members: Sequence[MultiHeadNet]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        """Return every head's raw outputs stacked over members: (n_members, n, width)."""
+        per_member = [member(x) for member in self.members]
+        return [torch.stack(outputs) for outputs in zip(*per_member)]
+
+
 def build_network(
     n_features: int,
     hidden_layer_sizes: Sequence[int],

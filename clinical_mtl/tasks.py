@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from pandas.api import types as ptypes
+from scipy.special import expit, softmax
 
 from .exceptions import InputDataError, TaskSpecificationError
 from .features import describe_rows
@@ -199,6 +200,119 @@ def class_counts(Y: pd.DataFrame, spec: TaskSpec) -> dict:
 def _plain(value: object) -> object:
     """A numpy scalar as the matching Python scalar (readable, JSON-ready)."""
     return value.item() if isinstance(value, np.generic) else value
+
+
+def align_labels(Y: object, index: pd.Index, specs: Sequence[TaskSpec]) -> pd.DataFrame:
+    """The labels of some or all outcomes of a fitted model, for scoring.
+
+    Named labels (a DataFrame or a named Series) must name outcomes of the
+    model; unnamed ones (arrays) must have one column per outcome, in order.
+
+    Parameters
+    ----------
+    Y : DataFrame, Series or array-like
+        Labels, NaN where unlabelled.
+    index : Index
+        Index of the feature rows.
+    specs : sequence of TaskSpec
+        The model's outcomes.
+
+    Returns
+    -------
+    DataFrame
+        Columns named after the model's outcomes.
+    """
+    labels = as_label_frame(Y, index)
+    names = [spec.name for spec in specs]
+    named = isinstance(Y, pd.DataFrame) or (isinstance(Y, pd.Series) and isinstance(Y.name, str))
+    if not named:
+        if labels.shape[1] != len(names):
+            raise InputDataError(
+                f"Y has {labels.shape[1]} unnamed columns but the model has "
+                f"{len(names)} outcomes {names}; pass a DataFrame with outcome names."
+            )
+        return labels.set_axis(names, axis=1)
+    unknown = [column for column in labels.columns if column not in names]
+    if unknown:
+        raise InputDataError(
+            f"Y has columns {unknown} that are not outcomes of this model; its outcomes are {names}."
+        )
+    return labels
+
+
+def class_weight_vectors(
+    specs: Sequence[TaskSpec], Y: pd.DataFrame, class_weight: object
+) -> list[np.ndarray | None]:
+    """Per outcome, the loss weight of each class index (None where unweighted).
+
+    Parameters
+    ----------
+    specs : sequence of TaskSpec
+    Y : DataFrame
+        Training labels ("balanced" weights are computed from them).
+    class_weight : "balanced", dict or None
+        "balanced" for every classification outcome, or a dict mapping
+        outcome names to "balanced" or to a dict of class label -> weight.
+
+    Returns
+    -------
+    list of ndarray or None
+    """
+    if class_weight is None:
+        return [None] * len(specs)
+    classification = [spec.name for spec in specs if spec.is_classification]
+    setting = {name: class_weight for name in classification} if isinstance(class_weight, str) else class_weight
+    unknown = [name for name in setting if name not in classification]
+    if unknown:
+        raise TaskSpecificationError(
+            f"class_weight names {unknown}, which are not classification outcomes ({classification})."
+        )
+    weights = []
+    for spec in specs:
+        choice = setting.get(spec.name)
+        if choice is None:
+            weights.append(None)
+        elif choice == "balanced":
+            counts = np.array(list(class_counts(Y, spec).values()), dtype=np.float64)
+            weights.append(counts.sum() / (len(counts) * counts))
+        elif isinstance(choice, Mapping):
+            stray = [label for label in choice if label not in spec.classes]
+            if stray:
+                raise TaskSpecificationError(
+                    f"class_weight for outcome {spec.name!r} names classes {stray} "
+                    f"that are not among its classes {list(spec.classes)}."
+                )
+            weights.append(np.array([float(choice.get(c, 1.0)) for c in spec.classes]))
+        else:
+            raise TaskSpecificationError(
+                f"class_weight for outcome {spec.name!r} must be 'balanced', None or a "
+                f"dict of class -> weight, got {choice!r}."
+            )
+    return weights
+
+
+def decode_outputs(spec: TaskSpec, raw: np.ndarray) -> np.ndarray:
+    """Average the raw head outputs of an ensemble into what the outcome predicts.
+
+    Parameters
+    ----------
+    spec : TaskSpec
+    raw : ndarray of shape (n_members, n_samples, n_outputs)
+        Logits or standardised values of every network.
+
+    Returns
+    -------
+    ndarray
+        Class probabilities of shape (n_samples, n_classes), the mean of the
+        members' probabilities; or values of shape (n_samples,) in the
+        outcome's units, the mean of the members' values.
+    """
+    if spec.kind == BINARY:
+        positive = expit(raw[..., 0]).mean(axis=0)
+        return np.column_stack([1.0 - positive, positive])
+    if spec.kind == MULTICLASS:
+        return softmax(raw, axis=-1).mean(axis=0)
+    return raw[..., 0].mean(axis=0) * spec.target_scale + spec.target_mean
 
 
 def _check_task_mapping(tasks: Mapping[str, str], columns: pd.Index) -> None:

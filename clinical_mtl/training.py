@@ -228,12 +228,29 @@ def evaluate_losses(
 def predict_module(
     module: nn.Module, X: Tensor, batch_size: int = INFERENCE_BATCH_SIZE
 ) -> list[Tensor]:
-    """Forward ``X`` in evaluation mode, in batches; returns one tensor per head."""
+    """Forward ``X`` in evaluation mode, in batches; returns one tensor per head.
+
+    Rows are the second-to-last dimension of every output, so ensembles that
+    stack their members first are batched alike.
+    """
     module.eval()
     if len(X) <= batch_size:
         return list(module(X))
     chunks = [module(X[start : start + batch_size]) for start in range(0, len(X), batch_size)]
-    return [torch.cat(parts) for parts in zip(*chunks)]
+    return [torch.cat(parts, dim=-2) for parts in zip(*chunks)]
+
+
+def resolve_device(device: str) -> torch.device:
+    """The torch device named by ``device``; a clear error if it is not usable here."""
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as error:
+        raise ValueError(f"device={device!r} is not a torch device: {error}") from error
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device={device!r} was asked for, but torch finds no CUDA device here; use device='cpu'."
+        )
+    return resolved
 
 
 def _make_optimizer(

@@ -22,9 +22,9 @@ def cohort():
 
 @pytest.fixture(scope="session")
 def fitted_model(cohort):
-    """A small model fitted on ``cohort``; treat as read-only."""
+    """A small two-network ensemble fitted on ``cohort``; treat as read-only."""
     X, Y = cohort
-    return MultiTaskMLP(hidden_layer_sizes=(16,), max_epochs=30, random_state=0).fit(X, Y)
+    return MultiTaskMLP(hidden_layer_sizes=(16,), max_epochs=30, ensemble_size=2, random_state=0).fit(X, Y)
 
 
 @pytest.fixture

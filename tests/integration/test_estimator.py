@@ -9,7 +9,7 @@ from sklearn.base import clone
 
 from clinical_mtl import MultiTaskMLP
 
-FAST = {"hidden_layer_sizes": (16,), "max_epochs": 15, "random_state": 0}
+FAST = {"hidden_layer_sizes": (16,), "max_epochs": 15, "ensemble_size": 1, "random_state": 0}
 
 
 def test_fitted_attributes(fitted_model, cohort):
@@ -21,9 +21,12 @@ def test_fitted_attributes(fitted_model, cohort):
     assert model.classes_["diagnosis"].tolist() == [0, 1]
     assert model.classes_["subtype"].tolist() == ["A", "B", "C"]
     assert "prognosis" not in model.classes_
-    assert 1 <= model.best_epoch_ <= model.n_iter_ <= 30
-    assert len(model.history_) == model.n_iter_
-    assert {"train_loss/subtype", "valid_loss/prognosis", "weight/diagnosis"} <= set(model.history_[0])
+    assert model.best_epoch_.shape == model.n_iter_.shape == (2,)
+    assert ((1 <= model.best_epoch_) & (model.best_epoch_ <= model.n_iter_) & (model.n_iter_ <= 30)).all()
+    history = pd.DataFrame(model.history_)
+    assert history.groupby("member")["epoch"].max().tolist() == model.n_iter_.tolist()
+    assert {"train_loss/subtype", "valid_loss/prognosis", "weight/diagnosis"} <= set(history.columns)
+    assert len(model.module_.members) == 2
 
 
 def test_label_counts_are_recorded(fitted_model, cohort):
@@ -111,7 +114,7 @@ def test_declared_tasks_are_used(cohort):
     Y = Y[["diagnosis", "prognosis"]]
     model = MultiTaskMLP(tasks={"diagnosis": "multiclass", "prognosis": "regression"}, **FAST).fit(X, Y)
     assert model.predict_proba(X)["diagnosis"].shape == (len(X), 2)
-    assert model.module_.heads[0].out_features == 2
+    assert model.module_.members[0].heads[0].out_features == 2
 
 
 def test_uncertainty_weighting_learns_weights(cohort):
@@ -148,10 +151,12 @@ def test_balanced_class_weight_raises_rare_class_predictions():
 
 def test_early_stopping_stops_and_can_be_turned_off(cohort):
     X, Y = cohort
-    stopped = MultiTaskMLP(hidden_layer_sizes=(16,), max_epochs=400, patience=3, random_state=0).fit(X, Y)
-    assert stopped.n_iter_ == stopped.best_epoch_ + 3 < 400
-    full = MultiTaskMLP(hidden_layer_sizes=(16,), max_epochs=7, early_stopping=False, random_state=0).fit(X, Y)
-    assert full.n_iter_ == full.best_epoch_ == 7
+    stopped = MultiTaskMLP(hidden_layer_sizes=(16,), max_epochs=400, patience=3, ensemble_size=2,
+                           random_state=0).fit(X, Y)
+    assert (stopped.n_iter_ == stopped.best_epoch_ + 3).all() and (stopped.n_iter_ < 400).all()
+    full = MultiTaskMLP(hidden_layer_sizes=(16,), max_epochs=7, early_stopping=False, ensemble_size=1,
+                        random_state=0).fit(X, Y)
+    assert full.n_iter_.tolist() == full.best_epoch_.tolist() == [7]
     assert "valid_loss" not in full.history_[0]
 
 
@@ -219,3 +224,57 @@ def test_stopping_at_max_epochs_while_improving_warns(cohort):
     X, Y = cohort
     with pytest.warns(ConvergenceWarning, match="still improving at max_epochs=2"):
         MultiTaskMLP(hidden_layer_sizes=(8,), max_epochs=2, random_state=0).fit(X, Y)
+
+
+def test_ensemble_averages_its_members(fitted_model, cohort):
+    import torch
+
+    from clinical_mtl.training import predict_module
+
+    X, Y = cohort
+    inputs = torch.from_numpy(fitted_model.preprocessor_.transform(X))
+    member_probabilities = [
+        torch.sigmoid(predict_module(member, inputs)[0][:, 0].double()).numpy()
+        for member in fitted_model.module_.members
+    ]
+    assert not np.allclose(*member_probabilities)
+    np.testing.assert_allclose(
+        fitted_model.predict_proba(X)["diagnosis"][:, 1], np.mean(member_probabilities, axis=0), rtol=1e-6
+    )
+    regression = [predict_module(m, inputs)[2][:, 0].double().numpy() for m in fitted_model.module_.members]
+    spec = fitted_model._task_specs[2]
+    expected = np.mean(regression, axis=0) * spec.target_scale + spec.target_mean
+    np.testing.assert_allclose(fitted_model.predict(X)["prognosis"], expected, rtol=1e-6)
+
+
+def test_members_hold_out_different_rows(cohort, monkeypatch):
+    from clinical_mtl import estimator as estimator_module
+
+    X, Y = cohort
+    seen = []
+    original = estimator_module.holdout_split
+
+    def spy(*args, **kwargs):
+        train, valid = original(*args, **kwargs)
+        seen.append(set(valid.tolist()))
+        return train, valid
+
+    monkeypatch.setattr(estimator_module, "holdout_split", spy)
+    MultiTaskMLP(hidden_layer_sizes=(8,), max_epochs=2, ensemble_size=3, random_state=0).fit(X, Y)
+    assert len(seen) == 3
+    assert seen[0] != seen[1] != seen[2]
+    assert len(seen[0] | seen[1] | seen[2]) > 1.5 * len(seen[0])
+
+
+def test_skewed_positive_columns_are_log_transformed(cohort):
+    X, Y = cohort
+    model = MultiTaskMLP(**FAST).fit(X, Y)
+    assert model.preprocessor_.log_columns_ == ["crp", "bilirubin"]
+    bad = X.head(3).copy()
+    bad.loc[bad.index[1], "crp"] = 0.0
+    with pytest.raises(ValueError, match=r"Column 'crp' is log-transformed by the model.*row 1"):
+        model.predict(bad)
+    plain = MultiTaskMLP(log_transform=None, **FAST).fit(X, Y)
+    assert plain.preprocessor_.log_columns_ == []
+    chosen = MultiTaskMLP(log_transform=["age"], **FAST).fit(X, Y)
+    assert chosen.preprocessor_.log_columns_ == ["age"]

@@ -7,7 +7,7 @@ from sklearn.exceptions import NotFittedError
 
 from clinical_mtl import MultiTaskMLP
 
-FAST = {"hidden_layer_sizes": (8,), "max_epochs": 3, "random_state": 0}
+FAST = {"hidden_layer_sizes": (8,), "max_epochs": 3, "ensemble_size": 1, "random_state": 0}
 
 
 def test_X_and_Y_of_different_lengths(cohort):

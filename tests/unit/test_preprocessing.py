@@ -1,5 +1,6 @@
 import numpy as np
 import pandas as pd
+import pytest
 
 from clinical_mtl.preprocessing import ClinicalPreprocessor
 
@@ -17,7 +18,7 @@ def test_every_output_column_belongs_to_exactly_one_source(mixed_table):
 def test_missing_indicators_only_for_columns_missing_in_fit():
     X = pd.DataFrame({"age": [50.0, np.nan, 70.0], "bili": [1.0, 2.0, 3.0]})
     pre = ClinicalPreprocessor().fit(X)
-    assert pre.get_feature_names_out().tolist() == ["age", "bili", "age_missing"]
+    assert pre.get_feature_names_out().tolist() == ["age", "age_missing", "bili"]
     # A value missing only at predict time is imputed, without a new column.
     out = pre.transform(pd.DataFrame({"age": [np.nan], "bili": [np.nan]}))
     assert out.shape == (1, 3) and np.isfinite(out).all()
@@ -43,3 +44,56 @@ def test_output_is_float32_and_finite_with_missing_values(mixed_table):
     out = ClinicalPreprocessor().fit_transform(mixed_table)
     assert out.dtype == np.float32
     assert np.isfinite(out).all()
+
+
+def test_auto_log_transform_picks_skewed_positive_columns():
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({
+        "bili": np.exp(rng.normal(size=200)),          # positive, right-skewed
+        "age": rng.normal(60, 10, size=200),           # symmetric
+        "shift": np.exp(rng.normal(size=200)) - 1.5,   # skewed but not positive
+        "edema": rng.choice([0.5, 1.0], size=200),     # two values only
+    })
+    pre = ClinicalPreprocessor().fit(X)
+    assert pre.log_columns_ == ["bili"]
+    assert pre.get_feature_names_out()[0] == "log(bili)"
+    out = pre.transform(X)
+    logged = np.log(X["bili"])
+    np.testing.assert_allclose(out[:, 0], (logged - logged.mean()) / logged.std(ddof=0), rtol=1e-4)
+
+
+def test_log_transform_rejects_non_positive_values_naming_rows():
+    X = pd.DataFrame({"bili": [1.0, 2.0, 4.0, 8.0]})
+    pre = ClinicalPreprocessor(log_transform=["bili"]).fit(X)
+    with pytest.raises(ValueError, match=r"Column 'bili' is log-transformed.*rows 1, 2"):
+        pre.transform(pd.DataFrame({"bili": [1.0, 0.0, -3.0]}))
+    with pytest.raises(ValueError, match="not numeric feature columns"):
+        ClinicalPreprocessor(log_transform=["sex"]).fit(pd.DataFrame({"sex": ["f", "m"]}))
+
+
+def test_matches_scikit_learn_imputer_scaler_and_one_hot(mixed_table):
+    """The numpy transform computes what the scikit-learn building blocks would."""
+    from sklearn.impute import SimpleImputer
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    pre = ClinicalPreprocessor(log_transform=None).fit(mixed_table)
+    out = pre.transform(mixed_table)
+    age = mixed_table[["age"]].to_numpy()
+    imputed = SimpleImputer(strategy="median", add_indicator=True).fit_transform(age)
+    expected = StandardScaler().fit_transform(imputed)
+    np.testing.assert_allclose(out[:, pre.feature_groups_["age"]], expected, rtol=1e-6)
+    text = mixed_table[["stage_text"]].astype(object).where(mixed_table[["stage_text"]].notna(), np.nan)
+    one_hot = OneHotEncoder(sparse_output=False).fit_transform(text)
+    np.testing.assert_array_equal(out[:, pre.feature_groups_["stage_text"]], one_hot)
+
+
+def test_plain_data_round_trip(mixed_table):
+    import json
+
+    pre = ClinicalPreprocessor().fit(mixed_table)
+    restored = ClinicalPreprocessor.from_dict(json.loads(json.dumps(pre.to_dict())))
+    np.testing.assert_array_equal(restored.transform(mixed_table), pre.transform(mixed_table))
+    assert restored.get_feature_names_out().tolist() == pre.get_feature_names_out().tolist()
+    assert {k: v.tolist() for k, v in restored.feature_groups_.items()} == {
+        k: v.tolist() for k, v in pre.feature_groups_.items()
+    }

@@ -1,0 +1,307 @@
+"""MultiTaskMLP with its defaults against per-outcome baselines, by repeated cross-validation.
+
+Methods (every baseline fits one model per outcome, on the rows labelled for it):
+
+- ``MultiTaskMLP``: the estimator with its default parameters, all outcomes at once.
+- ``MultiTaskMLP single-task``: the same defaults, fitted on one outcome at a time
+  (the single-task twin: the difference isolates what sharing adds).
+- ``linear``: LogisticRegressionCV / RidgeCV (regularisation chosen by inner CV)
+  after impute + missing indicators + scale + one-hot (the package's preprocessor).
+- ``HistGradientBoosting``: scikit-learn defaults, native missing values and categories.
+- ``sklearn MLP``: MLPClassifier / MLPRegressor defaults after the same preprocessing
+  (regression targets standardised).
+
+Every method sees the same folds. Per fold, metrics are computed on the test rows
+labelled for each outcome, then averaged over folds. Methods are ranked per dataset,
+outcome and metric (1 = best); the mean rank summarises. A label-scarcity scenario
+keeps 20% of one classification outcome's training labels (test labels untouched).
+
+Run ``python benchmarks/compare_models.py`` (about 10 minutes on 2 cores); results go
+to ``reports/model_comparison.md`` and ``reports/model_comparison_folds.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.compose import TransformedTargetRegressor
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegressionCV, RidgeCV
+from sklearn.model_selection import RepeatedKFold
+from sklearn.neural_network import MLPClassifier, MLPRegressor
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from clinical_mtl import MultiTaskMLP
+from clinical_mtl.datasets import load_pbc, make_synthetic_cohort
+from clinical_mtl.metrics import classification_metrics, regression_metrics
+from clinical_mtl.preprocessing import ClinicalPreprocessor
+from clinical_mtl.tasks import encode_targets, infer_tasks
+
+REPORTS = Path(__file__).resolve().parents[1] / "reports"
+HEADLINE = {"classification": ["auroc", "log_loss", "brier"], "regression": ["rmse", "r2"]}
+LOWER_IS_BETTER = {"log_loss", "brier", "rmse"}
+SCARCE_OUTCOME = {"pbc": "cirrhosis", "synthetic": "diagnosis"}
+
+
+def load(name: str, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    if name == "pbc":
+        return load_pbc()
+    return make_synthetic_cohort(1000, random_state=seed)
+
+
+# -- methods: each maps (X_train, Y_train, X_test) -> {outcome: probabilities or values} -----
+
+
+def multitask(params: dict) -> Callable:
+    def fit_predict(X_train, Y_train, X_test, seed):
+        model = MultiTaskMLP(random_state=seed, **params).fit(X_train, Y_train)
+        return _model_outputs(model, X_test)
+
+    return fit_predict
+
+
+def single_task_twin(params: dict) -> Callable:
+    def fit_predict(X_train, Y_train, X_test, seed):
+        outputs = {}
+        for name in Y_train.columns:
+            labelled = Y_train[name].notna().to_numpy()
+            model = MultiTaskMLP(random_state=seed, **params).fit(
+                X_train[labelled], Y_train.loc[labelled, [name]]
+            )
+            outputs |= _model_outputs(model, X_test)
+        return outputs
+
+    return fit_predict
+
+
+def per_outcome(make_classifier: Callable, make_regressor: Callable, preprocess: bool) -> Callable:
+    def fit_predict(X_train, Y_train, X_test, seed):
+        outputs = {}
+        for spec in infer_tasks(Y_train):
+            labelled = Y_train[spec.name].notna().to_numpy()
+            X_fit, y = X_train[labelled], Y_train.loc[labelled, spec.name]
+            if spec.is_classification:
+                estimator = make_classifier(seed)
+                targets, _ = encode_targets(Y_train.loc[labelled, [spec.name]], [spec])
+                y = targets[0]
+            else:
+                estimator = make_regressor(seed)
+                y = y.to_numpy(dtype=float)
+            if preprocess:
+                estimator = make_pipeline(ClinicalPreprocessor(), estimator)
+            else:
+                X_fit, X_eval = _native(X_fit), _native(X_test)
+            estimator.fit(X_fit, y)
+            X_in = X_test if preprocess else X_eval
+            outputs[spec.name] = (
+                estimator.predict_proba(X_in) if spec.is_classification else estimator.predict(X_in)
+            )
+        return outputs
+
+    return fit_predict
+
+
+def _native(X: pd.DataFrame) -> pd.DataFrame:
+    """Booleans as floats (NaN kept) for HistGradientBoosting; categories stay categories."""
+    X = X.copy()
+    for name in X.columns:
+        if str(X[name].dtype) == "boolean":
+            X[name] = X[name].astype("Float64").to_numpy(dtype=float, na_value=np.nan)
+    return X
+
+
+def _model_outputs(model: MultiTaskMLP, X_test: pd.DataFrame) -> dict:
+    proba = model.predict_proba(X_test)
+    values = model.predict(X_test)
+    return {name: proba.get(name, values[name].to_numpy()) for name in model.tasks_}
+
+
+def baselines() -> dict[str, Callable]:
+    return {
+        "linear": per_outcome(
+            lambda seed: LogisticRegressionCV(Cs=10, l1_ratios=(0.0,), max_iter=5000, scoring="neg_log_loss",
+                                             use_legacy_attributes=False),
+            lambda seed: RidgeCV(alphas=np.logspace(-3, 3, 13)),
+            preprocess=True,
+        ),
+        "HistGradientBoosting": per_outcome(
+            lambda seed: HistGradientBoostingClassifier(categorical_features="from_dtype", random_state=seed),
+            lambda seed: HistGradientBoostingRegressor(categorical_features="from_dtype", random_state=seed),
+            preprocess=False,
+        ),
+        "sklearn MLP": per_outcome(
+            lambda seed: MLPClassifier(random_state=seed, max_iter=500),
+            lambda seed: TransformedTargetRegressor(
+                MLPRegressor(random_state=seed, max_iter=500), transformer=StandardScaler()
+            ),
+            preprocess=True,
+        ),
+    }
+
+
+# -- evaluation --------------------------------------------------------------------------------
+
+
+def cross_validate(dataset: str, methods: dict[str, Callable], folds: int, repeats: int, seed: int,
+                   scarce: bool) -> pd.DataFrame:
+    X, Y = load(dataset, seed)
+    specs = {spec.name: spec for spec in infer_tasks(Y)}
+    splitter = RepeatedKFold(n_splits=folds, n_repeats=repeats, random_state=seed)
+    rows = []
+    for fold, (train, test) in enumerate(splitter.split(X)):
+        X_train, Y_train = X.iloc[train], Y.iloc[train].copy()
+        X_test, Y_test = X.iloc[test], Y.iloc[test]
+        if scarce:
+            outcome = SCARCE_OUTCOME[dataset]
+            labelled = np.flatnonzero(Y_train[outcome].notna().to_numpy())
+            rng = np.random.default_rng(seed + fold)
+            drop = rng.choice(labelled, size=int(round(0.8 * len(labelled))), replace=False)
+            Y_train.iloc[drop, Y_train.columns.get_loc(outcome)] = None
+        for method, fit_predict in methods.items():
+            start = time.perf_counter()
+            outputs = fit_predict(X_train, Y_train, X_test, seed + fold)
+            seconds = time.perf_counter() - start
+            for name, output in outputs.items():
+                rows.append({"dataset": dataset, "scenario": "20% labels" if scarce else "all labels",
+                             "fold": fold, "method": method, "outcome": name, "seconds": seconds}
+                            | _metrics(specs[name], Y_test, output))
+        print(f"  {dataset} {'scarce' if scarce else 'full'} fold {fold + 1}/{folds * repeats} done", flush=True)
+    return pd.DataFrame(rows)
+
+
+def _metrics(spec, Y_test: pd.DataFrame, output: np.ndarray) -> dict:
+    labelled = Y_test[spec.name].notna().to_numpy()
+    if spec.is_classification:
+        targets, _ = encode_targets(Y_test.loc[labelled, [spec.name]], [spec])
+        return classification_metrics(targets[0], output[labelled])
+    return regression_metrics(Y_test.loc[labelled, spec.name].to_numpy(dtype=float), output[labelled])
+
+
+def summarise(folds: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Fold means (with standard deviations) and ranks per dataset, scenario, outcome and metric."""
+    metrics = sorted({m for ms in HEADLINE.values() for m in ms})
+    long = folds.melt(id_vars=["dataset", "scenario", "fold", "method", "outcome"], value_vars=metrics,
+                      var_name="metric").dropna(subset=["value"])
+    keep = long.apply(lambda r: r["metric"] in HEADLINE["regression" if r["metric"] in ("rmse", "r2") else "classification"], axis=1)
+    long = long[keep]
+    table = long.groupby(["dataset", "scenario", "outcome", "metric", "method"])["value"].agg(["mean", "std"]).reset_index()
+    sign = np.where(table["metric"].isin(LOWER_IS_BETTER), 1, -1)
+    table["rank"] = (table.assign(key=sign * table["mean"])
+                     .groupby(["dataset", "scenario", "outcome", "metric"])["key"].rank(method="average"))
+    ranks = table.groupby(["scenario", "dataset", "method"])["rank"].mean().unstack("method")
+    return table, ranks
+
+
+def write_report(folds: pd.DataFrame, folds_spec: str, params: dict, minutes: float, path: Path) -> None:
+    table, ranks = summarise(folds)
+    overall = ranks.mean(axis=0).to_frame().T.round(2)
+    overall.index = pd.MultiIndex.from_tuples([("all", "mean")], names=ranks.index.names)
+    seconds = folds.groupby(["dataset", "method", "fold", "scenario"])["seconds"].first()
+    seconds = seconds.groupby(["dataset", "method"]).mean().unstack("method").round(2)
+    lines = [
+        "# Model comparison: MultiTaskMLP defaults against per-outcome baselines",
+        "",
+        f"Generated by `benchmarks/compare_models.py` ({folds_spec}, the same folds for every method"
+        + (f"; {minutes:.1f} minutes on this machine" if minutes == minutes else "")
+        + "). MultiTaskMLP parameters: defaults"
+        + (f" overridden by `{json.dumps(params)}`" if params else "") + ".",
+        "",
+        "The defaults were chosen on other folds (seed 100, 5-fold x 1) and another draw of the synthetic",
+        "cohort; this report uses seed 0, so the comparison is not on the folds the defaults were tuned on.",
+        "What tuning found: averaging an ensemble of 5 networks (each with its own early-stopping split),",
+        "dropout 0.3, weight decay 1e-2, batch size 32 and log-transforming right-skewed positive",
+        "measurements each improved the mean rank; wider or deeper trunks, a linear skip path to the heads,",
+        "a larger validation share and a lower learning rate did not.",
+        "",
+        "Mean rank over outcomes and metrics (1 = best; lower is better):",
+        "",
+        _markdown(pd.concat([ranks.round(2), overall]).reset_index()),
+        "",
+        *_where_not_best(table),
+        "",
+        "Mean seconds per fold (fit on the training rows, predict the test rows; all outcomes):",
+        "",
+        _markdown(seconds.reset_index()),
+        "",
+        "Per outcome, metric mean ± standard deviation over folds (rank in brackets):",
+        "",
+    ]
+    for (dataset, scenario), part in table.groupby(["dataset", "scenario"], sort=False):
+        lines += [f"## {dataset}, {scenario}", ""]
+        cell = part.apply(lambda r: f"{r['mean']:.3f} ± {r['std']:.3f} ({r['rank']:g})", axis=1)
+        wide = part.assign(cell=cell).pivot(index=["outcome", "metric"], columns="method", values="cell")
+        lines += [_markdown(wide.reset_index()), ""]
+    path.write_text("\n".join(lines))
+
+
+def _where_not_best(table: pd.DataFrame, method: str = "MultiTaskMLP") -> list[str]:
+    """Sentences naming every outcome and metric where ``method`` is not ranked first."""
+    lines = [f"Where {method} is not ranked first:", ""]
+    for key, part in table.groupby(["dataset", "scenario", "outcome", "metric"], sort=False):
+        ours = part[part["method"] == method].iloc[0]
+        best = part.sort_values("rank").iloc[0]
+        if ours["rank"] > 1:
+            gap = abs(ours["mean"] - best["mean"])
+            within = "within" if gap < best["std"] else "beyond"
+            lines.append(
+                f"- {key[0]}, {key[1]}, {key[2]} {key[3]}: {best['method']} {best['mean']:.3f} against "
+                f"{ours['mean']:.3f} (rank {ours['rank']:g}; gap {gap:.3f}, {within} one fold standard deviation)"
+            )
+    return lines if len(lines) > 2 else []
+
+
+def _markdown(frame: pd.DataFrame) -> str:
+    header = "| " + " | ".join(map(str, frame.columns)) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    body = ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *body])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", nargs="+", default=["pbc", "synthetic"])
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0, help="seeds the folds, the synthetic cohort and the models")
+    parser.add_argument("--params", default="{}", help="JSON overrides of MultiTaskMLP defaults (for tuning)")
+    parser.add_argument("--methods", nargs="+", default=None, help="subset of methods to run")
+    parser.add_argument("--no-scarce", action="store_true", help="skip the label-scarcity scenario")
+    parser.add_argument("--output", type=Path, default=REPORTS / "model_comparison.md")
+    parser.add_argument("--from-csv", type=Path, default=None, help="rewrite the report from saved fold results")
+    args = parser.parse_args()
+    params = json.loads(args.params)
+    folds_spec = f"{args.folds}-fold CV x {args.repeats} repeats, seed {args.seed}"
+    if args.from_csv is not None:
+        write_report(pd.read_csv(args.from_csv), folds_spec, params, float("nan"), args.output)
+        return
+
+    methods = {"MultiTaskMLP": multitask(params), "MultiTaskMLP single-task": single_task_twin(params)}
+    methods |= baselines()
+    if args.methods:
+        methods = {name: methods[name] for name in args.methods}
+    warnings.filterwarnings("ignore", category=ConvergenceWarning)
+    start = time.perf_counter()
+    frames = []
+    for dataset in args.datasets:
+        for scarce in ([False] if args.no_scarce else [False, True]):
+            frames.append(cross_validate(dataset, methods, args.folds, args.repeats, args.seed, scarce))
+    folds = pd.concat(frames, ignore_index=True)
+    minutes = (time.perf_counter() - start) / 60
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    folds.to_csv(args.output.with_name(args.output.stem + "_folds.csv"), index=False)
+    write_report(folds, folds_spec, params, minutes, args.output)
+    print(summarise(folds)[1].round(2).to_string())
+    print(f"written {args.output} ({minutes:.1f} min)")
+
+
+if __name__ == "__main__":
+    main()
