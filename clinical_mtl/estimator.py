@@ -22,6 +22,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ._compat import Interval, StrOptions, fit_context
 from .exceptions import InputDataError, TaskSpecificationError
 from .features import as_frame
+from .hooks import notify_fit
 from .losses import EQUAL, UNCERTAINTY, TaskWeighting, weighting_factory
 from .metrics import metrics_table, skill_score
 from .network import MultiHeadEnsemble, MultiHeadNet, build_network
@@ -36,6 +37,7 @@ from .tasks import (
     decode_outputs,
     encode_targets,
     infer_tasks,
+    labelled_targets,
 )
 from .training import (
     TaskData,
@@ -143,6 +145,11 @@ class MultiTaskMLP(BaseEstimator):
         Per network, the epoch whose weights it holds.
     n_iter_ : ndarray of int, shape (ensemble_size,)
         Per network, the epochs run.
+    validation_metrics_ : DataFrame or None
+        ``evaluate``-style metrics on the early-stopping rows, each row
+        predicted by the networks that held it out (so never by a network that
+        trained on it). Somewhat optimistic, since these rows also chose the
+        stopping epochs. None without early stopping.
 
     See Also
     --------
@@ -237,6 +244,10 @@ class MultiTaskMLP(BaseEstimator):
         self : MultiTaskMLP
             The fitted estimator.
         """
+        with notify_fit(self, X, y):
+            return self._fit(X, y)
+
+    def _fit(self, X, y):
         features = self._feature_frame(X, reset=True)
         labels = as_label_frame(y, features.index)
         specs = infer_tasks(labels, self.tasks)
@@ -267,14 +278,21 @@ class MultiTaskMLP(BaseEstimator):
 
         rng = check_random_state(self.random_state)
         seeds = rng.randint(np.iinfo(np.int32).max, size=self.ensemble_size)
-        members, self.history_, best_epochs, n_epochs = [], [], [], []
+        members, self.history_, best_epochs, n_epochs, held_out = [], [], [], [], []
         for member, seed in enumerate(seeds):
-            network, result = self._fit_member(data, targets, labelled, new_weighting, int(seed), device)
+            network, result, valid_rows = self._fit_member(
+                data, targets, labelled, new_weighting, int(seed), device
+            )
             members.append(network)
+            if valid_rows is not None:
+                held_out.append((valid_rows, network))
             self.history_ += [{"member": member} | record for record in result.history]
             best_epochs.append(result.best_epoch)
             n_epochs.append(result.n_epochs)
         self.module_ = MultiHeadEnsemble(members)
+        self.validation_metrics_ = (
+            self._held_out_metrics(data.X, labels, held_out) if held_out else None
+        )
         self.best_epoch_ = np.asarray(best_epochs)
         self.n_iter_ = np.asarray(n_epochs)
         if self.early_stopping and (self.n_iter_ == self.max_epochs).any():
@@ -440,15 +458,9 @@ class MultiTaskMLP(BaseEstimator):
         index, outputs = self._predict_outputs(X)
         labels = align_labels(y, index, self._task_specs)
         for spec, output in zip(self._task_specs, outputs):
-            if spec.name not in labels.columns:
-                continue
-            targets, labelled = encode_targets(labels[[spec.name]], [spec])
-            present = labelled[:, 0]
-            if spec.is_classification:
-                yield spec, targets[0][present], output[present]
-            else:
-                values = labels[spec.name].to_numpy(dtype=np.float64, na_value=np.nan)
-                yield spec, values[present], output[present]
+            if spec.name in labels.columns:
+                present, y_true = labelled_targets(labels, spec)
+                yield spec, y_true, output[present]
 
     def _fit_member(
         self,
@@ -458,10 +470,14 @@ class MultiTaskMLP(BaseEstimator):
         new_weighting: Callable[[], TaskWeighting],
         seed: int,
         device: torch.device,
-    ) -> tuple[MultiHeadNet, TrainingResult]:
-        """Train one network on its own early-stopping split; returns it on the CPU."""
+    ) -> tuple[MultiHeadNet, TrainingResult, np.ndarray | None]:
+        """Train one network on its own early-stopping split.
+
+        Returns the network (on the CPU), what training did and the positions of
+        the rows it held out (None without early stopping).
+        """
         specs = self._task_specs
-        train, valid = data, None
+        train, valid, valid_rows = data, None, None
         if self.early_stopping:
             train_rows, valid_rows = holdout_split(
                 targets, labelled, [s.is_classification for s in specs], self.validation_fraction, seed
@@ -490,7 +506,29 @@ class MultiTaskMLP(BaseEstimator):
             settings,
             seed,
         )
-        return network.cpu(), result
+        return network.cpu(), result, valid_rows
+
+    def _held_out_metrics(self, inputs: torch.Tensor, labels: pd.DataFrame, held_out: list) -> pd.DataFrame:
+        """Metrics of the ensemble on early-stopping rows, each row predicted only by
+        the members that held it out."""
+        n_rows = len(labels)
+        sums: list[np.ndarray | None] = [None] * len(self._task_specs)
+        counts = np.zeros(n_rows)
+        for rows, network in held_out:
+            raw = predict_module(network, inputs[torch.from_numpy(rows)])
+            counts[rows] += 1
+            for t, spec in enumerate(self._task_specs):
+                decoded = decode_outputs(spec, raw[t].double().numpy()[None])
+                if sums[t] is None:
+                    sums[t] = np.zeros((n_rows, *decoded.shape[1:]))
+                sums[t][rows] += decoded
+        seen = counts > 0
+        outcomes = []
+        for t, spec in enumerate(self._task_specs):
+            averaged = sums[t][seen] / counts[seen].reshape(-1, *[1] * (sums[t].ndim - 1))
+            present, y_true = labelled_targets(labels.iloc[seen], spec)
+            outcomes.append((spec.name, spec.kind, y_true, averaged[present]))
+        return metrics_table(outcomes)
 
     @staticmethod
     def _check_every_task_trains(specs: list[TaskSpec], labelled_train: np.ndarray) -> None:

@@ -191,6 +191,23 @@ def encode_targets(Y: pd.DataFrame, specs: Sequence[TaskSpec]) -> tuple[list[np.
     return targets, labelled
 
 
+def labelled_targets(Y: pd.DataFrame, spec: TaskSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Which rows are labelled for ``spec``, and their labels for metrics.
+
+    Returns
+    -------
+    labelled : ndarray of bool, shape (n_samples,)
+    y_true : ndarray
+        On labelled rows: class indices (classification) or values in the
+        outcome's units (regression).
+    """
+    targets, labelled = encode_targets(Y[[spec.name]], [spec])
+    present = labelled[:, 0]
+    if spec.is_classification:
+        return present, targets[0][present]
+    return present, Y[spec.name].to_numpy(dtype=np.float64, na_value=np.nan)[present]
+
+
 def class_counts(Y: pd.DataFrame, spec: TaskSpec) -> dict:
     """Number of labelled patients per class of a classification outcome."""
     values = _labelled_values(Y[spec.name], spec.name)

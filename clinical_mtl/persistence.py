@@ -1,0 +1,208 @@
+"""Saving and loading a fitted ``MultiTaskMLP`` without pickles.
+
+A saved model is a folder of two files:
+
+``model.json``
+    The estimator's parameters, its fitted state (task kinds, classes,
+    target scaling, label counts, training history), the fitted
+    preprocessing (medians, means, scales, categories: numbers and strings
+    only) and the network's architecture. Plain JSON: reading it runs no code.
+``weights.pt``
+    The networks' ``state_dict``: tensors only, read back with
+    ``torch.load(..., weights_only=True)``, which refuses anything but
+    tensors and plain containers.
+
+Nothing is pickled. A ``random_state`` given as a ``RandomState`` instance
+is not stored (the loaded model reports ``random_state=None``); it only
+matters for refitting.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import __version__
+from .estimator import MultiTaskMLP
+from .network import MultiHeadEnsemble, MultiHeadNet
+from .preprocessing import ClinicalPreprocessor
+from .tasks import TaskSpec
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "model.json"
+WEIGHTS_FILE = "weights.pt"
+
+
+def save_model(model: MultiTaskMLP, path: str | Path) -> Path:
+    """Write a fitted model to the folder ``path`` (created if needed).
+
+    Parameters
+    ----------
+    model : MultiTaskMLP
+        A fitted estimator.
+    path : str or Path
+        Destination folder.
+
+    Returns
+    -------
+    Path
+        The folder.
+
+    Examples
+    --------
+    >>> from clinical_mtl import MultiTaskMLP
+    >>> from clinical_mtl.datasets import make_synthetic_cohort
+    >>> X, Y = make_synthetic_cohort(200, random_state=0)
+    >>> model = MultiTaskMLP(max_epochs=5, ensemble_size=1, random_state=0).fit(X, Y)
+    >>> import tempfile
+    >>> folder = save_model(model, tempfile.mkdtemp())
+    >>> load_model(folder).predict(X).equals(model.predict(X))
+    True
+    """
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    members = model.module_.members
+    first = members[0]
+    config = {
+        "format_version": FORMAT_VERSION,
+        "clinical_mtl_version": __version__,
+        "params": _encode(_storable_params(model.get_params())),
+        "fitted": {
+            "n_features_in": int(model.n_features_in_),
+            "feature_names_in": (
+                model.feature_names_in_.tolist() if hasattr(model, "feature_names_in_") else None
+            ),
+            "tasks": [
+                {
+                    "name": spec.name,
+                    "kind": spec.kind,
+                    "classes": _encode(list(spec.classes)) if spec.classes is not None else None,
+                    "target_mean": spec.target_mean,
+                    "target_scale": spec.target_scale,
+                }
+                for spec in model._task_specs
+            ],
+            "label_counts": _encode(model.label_counts_),
+            "history": model.history_,
+            "best_epoch": model.best_epoch_.tolist(),
+            "n_iter": model.n_iter_.tolist(),
+            "validation_metrics": (
+                model.validation_metrics_.to_dict(orient="split")
+                if model.validation_metrics_ is not None
+                else None
+            ),
+        },
+        "preprocessor": model.preprocessor_.to_dict(),
+        "network": {
+            "n_features": first.heads[0].in_features if not len(first.trunk) else first.trunk[0].in_features,
+            "hidden_layer_sizes": [layer.out_features for layer in first.trunk if isinstance(layer, torch.nn.Linear)],
+            "head_sizes": [head.out_features for head in first.heads],
+            "n_members": len(members),
+        },
+    }
+    (folder / CONFIG_FILE).write_text(json.dumps(config, indent=1))
+    torch.save(model.module_.state_dict(), folder / WEIGHTS_FILE)
+    return folder
+
+
+def load_model(path: str | Path) -> MultiTaskMLP:
+    """Read a model written by ``save_model``; no code is executed in loading.
+
+    Parameters
+    ----------
+    path : str or Path
+        The folder written by ``save_model``.
+
+    Returns
+    -------
+    MultiTaskMLP
+        Fitted, predicting exactly as the saved model did.
+    """
+    folder = Path(path)
+    config = json.loads((folder / CONFIG_FILE).read_text())
+    if config.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{folder / CONFIG_FILE} has format_version {config.get('format_version')!r}; this "
+            f"clinical_mtl ({__version__}) reads format_version {FORMAT_VERSION}."
+        )
+    params = _decode(config["params"])
+    params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
+    model = MultiTaskMLP(**params)
+    fitted = config["fitted"]
+    model.n_features_in_ = fitted["n_features_in"]
+    if fitted["feature_names_in"] is not None:
+        model.feature_names_in_ = np.asarray(fitted["feature_names_in"], dtype=object)
+    model._task_specs = tuple(
+        TaskSpec(
+            task["name"],
+            task["kind"],
+            tuple(_decode(task["classes"])) if task["classes"] is not None else None,
+            task["target_mean"],
+            task["target_scale"],
+        )
+        for task in fitted["tasks"]
+    )
+    model.tasks_ = {spec.name: spec.kind for spec in model._task_specs}
+    model.classes_ = {spec.name: np.asarray(spec.classes) for spec in model._task_specs if spec.classes}
+    model.label_counts_ = _decode(fitted["label_counts"])
+    model.history_ = fitted["history"]
+    model.best_epoch_ = np.asarray(fitted["best_epoch"])
+    model.n_iter_ = np.asarray(fitted["n_iter"])
+    metrics = fitted["validation_metrics"]
+    model.validation_metrics_ = None
+    if metrics is not None:
+        model.validation_metrics_ = pd.DataFrame(**metrics).rename_axis("outcome")
+    model.preprocessor_ = ClinicalPreprocessor.from_dict(config["preprocessor"])
+    network = config["network"]
+    model.module_ = MultiHeadEnsemble(
+        [
+            MultiHeadNet(network["n_features"], network["hidden_layer_sizes"], network["head_sizes"],
+                         params["dropout"])
+            for _ in range(network["n_members"])
+        ]
+    )
+    state = torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+    model.module_.load_state_dict(state)
+    model.module_.eval()
+    return model
+
+
+def _storable_params(params: dict) -> dict:
+    if isinstance(params["random_state"], np.random.RandomState):
+        params = params | {"random_state": None}
+    return params
+
+
+def _encode(value):
+    """JSON-ready form of parameters and labels: tuples and non-text keys are tagged."""
+    if isinstance(value, dict):
+        if all(isinstance(key, str) for key in value):
+            return {key: _encode(item) for key, item in value.items()}
+        return {"__items__": [[_encode(key), _encode(item)] for key, item in value.items()]}
+    if isinstance(value, tuple):
+        return {"__tuple__": [_encode(item) for item in value]}
+    if isinstance(value, list):
+        return [_encode(item) for item in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _decode(value):
+    if isinstance(value, dict):
+        if set(value) == {"__items__"}:
+            return {_hashable(_decode(key)): _decode(item) for key, item in value["__items__"]}
+        if set(value) == {"__tuple__"}:
+            return tuple(_decode(item) for item in value["__tuple__"])
+        return {key: _decode(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_decode(item) for item in value]
+    return value
+
+
+def _hashable(value):
+    return tuple(value) if isinstance(value, list) else value

@@ -1,0 +1,58 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from clinical_mtl import MultiTaskMLP
+from clinical_mtl.persistence import CONFIG_FILE, WEIGHTS_FILE, load_model, save_model
+
+
+def test_round_trip_keeps_predictions_params_and_fitted_state(tmp_path, fitted_model, cohort):
+    X, Y = cohort
+    folder = save_model(fitted_model, tmp_path / "model")
+    assert sorted(p.name for p in folder.iterdir()) == [CONFIG_FILE, WEIGHTS_FILE]
+    loaded = load_model(folder)
+    pd.testing.assert_frame_equal(loaded.predict(X), fitted_model.predict(X))
+    for name, proba in fitted_model.predict_proba(X).items():
+        np.testing.assert_array_equal(loaded.predict_proba(X)[name], proba)
+    assert loaded.get_params() == fitted_model.get_params()
+    assert loaded.tasks_ == fitted_model.tasks_
+    assert loaded.label_counts_ == fitted_model.label_counts_
+    assert loaded.history_[-1] == pytest.approx(fitted_model.history_[-1], nan_ok=True)
+    assert loaded.best_epoch_.tolist() == fitted_model.best_epoch_.tolist()
+    assert loaded.evaluate(X, Y).equals(fitted_model.evaluate(X, Y))
+
+
+def test_unusual_parameters_and_labels_survive(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 3))
+    Y = np.column_stack([(X[:, 0] > 0).astype(int), X[:, 1] * 3])
+    model = MultiTaskMLP(
+        hidden_layer_sizes=(8, 4), ensemble_size=2, max_epochs=3, dropout=0.0,
+        class_weight={"y0": {0: 1.0, 1: 3.0}}, loss_weighting={"y0": 2.0, "y1": 1.0},
+        random_state=np.random.RandomState(3), log_transform=None,
+    ).fit(X, Y)
+    loaded = load_model(save_model(model, tmp_path))
+    assert loaded.class_weight == {"y0": {0: 1.0, 1: 3.0}}
+    assert loaded.hidden_layer_sizes == (8, 4)
+    assert loaded.random_state is None  # a RandomState instance is not stored
+    assert not hasattr(loaded, "feature_names_in_")
+    pd.testing.assert_frame_equal(loaded.predict(X), model.predict(X))
+
+
+def test_files_hold_no_code(tmp_path, fitted_model):
+    folder = save_model(fitted_model, tmp_path)
+    json.loads((folder / CONFIG_FILE).read_text())  # plain JSON
+    state = torch.load(folder / WEIGHTS_FILE, weights_only=True)  # refuses anything but tensors
+    assert all(isinstance(value, torch.Tensor) for value in state.values())
+
+
+def test_unknown_format_version_is_refused(tmp_path, fitted_model):
+    folder = save_model(fitted_model, tmp_path)
+    config = json.loads((folder / CONFIG_FILE).read_text())
+    config["format_version"] = 99
+    (folder / CONFIG_FILE).write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="format_version 99"):
+        load_model(folder)
