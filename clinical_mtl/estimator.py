@@ -21,6 +21,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._compat import Interval, StrOptions, fit_context
 from .exceptions import InputDataError, TaskSpecificationError
+from .explain import PROBABILITY, explain_model, summarise_background
 from .features import as_frame
 from .hooks import notify_fit
 from .losses import EQUAL, UNCERTAINTY, TaskWeighting, weighting_factory
@@ -145,6 +146,9 @@ class MultiTaskMLP(BaseEstimator):
         Per network, the epoch whose weights it holds.
     n_iter_ : ndarray of int, shape (ensemble_size,)
         Per network, the epochs run.
+    explanation_background_ : Background
+        Reference points of ``explain``: at most 20 weighted k-means centres
+        of the training inputs, each summarising 5 or more patients.
     validation_metrics_ : DataFrame or None
         ``evaluate``-style metrics on the early-stopping rows, each row
         predicted by the networks that held it out (so never by a network that
@@ -290,6 +294,9 @@ class MultiTaskMLP(BaseEstimator):
             best_epochs.append(result.best_epoch)
             n_epochs.append(result.n_epochs)
         self.module_ = MultiHeadEnsemble(members)
+        self.explanation_background_ = summarise_background(
+            inputs, int(rng.randint(np.iinfo(np.int32).max))
+        )
         self.validation_metrics_ = (
             self._held_out_metrics(data.X, labels, held_out) if held_out else None
         )
@@ -401,6 +408,45 @@ class MultiTaskMLP(BaseEstimator):
         return metrics_table(
             (spec.name, spec.kind, y_true, output) for spec, y_true, output in self._labelled_pairs(X, y)
         )
+
+    def explain(self, X, outcomes=None, *, output=PROBABILITY):
+        """SHAP values of every outcome, on the original clinical features.
+
+        The networks' outputs are attributed with DeepLIFT's rescale rule
+        (what ``shap.DeepExplainer`` computes), batched over patients and over
+        a background of weighted k-means centres of the training rows fixed
+        at fit time; the output link (sigmoid, softmax, target scale) is
+        carried through exactly, and the columns that each clinical variable
+        produced (value and missing indicator, one-hot columns) are summed
+        back into it. So for every patient and output, ``base_values + values
+        summed over features`` equals the model's output (see
+        :mod:`clinical_mtl.explain` for why).
+
+        Parameters
+        ----------
+        X : DataFrame or array-like of shape (n_samples, n_features)
+            Raw features of the patients to explain.
+        outcomes : list of str, default=None
+            Outcomes to explain; None explains all.
+        output : {"probability", "log_odds"}, default="probability"
+            Scale of classification explanations: the predicted probability
+            (what ``predict_proba`` returns), or its log-odds. Regression
+            outcomes are always explained in their units.
+
+        Returns
+        -------
+        dict of str to shap.Explanation
+            Per outcome: ``values`` of shape (n_samples, n_features) (binary:
+            the probability of ``classes_[outcome][1]``; regression: the value)
+            or (n_samples, n_features, n_classes) (multi-class), ``base_values``
+            per row, ``feature_names`` the columns of ``X``, ``data`` the
+            patients' values (categories as their index among the training
+            categories), ``display_data`` the values as given (category
+            labels, True/False, None for missing), ``output_names`` naming the
+            outcome and class.
+        """
+        check_is_fitted(self)
+        return explain_model(self, X, outcomes, output=output)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

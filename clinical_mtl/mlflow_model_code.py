@@ -16,13 +16,16 @@ from clinical_mtl.persistence import load_model
 
 
 class ClinicalMTLModel(mlflow.pyfunc.PythonModel):
-    """Predict every outcome as flat columns (``<outcome>_pred``, ``<outcome>_proba_<class>``)."""
+    """Predict every outcome as flat columns (``<outcome>_pred``, ``<outcome>_proba_<class>``),
+    with the ``top_k`` largest SHAP contributions per outcome when the ``top_k`` parameter
+    (default: as logged) is positive."""
 
     def load_context(self, context):
         self.model = load_model(context.artifacts["model"])
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        return flat_predictions(self.model, model_input)
+        top_k = int((params or {}).get("top_k", 0))
+        return flat_predictions(self.model, model_input, top_k=top_k)
 
 
 mlflow.models.set_model(ClinicalMTLModel())

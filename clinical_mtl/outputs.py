@@ -9,6 +9,9 @@ spreads over named columns:
 ``<outcome>_proba_<class>``
     The probability of each class of a classification outcome, in the order
     of ``model.classes_[outcome]``.
+``<outcome>_top<j>_feature``, ``<outcome>_top<j>_contribution``
+    Optionally, the j-th largest SHAP contribution to the outcome and its
+    feature.
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ import numpy as np
 import pandas as pd
 
 from .estimator import MultiTaskMLP
+from .explain import top_contribution_columns, top_contributions
 
 
-def flat_predictions(model: MultiTaskMLP, X) -> pd.DataFrame:
+def flat_predictions(model: MultiTaskMLP, X, *, top_k: int = 0) -> pd.DataFrame:
     """Predict every outcome of ``X`` into flat columns (see the module docstring).
 
     Parameters
@@ -28,11 +32,14 @@ def flat_predictions(model: MultiTaskMLP, X) -> pd.DataFrame:
         A fitted model.
     X : DataFrame or array-like
         Raw features.
+    top_k : int, default=0
+        Also return the ``top_k`` largest SHAP contributions per outcome
+        (:func:`clinical_mtl.explain.top_contributions`).
 
     Returns
     -------
     DataFrame
-        Indexed like ``X``, columns as listed by ``output_columns(model)``.
+        Indexed like ``X``, columns as listed by ``output_columns(model, top_k)``.
     """
     index, outputs = model._predict_outputs(X)
     columns = {}
@@ -43,10 +50,13 @@ def flat_predictions(model: MultiTaskMLP, X) -> pd.DataFrame:
                 columns[f"{spec.name}_proba_{label}"] = output[:, k]
         else:
             columns[f"{spec.name}_pred"] = output
-    return pd.DataFrame(columns, index=index)
+    predictions = pd.DataFrame(columns, index=index)
+    if top_k > 0:
+        predictions = predictions.join(top_contributions(model, X, top_k))
+    return predictions
 
 
-def output_columns(model: MultiTaskMLP) -> list[tuple[str, str]]:
+def output_columns(model: MultiTaskMLP, top_k: int = 0) -> list[tuple[str, str]]:
     """Names and MLflow types ("string", "long", "double", "boolean") of the flat columns."""
     columns = []
     for spec in model._task_specs:
@@ -55,7 +65,7 @@ def output_columns(model: MultiTaskMLP) -> list[tuple[str, str]]:
             columns += [(f"{spec.name}_proba_{label}", "double") for label in spec.classes]
         else:
             columns.append((f"{spec.name}_pred", "double"))
-    return columns
+    return columns + (top_contribution_columns(model, top_k) if top_k > 0 else [])
 
 
 def _label_type(classes: np.ndarray) -> str:

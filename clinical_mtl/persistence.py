@@ -28,6 +28,7 @@ import torch
 
 from . import __version__
 from .estimator import MultiTaskMLP
+from .explain import Background
 from .network import MultiHeadEnsemble, MultiHeadNet
 from .preprocessing import ClinicalPreprocessor
 from .tasks import TaskSpec
@@ -97,6 +98,7 @@ def save_model(model: MultiTaskMLP, path: str | Path) -> Path:
             ),
         },
         "preprocessor": model.preprocessor_.to_dict(),
+        "explanation_background": model.explanation_background_.to_dict(),
         "network": {
             "n_features": first.heads[0].in_features if not len(first.trunk) else first.trunk[0].in_features,
             "hidden_layer_sizes": [layer.out_features for layer in first.trunk if isinstance(layer, torch.nn.Linear)],
@@ -157,6 +159,7 @@ def load_model(path: str | Path) -> MultiTaskMLP:
     if metrics is not None:
         model.validation_metrics_ = pd.DataFrame(**metrics).rename_axis("outcome")
     model.preprocessor_ = ClinicalPreprocessor.from_dict(config["preprocessor"])
+    model.explanation_background_ = Background.from_dict(config["explanation_background"])
     network = config["network"]
     model.module_ = MultiHeadEnsemble(
         [

@@ -4,8 +4,9 @@
 logs into the active run (a nested run if the active run already holds a fit,
 a new run if none is active) its parameters, a summary of its training data,
 per-epoch losses and task weights as step metrics, the validation metrics per
-outcome, the training time and the model. ``log_fit`` does the same for one
-fitted model, explicitly.
+outcome, the training time, the global view of its explanations (mean
+absolute SHAP values and beeswarm images) and the model. ``log_fit`` does the
+same for one fitted model, explicitly.
 
 With no tracking URI configured, MLflow writes to ``mlflow.db`` (SQLite) in the
 working directory and artifacts to ``./mlruns``; ``mlflow ui --backend-store-uri
@@ -39,6 +40,7 @@ import pandas as pd
 from . import __version__
 from .estimator import MultiTaskMLP
 from .exceptions import InputDataError
+from .explain import global_importance, save_beeswarm_plots
 from .features import BOOLEAN, CATEGORICAL, as_frame, prepare_features
 from .hooks import add_fit_listener, remove_fit_listener
 from .outputs import output_columns
@@ -46,6 +48,7 @@ from .persistence import load_model, save_model
 from .preprocessing import CategoricalEncoding
 
 MODEL_ARTIFACT = "model"
+EXPLANATION_ROWS = 1000
 FIT_LOGGED_TAG = "clinical_mtl.fit_logged"
 _MODEL_CODE = Path(__file__).with_name("mlflow_model_code.py")
 _SIGNATURE_TYPES = {"numeric": "double", "boolean": "boolean", "categorical": "string"}
@@ -125,6 +128,7 @@ def log_fit(
     *,
     training_seconds: float | None = None,
     log_models: bool = True,
+    log_explanations: bool = True,
     registered_model_name: str | None = None,
 ) -> str:
     """Log a fitted model and what it learned from into the active run (or a new one).
@@ -139,6 +143,10 @@ def log_fit(
         Wall time of the fit, logged as ``training_seconds`` when given.
     log_models : bool, default=True
         Also log the model as the MLflow model ``model``.
+    log_explanations : bool, default=True
+        Also log the global view of the explanations on (up to 1,000 of) the
+        training rows: mean absolute SHAP value per feature and outcome
+        (``explanations/global_importance.csv``) and beeswarm images.
     registered_model_name : str, default=None
         Register the logged model under this name.
 
@@ -170,10 +178,25 @@ def log_fit(
             "clinical_mtl.version": __version__,
             "clinical_mtl.outcomes": json.dumps(model.tasks_),
         })
+        if log_explanations:
+            _log_global_explanations(model, X)
         if log_models:
             info = log_model(model, registered_model_name=registered_model_name)
             mlflow.set_tag("clinical_mtl.model_uri", info.model_uri)
         return run_id
+
+
+def _log_global_explanations(model: MultiTaskMLP, X) -> None:
+    import mlflow
+
+    features = as_frame(X)
+    if len(features) > EXPLANATION_ROWS:
+        features = features.sample(EXPLANATION_ROWS, random_state=0)
+    explanations = model.explain(features)
+    with tempfile.TemporaryDirectory() as folder:
+        global_importance(explanations).to_csv(Path(folder) / "global_importance.csv")
+        save_beeswarm_plots(explanations, folder)
+        mlflow.log_artifacts(folder, artifact_path="explanations")
 
 
 @contextmanager
@@ -188,12 +211,19 @@ def _active_run():
         yield run
 
 
-def log_model(model: MultiTaskMLP, name: str = MODEL_ARTIFACT, *, registered_model_name: str | None = None):
+def log_model(
+    model: MultiTaskMLP,
+    name: str = MODEL_ARTIFACT,
+    *,
+    registered_model_name: str | None = None,
+    explain_top_k: int = 0,
+):
     """Log a fitted model as an MLflow pyfunc model with a signature.
 
     The pyfunc takes the clinical columns (numeric as double, boolean as
     boolean, categorical as string; missing values allowed) and returns the
-    flat columns of :func:`clinical_mtl.outputs.flat_predictions`.
+    flat columns of :func:`clinical_mtl.outputs.flat_predictions`. Its
+    ``top_k`` parameter adds the largest SHAP contributions per outcome.
 
     Parameters
     ----------
@@ -203,6 +233,9 @@ def log_model(model: MultiTaskMLP, name: str = MODEL_ARTIFACT, *, registered_mod
         Name of the logged model in the run.
     registered_model_name : str, default=None
         Also register it under this name.
+    explain_top_k : int, default=0
+        Default of the ``top_k`` parameter (the signature's output columns
+        include the contributions when positive).
 
     Returns
     -------
@@ -216,7 +249,7 @@ def log_model(model: MultiTaskMLP, name: str = MODEL_ARTIFACT, *, registered_mod
             name=name,
             python_model=str(_MODEL_CODE),
             artifacts={"model": str(saved)},
-            signature=model_signature(model),
+            signature=model_signature(model, top_k=explain_top_k),
             input_example=synthetic_input_example(model),
             pip_requirements=_pinned_requirements(),
             registered_model_name=registered_model_name,
@@ -266,16 +299,18 @@ def register_model(model_uri: str, name: str, *, alias: str | None = None):
     return version
 
 
-def model_signature(model: MultiTaskMLP):
-    """The MLflow signature: clinical columns in, flat prediction columns out."""
+def model_signature(model: MultiTaskMLP, top_k: int = 0):
+    """The MLflow signature: clinical columns in, flat prediction columns out, and the
+    ``top_k`` parameter (default ``top_k``)."""
     from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
     inputs = Schema([
         ColSpec(_SIGNATURE_TYPES[kind], name) for name, kind in model.preprocessor_.feature_kinds_.items()
     ])
-    outputs = Schema([ColSpec(kind, name) for name, kind in output_columns(model)])
-    return ModelSignature(inputs=inputs, outputs=outputs)
+    outputs = Schema([ColSpec(kind, name) for name, kind in output_columns(model, top_k)])
+    params = ParamSchema([ParamSpec("top_k", "long", int(top_k))])
+    return ModelSignature(inputs=inputs, outputs=outputs, params=params)
 
 
 def synthetic_input_example(model: MultiTaskMLP) -> pd.DataFrame:

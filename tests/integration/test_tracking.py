@@ -57,6 +57,12 @@ def test_autolog_logs_params_data_curves_metrics_time_and_model(tracked):
     summary = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/training_data.json")
     assert summary["outcomes"]["cirrhosis"] == {"kind": "binary", "n_labelled": 412, "events": {"0": 268, "1": 144}}
     assert summary["features"]["chol"]["missing_fraction"] == pytest.approx(134 / 418, abs=1e-4)
+    explanation_files = [f.path for f in mlflow.artifacts.list_artifacts(run_id=run.info.run_id,
+                                                                          artifact_path="explanations")]
+    assert explanation_files == [
+        "explanations/beeswarm_cirrhosis=1.png", "explanations/beeswarm_log_survival_days.png",
+        "explanations/global_importance.csv",
+    ]
     model_uri = run.data.tags["clinical_mtl.model_uri"]
     info = mlflow.models.get_model_info(model_uri)
     assert info.signature.inputs.input_names() == list(X.columns)
@@ -78,7 +84,10 @@ def test_no_patient_row_is_stored(tracked):
     config = json.loads(open(f"{folder}/artifacts/clinical_mtl_model/model.json").read())
     assert len(json.dumps(config)) < 60_000  # parameters and summaries, not a copy of the cohort
     run_files = mlflow.artifacts.list_artifacts(run_id=run.info.run_id)
-    assert [f.path for f in run_files] == ["training_data.json"]
+    assert [f.path for f in run_files] == ["explanations", "training_data.json"]
+    importance = pd.read_csv(mlflow.artifacts.download_artifacts(
+        run_id=run.info.run_id, artifact_path="explanations/global_importance.csv"), index_col=0)
+    assert sorted(importance.index) == sorted(X.columns)  # one aggregate row per feature
 
 
 def test_fresh_process_loads_without_pickles_and_predicts_identically(tracked, tmp_path):
@@ -159,3 +168,21 @@ def test_pyfunc_input_errors_name_columns_not_values(tracked):
     assert "high" not in str(error.value)
     with pytest.raises(ValueError, match=r"lacks the model's feature columns \['bili'\]"):
         tracking.to_pyfunc_input(model, X.drop(columns="bili"))
+
+
+def test_pyfunc_returns_top_k_contributions(tracked):
+    model, X, Y, run = tracked
+    with mlflow.start_run():
+        info = tracking.log_model(model, explain_top_k=2)
+    loaded = mlflow.pyfunc.load_model(info.model_uri)
+    inputs = tracking.to_pyfunc_input(model, X.head(6))
+    with_default = loaded.predict(inputs)
+    assert with_default.columns.tolist() == info.signature.outputs.input_names()
+    assert "log_survival_days_top2_contribution" in with_default
+    explanation = model.explain(X.head(6))["cirrhosis"]
+    top = np.abs(explanation.values).argmax(axis=1)
+    assert with_default["cirrhosis_top1_feature"].tolist() == [X.columns[i] for i in top]
+    plain = loaded.predict(inputs, params={"top_k": 0})
+    assert plain.columns.tolist() == [
+        "cirrhosis_pred", "cirrhosis_proba_0", "cirrhosis_proba_1", "log_survival_days_pred"
+    ]
