@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
+import warnings
 
 import click
 import pandas as pd
+
+from .allocation import tune_for_streaming
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -15,35 +19,76 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("--test-size", default=0.25, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
-              help="Share of PBC patients held out for evaluation.")
-@click.option("--random-state", default=0, show_default=True, type=int, help="Seed of the split and the model.")
-@click.option("--track/--no-track", default=True, show_default=True,
-              help="Log the fit to MLflow and register the model.")
-@click.option("--registered-model-name", default="pbc_mtl", show_default=True)
-def demo(test_size: float, random_state: int, track: bool, registered_model_name: str) -> None:
-    """Fit on the bundled PBC cohort, print per-outcome metrics on held-out patients,
-    and track the fit in MLflow (by default ./mlflow.db) with the model registered."""
-    from .demo import run_pbc_demo
+@click.argument("pipeline", type=click.Path(exists=True, dir_okay=False))
+def run(pipeline: str) -> None:
+    """Run a pipeline file (kind: train or kind: score); see pipelines/."""
+    from .pipelines import load_pipeline, run_score, run_train
 
-    result = run_pbc_demo(test_size=test_size, random_state=random_state, track=track,
-                          registered_model_name=registered_model_name)
+    config = load_pipeline(pipeline)
+    if config["kind"] == "score":
+        tune_for_streaming()
+        _echo_summary(run_score(config))
+        return
+    result = run_train(config)
     model = result.model
-    click.echo(f"MultiTaskMLP on PBC: {len(model.n_iter_)} networks, epochs {model.n_iter_.tolist()}, "
+    click.echo(f"Trained MultiTaskMLP: {len(model.n_iter_)} networks, epochs {model.n_iter_.tolist()}, "
                f"best epochs {model.best_epoch_.tolist()}")
     click.echo("Training labels: " + ", ".join(
-        f"{name} {counts['n_labelled']}" for name, counts in model.label_counts_.items()))
+        f"{name} {counts['n_labelled']}" for name, counts in model.label_counts_.items())
+        + f"; rows rejected by the schema: {result.n_rejected}")
     with pd.option_context("display.float_format", "{:.3f}".format, "display.width", 120):
-        click.echo(f"Held-out metrics ({test_size:.0%} of patients):")
+        click.echo("Held-out metrics:")
         click.echo(result.metrics.dropna(axis=1, how="all").to_string())
+    if result.model_dir is not None:
+        click.echo(f"Model saved to {result.model_dir}")
     if result.run_id is not None:
         import mlflow
 
         uri = mlflow.get_tracking_uri()
         click.echo(f"Tracked in MLflow run {result.run_id} at {uri}")
-        click.echo(f"Registered as models:/{registered_model_name}@champion "
-                   f"(version {result.registered_version})")
+        if result.registered:
+            click.echo(f"Registered as {result.registered}")
         click.echo(f"Look at it with: mlflow ui --backend-store-uri {uri}")
+
+
+@cli.command()
+@click.option("--model", "model_reference", required=True,
+              help="A saved model folder, runs:/<run>/model or models:/<name>@<alias>.")
+@click.option("--input", "input_path", required=True, type=click.Path(exists=True),
+              help="A CSV or Parquet file, or a folder of them.")
+@click.option("--output", required=True, type=click.Path(dir_okay=False), help="Output .parquet or .csv file.")
+@click.option("--rejects", type=click.Path(dir_okay=False), default=None,
+              help="Rejected rows file (default: <output>.rejects.<suffix>).")
+@click.option("--explain/--no-explain", default=False, show_default=True,
+              help="Add the largest SHAP contributions per outcome.")
+@click.option("--top-k", default=3, show_default=True, type=click.IntRange(1), help="Contributions per outcome.")
+@click.option("--chunk-size", default=65_536, show_default=True, type=click.IntRange(1),
+              help="Rows per chunk; bounds memory.")
+@click.option("--engine", type=click.Choice(["local", "spark"]), default="local", show_default=True,
+              help="local: stream in this process; spark: Apache Spark (Parquet in and out).")
+@click.option("--spark-master", default=None,
+              help="Spark master URL (local[4], spark://host:7077, yarn); default: Spark's own configuration.")
+@click.option("--id-column", default=None, help="Id column for models saved without a cohort schema.")
+def score(model_reference, input_path, output, rejects, explain, top_k, chunk_size, engine, spark_master,
+          id_column) -> None:
+    """Score patients: validate against the model's cohort schema, predict, write, account for every row."""
+    from .pipelines import run_score
+
+    tune_for_streaming()
+    config = {"_folder": None, "model": model_reference, "input": input_path, "output": output,
+              "rejects": rejects, "top_k": top_k if explain else 0, "chunk_size": chunk_size, "engine": engine,
+              "spark_master": spark_master}
+    _echo_summary(run_score(config, id_column=id_column))
+
+
+def _echo_summary(summary) -> None:
+    click.echo(
+        f"Scored {summary.rows_scored:,} of {summary.rows_in:,} rows, rejected {summary.rows_rejected:,}, "
+        f"in {summary.seconds:.2f} s ({summary.rows_per_second:,.0f} rows/s)."
+    )
+    click.echo(f"Output: {summary.output}\nRejects: {summary.rejects}")
+    click.echo("Summary: " + json.dumps({k: v for k, v in summary.to_dict().items() if k in (
+        "rows_in", "rows_scored", "rows_rejected", "seconds", "rows_per_second")}))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "true")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # pandera concatenates its failure cases with a pandas rule that is deprecated; nothing for users to do.
+    warnings.filterwarnings("ignore", "The behavior of DataFrame concatenation with empty or all-NA", FutureWarning)
     try:
         return cli.main(args=argv, prog_name="clinical-mtl", standalone_mode=False) or 0
     except click.ClickException as error:
@@ -65,4 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         return error.exit_code
     except click.Abort:
         click.echo("Aborted.", err=True)
+        return 1
+    except ValueError as error:  # bad input, schema or model: a clear message, no traceback
+        click.echo(f"Error: {error}", err=True)
         return 1

@@ -268,7 +268,7 @@ class MultiTaskMLP(BaseEstimator):
             for spec in specs
         }
         self.preprocessor_ = ClinicalPreprocessor(log_transform=self.log_transform).fit(features)
-        inputs = self.preprocessor_.transform(features)
+        inputs = np.ascontiguousarray(self.preprocessor_.transform(features))
         targets, labelled = encode_targets(labels, specs)
         row_weights = labelled.astype(np.float32)
         for t, weights in enumerate(class_weights):
@@ -488,16 +488,26 @@ class MultiTaskMLP(BaseEstimator):
 
     def _predict_outputs(self, X) -> tuple[pd.Index, list[np.ndarray]]:
         """Probabilities (classification) or values in units (regression) per outcome."""
+        index, inputs = self._network_inputs(X)
+        return index, self._outputs_of_inputs(inputs)
+
+    def _network_inputs(self, X, out: np.ndarray | None = None) -> tuple[pd.Index, np.ndarray]:
+        """Check and preprocess ``X``: its index and the network's column-major input
+        (written into ``out`` when given, see ``ClinicalPreprocessor.transform``)."""
         check_is_fitted(self)
         features = self._feature_frame(X, reset=False)
-        inputs = torch.from_numpy(self.preprocessor_.transform(features))
+        return features.index, self.preprocessor_.transform(features, out=out)
+
+    def _outputs_of_inputs(self, inputs: np.ndarray) -> list[np.ndarray]:
+        """Forward preprocessed inputs and decode every outcome's output."""
         device = resolve_device(self.device)
         module = self.module_.to(device)
-        try:
-            raw = [out.cpu().double().numpy() for out in predict_module(module, inputs.to(device))]
+        try:  # the transpose of the column-major input is contiguous: fed feature by feature
+            raw = module.predict_feature_major(torch.from_numpy(inputs.T).to(device))
+            raw = [out.cpu().numpy() for out in raw]
         finally:
             self.module_.cpu()
-        return features.index, [decode_outputs(spec, out) for spec, out in zip(self._task_specs, raw)]
+        return [decode_outputs(spec, out) for spec, out in zip(self._task_specs, raw)]
 
     def _labelled_pairs(self, X, y):
         """Yield (spec, true labels or class indices, predictions) on labelled rows."""

@@ -134,7 +134,7 @@ def explain_model(model, X, outcomes: Sequence[str] | None = None, *, output: st
         raise ValueError(f"output must be {PROBABILITY!r} or {LOG_ODDS!r}, got {output!r}.")
     specs = _requested(model, outcomes)
     features = model._feature_frame(X, reset=False)
-    inputs = torch.from_numpy(model.preprocessor_.transform(features))
+    inputs = torch.from_numpy(np.ascontiguousarray(model.preprocessor_.transform(features)))
     groups = _group_matrix(model.preprocessor_)
     values, bases = _attribute(model, inputs, specs, model.explanation_background_)
     data, display = _raw_values(model, features)
@@ -297,12 +297,13 @@ def _raw_values(model, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     for f, encoding in enumerate(preprocessor.encodings_):
         values = columns[encoding.name]
         kind = preprocessor.feature_kinds_[encoding.name]
-        missing = pd.isna(values)
         if isinstance(encoding, CategoricalEncoding):
-            codes = pd.Categorical(values, categories=list(encoding.categories)).codes.astype(float)
+            missing = values.codes < 0
+            codes = values.set_categories(list(encoding.categories)).codes.astype(float)
             data[:, f] = np.where(missing, np.nan, codes)
-            display[:, f] = np.where(missing, None, values)
+            display[:, f] = np.where(missing, None, np.asarray(values, dtype=object))
         else:
+            missing = np.isnan(values)
             data[:, f] = values
             shown = values == 1.0 if kind == BOOLEAN else values
             display[:, f] = np.where(missing, None, shown.astype(object))
@@ -481,8 +482,8 @@ class RawFeatureCodec:
         out = np.empty((len(frame), len(columns)))
         for j, (name, values) in enumerate(columns.items()):
             if name in self.categories:
-                codes = pd.Categorical(values, categories=self.categories[name]).codes
-                out[:, j] = np.where(pd.isna(values), np.nan, codes)
+                codes = values.set_categories(self.categories[name]).codes
+                out[:, j] = np.where(values.codes < 0, np.nan, codes)
             else:
                 out[:, j] = values
         return out

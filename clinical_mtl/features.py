@@ -113,8 +113,8 @@ def prepare_features(X: pd.DataFrame, kinds: Mapping[str, str]) -> dict[str, np.
     """Check ``X`` against the feature kinds and return its columns ready to preprocess.
 
     Numeric and boolean columns come back as float64 arrays with NaN for
-    missing; categorical columns as object arrays holding text or NaN. ``X`` is
-    not modified.
+    missing; categorical columns as ``pandas.Categorical`` with text
+    categories (missing values have code -1). ``X`` is not modified.
 
     Parameters
     ----------
@@ -125,7 +125,7 @@ def prepare_features(X: pd.DataFrame, kinds: Mapping[str, str]) -> dict[str, np.
 
     Returns
     -------
-    dict of str to ndarray
+    dict of str to ndarray or pandas.Categorical
         The columns of ``kinds``, in that order.
 
     Raises
@@ -233,18 +233,20 @@ def _to_boolean(column: pd.Series, name: str) -> np.ndarray:
     return values
 
 
-def _to_categorical(column: pd.Series, name: str) -> np.ndarray:
+def _to_categorical(column: pd.Series, name: str) -> pd.Categorical:
     dtype = column.dtype
     if isinstance(dtype, pd.CategoricalDtype):
-        labels = np.array([str(category) for category in dtype.categories] + [np.nan], dtype=object)
-        return labels[column.cat.codes.to_numpy()]  # code -1 (missing) picks NaN
+        values = column.array
+        if all(isinstance(category, str) for category in dtype.categories):
+            return values
+        return values.rename_categories([str(category) for category in dtype.categories])
     present = column.notna().to_numpy()
     if not present.any():
-        return np.full(len(column), np.nan, dtype=object)
+        return pd.Categorical(np.full(len(column), np.nan, dtype=object))
     if ptypes.is_string_dtype(dtype) or (
         dtype == object and ptypes.infer_dtype(column, skipna=True) in _TEXT_INFERENCES
     ):
-        return column.to_numpy(dtype=object, na_value=np.nan)
+        return pd.Categorical(column.to_numpy(dtype=object, na_value=np.nan))
     raise InputDataError(
         f"Column {name!r} is a categorical feature: expected text or a pandas "
         f"category dtype, found {dtype} ({ptypes.infer_dtype(column, skipna=True)} "
@@ -253,6 +255,8 @@ def _to_categorical(column: pd.Series, name: str) -> np.ndarray:
 
 
 def _float_values(column: pd.Series) -> np.ndarray:
+    if column.dtype == np.float64:
+        return column.to_numpy()  # already NaN for missing: no copy
     return column.to_numpy(dtype=np.float64, na_value=np.nan)
 
 

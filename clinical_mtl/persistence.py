@@ -31,6 +31,7 @@ from .estimator import MultiTaskMLP
 from .explain import Background
 from .network import MultiHeadEnsemble, MultiHeadNet
 from .preprocessing import ClinicalPreprocessor
+from .schema import CohortSchema
 from .tasks import TaskSpec
 
 FORMAT_VERSION = 1
@@ -38,7 +39,7 @@ CONFIG_FILE = "model.json"
 WEIGHTS_FILE = "weights.pt"
 
 
-def save_model(model: MultiTaskMLP, path: str | Path) -> Path:
+def save_model(model: MultiTaskMLP, path: str | Path, *, schema: CohortSchema | None = None) -> Path:
     """Write a fitted model to the folder ``path`` (created if needed).
 
     Parameters
@@ -47,6 +48,9 @@ def save_model(model: MultiTaskMLP, path: str | Path) -> Path:
         A fitted estimator.
     path : str or Path
         Destination folder.
+    schema : CohortSchema, default=None
+        The cohort schema the model was trained with, stored beside it (read
+        back with ``load_schema_of``).
 
     Returns
     -------
@@ -99,6 +103,7 @@ def save_model(model: MultiTaskMLP, path: str | Path) -> Path:
         },
         "preprocessor": model.preprocessor_.to_dict(),
         "explanation_background": model.explanation_background_.to_dict(),
+        "cohort_schema": schema.to_dict() if schema is not None else None,
         "network": {
             "n_features": first.heads[0].in_features if not len(first.trunk) else first.trunk[0].in_features,
             "hidden_layer_sizes": [layer.out_features for layer in first.trunk if isinstance(layer, torch.nn.Linear)],
@@ -172,6 +177,13 @@ def load_model(path: str | Path) -> MultiTaskMLP:
     model.module_.load_state_dict(state)
     model.module_.eval()
     return model
+
+
+def load_schema_of(path: str | Path) -> CohortSchema | None:
+    """The cohort schema saved with the model in folder ``path`` (None if there is none)."""
+    config = json.loads((Path(path) / CONFIG_FILE).read_text())
+    stored = config.get("cohort_schema")
+    return CohortSchema.from_dict(stored, source=str(Path(path) / CONFIG_FILE)) if stored else None
 
 
 def _storable_params(params: dict) -> dict:

@@ -132,22 +132,31 @@ class ClinicalPreprocessor(TransformerMixin, BaseEstimator):
         self._set_state(kinds, encodings)
         return self
 
-    def transform(self, X: pd.DataFrame) -> np.ndarray:
+    def transform(self, X: pd.DataFrame, out: np.ndarray | None = None) -> np.ndarray:
         """Transform raw features into the float32 network input.
 
         Parameters
         ----------
         X : DataFrame of shape (n_samples, n_features)
             Raw features with the training columns.
+        out : ndarray, default=None
+            A float32 array of at least ``(n_features_out_, n_samples)`` to
+            write into (its transpose is returned): reusing one buffer across
+            calls spares the kernel zeroing fresh memory every time.
 
         Returns
         -------
         ndarray of shape (n_samples, n_features_out_), dtype float32
+            Column-major (each output column contiguous): it is filled column by
+            column, and the network's inference reads it feature by feature.
+            ``np.ascontiguousarray`` gives a row-major copy.
         """
         check_is_fitted(self)
         columns = prepare_features(X, self.feature_kinds_)
-        # Filled column by column, so column-major; the network wants rows contiguous.
-        out = np.empty((len(X), self.n_features_out_), dtype=np.float32, order="F")
+        if out is None:
+            out = np.empty((len(X), self.n_features_out_), dtype=np.float32, order="F")
+        else:
+            out = out[: self.n_features_out_, : len(X)].T
         for encoding, start in zip(self.encodings_, self._starts):
             values = columns[encoding.name]
             if isinstance(encoding, CategoricalEncoding):
@@ -157,10 +166,16 @@ class ClinicalPreprocessor(TransformerMixin, BaseEstimator):
                 _check_positive(values, encoding.name, X.index, "")
                 values = np.log(values)
             missing = np.isnan(values)
-            out[:, start] = (np.where(missing, encoding.median, values) - encoding.mean) / encoding.scale
+            standardised = np.where(missing, encoding.median, values)  # float64: exact centring
+            standardised -= encoding.mean
+            standardised /= encoding.scale
+            out[:, start] = standardised
             if encoding.indicator_scale is not None:
-                out[:, start + 1] = (missing - encoding.indicator_mean) / encoding.indicator_scale
-        return np.ascontiguousarray(out)
+                indicator = out[:, start + 1]
+                indicator[:] = missing
+                indicator -= np.float32(encoding.indicator_mean)
+                indicator /= np.float32(encoding.indicator_scale)
+        return out
 
     def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
         """Names of the output columns (``log(bili)``, ``bili_missing``, ``sex=f`` ...).
@@ -264,19 +279,18 @@ def _fit_numeric(name: str, values: np.ndarray, log: bool) -> NumericEncoding:
     return NumericEncoding(name, log, median, float(imputed.mean()), _scale(imputed.std()), **indicator)
 
 
-def _fit_categorical(name: str, values: np.ndarray) -> CategoricalEncoding:
-    missing = pd.isna(values)
-    categories = tuple(sorted(set(values[~missing].tolist())))
-    return CategoricalEncoding(name, categories, bool(missing.any()))
+def _fit_categorical(name: str, values: pd.Categorical) -> CategoricalEncoding:
+    observed = values.categories[np.unique(values.codes[values.codes >= 0])]
+    return CategoricalEncoding(name, tuple(sorted(observed)), bool((values.codes < 0).any()))
 
 
-def _one_hot(values: np.ndarray, encoding: CategoricalEncoding, out: np.ndarray) -> None:
-    codes = pd.Categorical(values, categories=list(encoding.categories)).codes
+def _one_hot(values: pd.Categorical, encoding: CategoricalEncoding, out: np.ndarray) -> None:
+    codes = values.set_categories(list(encoding.categories)).codes  # unseen categories get -1
     out[:] = 0.0
     known = codes >= 0
     out[np.flatnonzero(known), codes[known]] = 1.0
     if encoding.missing_column:
-        out[pd.isna(values), len(encoding.categories)] = 1.0
+        out[values.codes < 0, len(encoding.categories)] = 1.0
 
 
 def _scale(std: float) -> float:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from pandas.api import types as ptypes
-from scipy.special import expit, softmax
+from scipy.special import expit
 
 from .exceptions import InputDataError, TaskSpecificationError
 from .features import describe_rows
@@ -315,7 +315,8 @@ def decode_outputs(spec: TaskSpec, raw: np.ndarray) -> np.ndarray:
     ----------
     spec : TaskSpec
     raw : ndarray of shape (n_members, n_samples, n_outputs)
-        Logits or standardised values of every network.
+        Logits or standardised values of every network (float32 or float64;
+        the average over networks is taken in float64).
 
     Returns
     -------
@@ -325,11 +326,14 @@ def decode_outputs(spec: TaskSpec, raw: np.ndarray) -> np.ndarray:
         outcome's units, the mean of the members' values.
     """
     if spec.kind == BINARY:
-        positive = expit(raw[..., 0]).mean(axis=0)
+        positive = expit(raw[..., 0]).mean(axis=0, dtype=np.float64)
         return np.column_stack([1.0 - positive, positive])
     if spec.kind == MULTICLASS:
-        return softmax(raw, axis=-1).mean(axis=0)
-    return raw[..., 0].mean(axis=0) * spec.target_scale + spec.target_mean
+        exponentials = np.exp(raw - raw.max(axis=-1, keepdims=True))
+        exponentials /= exponentials.sum(axis=-1, keepdims=True)
+        probabilities = exponentials.mean(axis=0, dtype=np.float64)
+        return probabilities / probabilities.sum(axis=1, keepdims=True)  # rows sum to 1 in float64
+    return raw[..., 0].mean(axis=0, dtype=np.float64) * spec.target_scale + spec.target_mean
 
 
 def _check_task_mapping(tasks: Mapping[str, str], columns: pd.Index) -> None:

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from . import __version__
 from .estimator import MultiTaskMLP
@@ -46,6 +47,7 @@ from .hooks import add_fit_listener, remove_fit_listener
 from .outputs import output_columns
 from .persistence import load_model, save_model
 from .preprocessing import CategoricalEncoding
+from .schema import CohortSchema
 
 MODEL_ARTIFACT = "model"
 EXPLANATION_ROWS = 1000
@@ -130,6 +132,7 @@ def log_fit(
     log_models: bool = True,
     log_explanations: bool = True,
     registered_model_name: str | None = None,
+    schema: CohortSchema | None = None,
 ) -> str:
     """Log a fitted model and what it learned from into the active run (or a new one).
 
@@ -149,6 +152,9 @@ def log_fit(
         (``explanations/global_importance.csv``) and beeswarm images.
     registered_model_name : str, default=None
         Register the logged model under this name.
+    schema : CohortSchema, default=None
+        The cohort schema the model was trained with; logged as
+        ``cohort_schema.yaml`` and stored with the model.
 
     Returns
     -------
@@ -180,8 +186,10 @@ def log_fit(
         })
         if log_explanations:
             _log_global_explanations(model, X)
+        if schema is not None:
+            mlflow.log_text(yaml.safe_dump(schema.to_dict(), sort_keys=False), "cohort_schema.yaml")
         if log_models:
-            info = log_model(model, registered_model_name=registered_model_name)
+            info = log_model(model, registered_model_name=registered_model_name, schema=schema)
             mlflow.set_tag("clinical_mtl.model_uri", info.model_uri)
         return run_id
 
@@ -217,6 +225,7 @@ def log_model(
     *,
     registered_model_name: str | None = None,
     explain_top_k: int = 0,
+    schema: CohortSchema | None = None,
 ):
     """Log a fitted model as an MLflow pyfunc model with a signature.
 
@@ -236,6 +245,8 @@ def log_model(
     explain_top_k : int, default=0
         Default of the ``top_k`` parameter (the signature's output columns
         include the contributions when positive).
+    schema : CohortSchema, default=None
+        The cohort schema the model was trained with, stored with it.
 
     Returns
     -------
@@ -244,16 +255,43 @@ def log_model(
     import mlflow
 
     with tempfile.TemporaryDirectory() as folder:
-        saved = save_model(model, Path(folder) / "clinical_mtl_model")
+        saved = save_model(model, Path(folder) / "clinical_mtl_model", schema=schema)
         return mlflow.pyfunc.log_model(
-            name=name,
-            python_model=str(_MODEL_CODE),
-            artifacts={"model": str(saved)},
-            signature=model_signature(model, top_k=explain_top_k),
-            input_example=synthetic_input_example(model),
-            pip_requirements=_pinned_requirements(),
-            registered_model_name=registered_model_name,
+            name=name, registered_model_name=registered_model_name, **_pyfunc_arguments(model, saved, explain_top_k)
         )
+
+
+def save_pyfunc_model(model_dir: str | Path, path: str | Path) -> Path:
+    """Write a model saved by ``persistence.save_model`` as an MLflow pyfunc model folder.
+
+    The same model as :func:`log_model` logs, without a tracking server: what
+    ``mlflow.pyfunc.load_model`` and ``mlflow.pyfunc.spark_udf`` take.
+
+    Parameters
+    ----------
+    model_dir : str or Path
+        A folder written by :func:`clinical_mtl.persistence.save_model`.
+    path : str or Path
+        The MLflow model folder to create (must not exist).
+
+    Returns
+    -------
+    Path
+    """
+    import mlflow
+
+    mlflow.pyfunc.save_model(path=str(path), **_pyfunc_arguments(load_model(model_dir), Path(model_dir), 0))
+    return Path(path)
+
+
+def _pyfunc_arguments(model: MultiTaskMLP, saved: Path, top_k: int) -> dict:
+    return dict(
+        python_model=str(_MODEL_CODE),
+        artifacts={"model": str(saved)},
+        signature=model_signature(model, top_k=top_k),
+        input_example=synthetic_input_example(model),
+        pip_requirements=_pinned_requirements(),
+    )
 
 
 def load_native_model(model_uri: str) -> MultiTaskMLP:
@@ -268,11 +306,45 @@ def load_native_model(model_uri: str) -> MultiTaskMLP:
     -------
     MultiTaskMLP
     """
+    with download_model(model_uri) as folder:
+        return load_model(folder)
+
+
+@contextmanager
+def download_model(model_uri: str):
+    """Download a logged model; yields the folder of its ``model.json`` and weights
+    (deleted on exit)."""
     import mlflow
 
     with tempfile.TemporaryDirectory() as folder:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=folder))
-        return load_model(local / "artifacts" / "clinical_mtl_model")
+        yield local / "artifacts" / "clinical_mtl_model"
+
+
+def model_identity(model_uri: str) -> tuple[str | None, str | None, str | None]:
+    """Registered name, version and training run id of an MLflow model URI.
+
+    ``models:/<name>@<alias>`` and ``models:/<name>/<version>`` give all three,
+    ``runs:/<run>/...`` the run only, ``models:/<model id>`` its run.
+    """
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    if model_uri.startswith("runs:/"):
+        return None, None, model_uri.split("/")[1]
+    if model_uri.startswith("models:/"):
+        target = model_uri[len("models:/"):]
+        if "@" in target:
+            name, alias = target.split("@", 1)
+            version = client.get_model_version_by_alias(name, alias)
+            return name, str(version.version), version.run_id
+        if "/" in target:
+            name, number = target.split("/", 1)
+            version = client.get_model_version(name, number)
+            return name, str(version.version), version.run_id
+        logged = client.get_logged_model(target)
+        return logged.name, None, logged.source_run_id
+    return None, None, None
 
 
 def register_model(model_uri: str, name: str, *, alias: str | None = None):
@@ -363,7 +435,7 @@ def to_pyfunc_input(model: MultiTaskMLP, X) -> pd.DataFrame:
         if kinds[name] == BOOLEAN:
             converted[name] = np.where(np.isnan(values), None, values == 1.0).astype(object)
         elif kinds[name] == CATEGORICAL:
-            converted[name] = np.where(pd.isna(values), None, values).astype(object)
+            converted[name] = np.where(values.codes < 0, None, np.asarray(values, dtype=object))
         else:
             converted[name] = values
     return pd.DataFrame(converted, index=frame.index)

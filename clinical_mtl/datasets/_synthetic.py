@@ -15,7 +15,9 @@ logarithm):
     7 - 0.5 age - 0.45 crp + 0.35 albumin - 0.4 tanh(2 creatinine)
     + Gaussian noise with standard deviation ``PROGNOSIS_NOISE_SD``
 
-``sex`` and the ``noise_*`` measurements drive nothing. Features are missing
+Standardised measurements are clipped to +-3.5, which keeps every value
+within the ranges of ``data_schemas/synthetic.yaml``. ``sex`` and the
+``noise_*`` measurements drive nothing. Features are missing
 completely at random at ``feature_missing_rate``, labels at
 ``label_missing_rate``.
 """
@@ -30,6 +32,7 @@ import pandas as pd
 from sklearn.utils import check_random_state
 
 PROGNOSIS_NOISE_SD = 0.5
+STANDARD_LIMIT = 3.5  # standardised measurements are clipped to +-3.5 (clinically plausible values)
 OUTCOMES = ("diagnosis", "subtype", "prognosis")
 SUBTYPES = ("A", "B", "C")
 SMOKING = ("never", "former", "current")
@@ -127,7 +130,8 @@ def make_synthetic_cohort(
     standardised = {}
     for name, (load_1, load_2, *_unused) in _MEASUREMENTS.items():
         unique = np.sqrt(max(1.0 - load_1**2 - load_2**2, 0.05))
-        standardised[name] = factors @ np.array([load_1, load_2]) + unique * rng.standard_normal(n)
+        values = factors @ np.array([load_1, load_2]) + unique * rng.standard_normal(n)
+        standardised[name] = np.clip(values, -STANDARD_LIMIT, STANDARD_LIMIT)
     smoking_score = 0.8 * factors[:, 0] + 0.6 * rng.standard_normal(n)
     smoking = np.digitize(smoking_score, [-0.3, 0.7])  # 0 never, 1 former, 2 current
     sex = rng.random(n) < 0.5
@@ -157,7 +161,7 @@ def make_synthetic_cohort(
         values = centre * np.exp(spread * v[name]) if log_normal else centre + spread * v[name]
         X[name] = np.round(values, decimals)
     for i in range(n_noise_features):
-        X[f"noise_{i}"] = np.round(rng.standard_normal(n), 3)
+        X[f"noise_{i}"] = np.round(np.clip(rng.standard_normal(n), -STANDARD_LIMIT, STANDARD_LIMIT), 3)
     X["sex"] = pd.Categorical.from_codes(sex.astype(np.int8), categories=["f", "m"])
     X["smoking"] = pd.Categorical.from_codes(smoking.astype(np.int8), categories=list(SMOKING))
     for name in X.columns:
@@ -192,3 +196,25 @@ def _label_missing_rates(rate: float | Mapping[str, float]) -> dict[str, float]:
                              f"the outcomes are {list(OUTCOMES)}.")
         return {name: float(rate.get(name, 0.0)) for name in OUTCOMES}
     return {name: float(rate) for name in OUTCOMES}
+
+
+def synthetic_schema(n_noise_features: int = 2):
+    """The cohort schema of ``make_synthetic_cohort(n_noise_features=...)``.
+
+    ``data_schemas/synthetic.yaml`` describes the default cohort; noise
+    measurements beyond those it lists follow the rule of ``noise_0``.
+
+    Returns
+    -------
+    CohortSchema
+    """
+    from dataclasses import replace
+
+    from ..schema import SCHEMAS, load_schema
+
+    schema = load_schema(SCHEMAS / "synthetic.yaml")
+    template = next(feature for feature in schema.features if feature.name == "noise_0")
+    measurements = [f for f in schema.features if f.type == "numeric" and not f.name.startswith("noise_")]
+    noise = [replace(template, name=f"noise_{i}") for i in range(n_noise_features)]
+    categorical = [f for f in schema.features if f.type != "numeric"]
+    return replace(schema, features=tuple(measurements + noise + categorical))
