@@ -205,6 +205,11 @@ def score_files(
                 summary.rows_scored += len(scored)
                 summary.rows_rejected += len(rejected)
                 bar.update(len(chunk))
+                # pandas frames made from Arrow batches sit in reference cycles that keep the Arrow
+                # buffers alive until a full collection, which a large heap makes rare: memory would
+                # grow with the input. Collecting per chunk is cheap with the long-lived objects frozen.
+                del chunk, valid, rejected, inputs, scored
+                gc.collect()
         if summary.rows_in != summary.rows_scored + summary.rows_rejected:  # pragma: no cover - a bug
             raise RuntimeError(f"Row accounting failed: {summary.to_dict()}")
         summary.seconds = time.perf_counter() - clock
@@ -325,7 +330,9 @@ class IdRegister:
         self._levels.append(keys)
         while len(self._levels) > 1 and len(self._levels[-1]) >= len(self._levels[-2]) / 2:
             newest = self._levels.pop()
-            self._levels[-1] = np.sort(np.concatenate([self._levels[-1], newest]), kind="mergesort")
+            merged = np.concatenate([self._levels[-1], newest])
+            merged.sort(kind="stable")  # in place: one copy of the ids while merging, not two
+            self._levels[-1] = merged
 
 
 def _id_keys(ids: pd.Series) -> np.ndarray:
