@@ -85,7 +85,7 @@ def run_train(config: dict) -> TrainResult:
     result = schema.validate(frame)
     outputs = config.get("outputs", {})
     if len(result.rejected) and outputs.get("metrics"):
-        result.rejected.to_csv(Path(resolve(config, outputs["metrics"])).with_suffix(".rejects.csv"), index=False)
+        result.rejected.to_csv(_output_path(config, outputs["metrics"]).with_suffix(".rejects.csv"), index=False)
     features = result.valid.set_index(schema.id_column)[schema.feature_names]
     labels = frame.loc[result.valid.index, [o.name for o in schema.outcomes]].set_axis(features.index)
     _check_classes(labels, schema)
@@ -108,17 +108,20 @@ def run_train(config: dict) -> TrainResult:
 
         train.model_dir = save_model(model, resolve(config, outputs["model_dir"]), schema=schema)
     if outputs.get("metrics"):
-        path = Path(resolve(config, outputs["metrics"]))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        metrics.to_csv(path)
+        metrics.to_csv(_output_path(config, outputs["metrics"]))
     if outputs.get("patients"):
-        path = Path(resolve(config, outputs["patients"]))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _write_table(frame[[schema.id_column, *schema.feature_names]], path)
+        _write_table(frame[[schema.id_column, *schema.feature_names]], _output_path(config, outputs["patients"]))
     tracking = config.get("tracking")
     if tracking and tracking.get("enabled", True):
         _track(train, tracking, X_train, Y_train, seconds, schema)
     return train
+
+
+def _output_path(config: dict, value: str) -> Path:
+    """An output path of the pipeline file, its folder created."""
+    path = Path(resolve(config, value))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def run_score(config: dict, progress: bool | None = None, id_column: str | None = None):
@@ -126,17 +129,14 @@ def run_score(config: dict, progress: bool | None = None, id_column: str | None 
     from .scoring import DEFAULT_CHUNK_SIZE, load_model_for_scoring, score_files
 
     loaded = load_model_for_scoring(resolve(config, config["model"]), id_column=id_column)
-    arguments = dict(
-        top_k=int(config.get("top_k", 0)), chunk_size=int(config.get("chunk_size", DEFAULT_CHUNK_SIZE)),
-    )
+    paths = [resolve(config, config.get(key)) for key in ("input", "output", "rejects")]
+    top_k = int(config.get("top_k", 0))
     if config.get("engine", "local") == "spark":
         from .spark_scoring import score_files_with_spark
 
-        return score_files_with_spark(loaded, resolve(config, config["input"]), resolve(config, config["output"]),
-                                      resolve(config, config.get("rejects")), top_k=arguments["top_k"],
-                                      master=config.get("spark_master"))
-    return score_files(loaded, resolve(config, config["input"]), resolve(config, config["output"]),
-                       resolve(config, config.get("rejects")), progress=progress, **arguments)
+        return score_files_with_spark(loaded, *paths, top_k=top_k, master=config.get("spark_master"))
+    chunk_size = int(config.get("chunk_size", DEFAULT_CHUNK_SIZE))
+    return score_files(loaded, *paths, top_k=top_k, chunk_size=chunk_size, progress=progress)
 
 
 def _training_frame(data: dict, config: dict, schema: CohortSchema) -> pd.DataFrame:

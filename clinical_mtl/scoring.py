@@ -29,6 +29,7 @@ import torch
 from .batch_io import AtomicTableWriter, count_rows, iter_chunks, list_input_files
 from .estimator import MultiTaskMLP
 from .explain import top_contribution_columns, top_contributions
+from .features import CATEGORICAL
 from .outputs import output_columns
 from .schema import ROW_NUMBER, CohortSchema, schema_for_model, schema_from_model
 
@@ -58,6 +59,10 @@ class LoadedModel:
     version: str | None
     run_id: str | None
     reference: str
+
+    def identity(self) -> dict:
+        """Name, version, run id and reference, as the scoring summary records them."""
+        return {"name": self.name, "version": self.version, "run_id": self.run_id, "reference": self.reference}
 
 
 @dataclass
@@ -176,8 +181,7 @@ def score_files(
     started = datetime.now(timezone.utc)
     summary = ScoringSummary(
         input_files=[str(f) for f in files], output=str(output), rejects=str(rejects),
-        model={"name": loaded.name, "version": loaded.version, "run_id": loaded.run_id,
-               "reference": loaded.reference},
+        model=loaded.identity(),
         started_at=started.isoformat(),
     )
     identity = {"model_name": loaded.name, "model_version": loaded.version, "run_id": loaded.run_id,
@@ -234,7 +238,7 @@ def _validated_chunks(files: list[Path], schema: CohortSchema, model: MultiTaskM
     ids = IdRegister()
     first_row = 0
     n_chunks = 0
-    text = [feature.name for feature in schema.features if feature.type == "categorical"]
+    text = [feature.name for feature in schema.features if feature.type == CATEGORICAL]
     # Input buffers reused round-robin: one being scored, one queued, one being filled.
     buffers = [np.empty((model.preprocessor_.n_features_out_, chunk_size), dtype=np.float32) for _ in range(3)]
     for path in files:
@@ -361,7 +365,6 @@ def _score(loaded: LoadedModel, valid: pd.DataFrame, inputs: np.ndarray | None, 
         ROW_NUMBER: pa.array(valid[ROW_NUMBER].to_numpy(dtype=np.int64)),
         loaded.schema.id_column: pa.Array.from_pandas(valid[loaded.schema.id_column]),
     }
-    features = valid[_model_columns(model)]
     outputs = model._outputs_of_inputs(inputs) if n_rows else [None] * len(model._task_specs)
     for spec, output in zip(model._task_specs, outputs):
         if not spec.is_classification:
@@ -377,8 +380,8 @@ def _score(loaded: LoadedModel, valid: pd.DataFrame, inputs: np.ndarray | None, 
             columns[field.name] = pa.array(labels[picked], type=field.type)
         for k, label in enumerate(spec.classes):
             columns[f"{spec.name}_proba_{label}"] = _values(output[:, k] if n_rows else None, n_rows)
-    if top_k:
-        contributions = top_contributions(model, features, top_k) if n_rows else None
+    if top_k:  # the features are selected (a copy) only when explanations are asked for
+        contributions = top_contributions(model, valid[_model_columns(model)], top_k) if n_rows else None
         for name, _ in top_contribution_columns(model, top_k):
             columns[name] = pa.array(contributions[name].to_numpy() if n_rows else [], type=schema.field(name).type)
     for name in ("model_name", "model_version", "run_id"):

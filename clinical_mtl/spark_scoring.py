@@ -115,18 +115,19 @@ def score_files_with_spark(
     clock = time.perf_counter()
     spark = spark or spark_session(master)
 
-    rows = _numbered_rows(spark, files, schema)
-    rows_in = rows.count()
+    rows, rows_in = _numbered_rows(spark, files, schema)
     first = Window.partitionBy(schema.id_column).orderBy(ROW_NUMBER)
     rows = rows.withColumn("repeated_id", F.col(schema.id_column).isNotNull() & (F.row_number().over(first) > 1))
     validated = rows.mapInPandas(_validator(schema), _validated_type(rows, schema))
-    scored = _scored(spark, loaded, validated.where(F.col("reasons").isNull()), top_k, started)
     rejected = validated.where(F.col("reasons").isNotNull()).select(
         ROW_NUMBER, _SOURCE, F.col(schema.id_column).cast("string").alias(schema.id_column), *_PROBLEMS)
 
     partial_output, partial_rejects = (path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}")
                                        for path in (output, rejects))
+    pyfunc_folder = tempfile.TemporaryDirectory(prefix="clinical-mtl-pyfunc-")
     try:
+        scored = _scored(spark, loaded, _pyfunc_uri(loaded, Path(pyfunc_folder.name)),
+                         validated.where(F.col("reasons").isNull()), top_k, started)
         scored.orderBy(ROW_NUMBER).write.parquet(str(partial_output))
         rejected.orderBy(ROW_NUMBER).write.parquet(str(partial_rejects))
         rows_scored, rows_rejected = (spark.read.parquet(str(path)).count() for path in (partial_output, partial_rejects))
@@ -137,9 +138,7 @@ def score_files_with_spark(
         summary = ScoringSummary(
             rows_in=rows_in, rows_scored=rows_scored, rows_rejected=rows_rejected, seconds=seconds,
             rows_per_second=rows_in / seconds, input_files=[str(f) for f in files], output=str(output),
-            rejects=str(rejects), model={"name": loaded.name, "version": loaded.version,
-                                         "run_id": loaded.run_id, "reference": loaded.reference},
-            started_at=started.isoformat(), engine="spark",
+            rejects=str(rejects), model=loaded.identity(), started_at=started.isoformat(), engine="spark",
         )
         _rename(spark, partial_rejects, rejects)
         write_json_atomically(output.with_name(f"{output.stem}.summary.json"), summary.to_dict())
@@ -148,11 +147,14 @@ def score_files_with_spark(
         for path in (partial_output, partial_rejects):
             _delete(spark, path)
         raise
+    finally:
+        pyfunc_folder.cleanup()
     return summary
 
 
 def _numbered_rows(spark, files: list[Path], schema: CohortSchema):
-    """The input rows with ``row_number`` (offset of the file + row index in it) and ``source_file``."""
+    """The input rows with ``row_number`` (offset of the file + row index in it) and ``source_file``,
+    and their count (from the Parquet footers: no pass over the data)."""
     from pyspark.sql import functions as F
 
     columns = [schema.id_column, *schema.feature_names]
@@ -174,7 +176,7 @@ def _numbered_rows(spark, files: list[Path], schema: CohortSchema):
     rows = frames[0]
     for frame in frames[1:]:
         rows = rows.unionByName(frame)
-    return rows
+    return rows, offset
 
 
 def _validated_type(rows, schema: CohortSchema):
@@ -221,7 +223,7 @@ def _validator(schema: CohortSchema):
     return validate
 
 
-def _scored(spark, loaded: LoadedModel, valid, top_k: int, started: datetime):
+def _scored(spark, loaded: LoadedModel, model_uri: str, valid, top_k: int, started: datetime):
     """The output columns of the valid rows, predicted by the model's pyfunc on the executors."""
     import mlflow
     from pyspark.sql import functions as F
@@ -231,7 +233,7 @@ def _scored(spark, loaded: LoadedModel, valid, top_k: int, started: datetime):
                    "boolean": T.BooleanType()}
     columns = output_columns(loaded.model, top_k)
     result_type = T.StructType([T.StructField(name, spark_types[kind]) for name, kind in columns])
-    predict = mlflow.pyfunc.spark_udf(spark, _pyfunc_uri(loaded), result_type=result_type, env_manager="local",
+    predict = mlflow.pyfunc.spark_udf(spark, model_uri, result_type=result_type, env_manager="local",
                                       params={"top_k": int(top_k)})
     features = F.struct(*[F.col(name) for name in loaded.schema.feature_names])
     identity = {"model_name": loaded.name, "model_version": loaded.version, "run_id": loaded.run_id}
@@ -242,19 +244,13 @@ def _scored(spark, loaded: LoadedModel, valid, top_k: int, started: datetime):
     )
 
 
-_SAVED_PYFUNC: dict[str, str] = {}
-
-
-def _pyfunc_uri(loaded: LoadedModel) -> str:
-    """An MLflow model URI of the loaded model (a saved folder is written as a pyfunc once)."""
+def _pyfunc_uri(loaded: LoadedModel, folder: Path) -> str:
+    """An MLflow model URI of the loaded model: its own, or a saved folder written as a pyfunc in ``folder``."""
     if not Path(loaded.reference).is_dir():
         return loaded.reference
-    if loaded.reference not in _SAVED_PYFUNC:
-        from .tracking import save_pyfunc_model
+    from .tracking import save_pyfunc_model
 
-        folder = Path(tempfile.mkdtemp(prefix="clinical-mtl-pyfunc-")) / "model"
-        _SAVED_PYFUNC[loaded.reference] = str(save_pyfunc_model(loaded.reference, folder))
-    return _SAVED_PYFUNC[loaded.reference]
+    return str(save_pyfunc_model(loaded.reference, folder / "model"))
 
 
 def _hadoop_path(spark, path: Path):
