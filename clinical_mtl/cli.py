@@ -6,6 +6,8 @@ import json
 import os
 import warnings
 
+from pathlib import Path
+
 import click
 import pandas as pd
 
@@ -21,10 +23,13 @@ def cli() -> None:
 @cli.command()
 @click.argument("pipeline", type=click.Path(exists=True, dir_okay=False))
 def run(pipeline: str) -> None:
-    """Run a pipeline file (kind: train or kind: score); see pipelines/."""
-    from .pipelines import load_pipeline, run_score, run_train
+    """Run a pipeline file (kind: train, score or report); see pipelines/."""
+    from .pipelines import load_pipeline, run_report, run_score, run_train
 
     config = load_pipeline(pipeline)
+    if config["kind"] == "report":
+        _echo_report_summary(run_report(config))
+        return
     if config["kind"] == "score":
         tune_for_streaming()
         _echo_summary(run_score(config))
@@ -41,6 +46,8 @@ def run(pipeline: str) -> None:
         click.echo(result.metrics.dropna(axis=1, how="all").to_string())
     if result.model_dir is not None:
         click.echo(f"Model saved to {result.model_dir}")
+    if result.model_card_path is not None:
+        click.echo(f"Model card: {result.model_card_path} and {result.model_card_path.with_suffix('.html')}")
     if result.run_id is not None:
         import mlflow
 
@@ -79,6 +86,43 @@ def score(model_reference, input_path, output, rejects, explain, top_k, chunk_si
               "rejects": rejects, "top_k": top_k if explain else 0, "chunk_size": chunk_size, "engine": engine,
               "spark_master": spark_master}
     _echo_summary(run_score(config, id_column=id_column))
+
+
+@cli.command()
+@click.option("--model", "model_reference", required=True,
+              help="A saved model folder, runs:/<run>/model or models:/<name>@<alias>.")
+@click.option("--input", "input_path", required=True, type=click.Path(exists=True),
+              help="Patient rows: a CSV or Parquet file, or a folder of them.")
+@click.option("--scores", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="A 'clinical-mtl score --explain' file of these patients: show its predictions and "
+                   "contributions instead of computing them.")
+@click.option("--output", default="reports/patients", show_default=True, type=click.Path(file_okay=False),
+              help="Report folder (replaced when the new one is complete).")
+@click.option("--top-k", default=6, show_default=True, type=click.IntRange(1),
+              help="Contributions shown per outcome.")
+@click.option("--coverage", default=0.9, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Coverage of the prediction intervals of regression outcomes.")
+@click.option("--pdf/--no-pdf", default=False, show_default=True,
+              help="Also print every page to PDF with headless Chromium.")
+@click.option("--intended-use", default=None, help="Statement of intended use printed on every page.")
+@click.option("--limits", default=None, help="Statement of known limits printed on every page.")
+@click.option("--id-column", default=None, help="Id column for models saved without a cohort schema.")
+def report(model_reference, input_path, scores, output, top_k, coverage, pdf, intended_use, limits,
+           id_column) -> None:
+    """Write one HTML page per patient (and an index) explaining every outcome's prediction."""
+    from .pipelines import run_report
+
+    config = {"_folder": None, "model": model_reference, "input": input_path, "scores": scores, "output": output,
+              "top_k": top_k, "coverage": coverage, "pdf": pdf}
+    config |= {key: value for key, value in (("intended_use", intended_use), ("limits", limits)) if value}
+    _echo_report_summary(run_report(config, id_column=id_column))
+
+
+def _echo_report_summary(summary) -> None:
+    click.echo(f"Wrote {summary.pages:,} patient pages for {summary.rows_in:,} rows ({summary.rows_rejected:,} not "
+               f"reported, listed on the index) in {summary.seconds:.2f} s ({summary.pages_per_second:,.0f} pages/s)"
+               + (f", {summary.pdfs:,} PDFs" if summary.pdfs else "") + ".")
+    click.echo(f"Index: {Path(summary.output) / 'index.html'}")
 
 
 def _echo_summary(summary) -> None:

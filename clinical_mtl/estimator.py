@@ -20,6 +20,9 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._compat import Interval, StrOptions, fit_context
+from .calibration import ISOTONIC, TEMPERATURE, fit_calibrator
+from .conformal import DEFAULT_COVERAGE, check_coverage, conformal_quantile, conformal_scores
+from .evaluation import evaluate_model
 from .exceptions import InputDataError, TaskSpecificationError
 from .explain import PROBABILITY, explain_model, summarise_background
 from .features import as_frame
@@ -30,6 +33,7 @@ from .network import MultiHeadEnsemble, MultiHeadNet, build_network
 from .preprocessing import ClinicalPreprocessor
 from .splitting import holdout_split
 from .tasks import (
+    REGRESSION,
     TaskSpec,
     align_labels,
     as_label_frame,
@@ -118,6 +122,18 @@ class MultiTaskMLP(BaseEstimator):
         Numeric columns replaced by their logarithm before scaling; "auto"
         picks positive columns with skewness above 1 (see
         :class:`~clinical_mtl.preprocessing.ClinicalPreprocessor`).
+    calibration : {"temperature", "isotonic"} or None, default="temperature"
+        Recalibration of every classification outcome's probabilities after
+        training, fitted on the early-stopping rows (each predicted only by
+        the networks that held it out): temperature scaling (one parameter per
+        outcome; never changes the predicted class or the ranking of
+        patients; kept at 1 unless a likelihood-ratio test on the held-out
+        rows shows miscalibration at the 5% level) or isotonic maps (more
+        flexible, needs thousands of held-out rows); see
+        :mod:`clinical_mtl.calibration`. ``predict_proba``,
+        ``predict``, ``score``, ``evaluate`` and ``explain`` all speak of the
+        recalibrated probabilities. Applies only with ``early_stopping=True``
+        (without held-out rows nothing is recalibrated); None turns it off.
 
     Attributes
     ----------
@@ -132,6 +148,9 @@ class MultiTaskMLP(BaseEstimator):
     label_counts_ : dict of str to dict
         Per outcome: ``n_labelled`` rows, and for classification ``events``,
         the number of labelled rows per class.
+    label_percentiles_ : dict of str to ndarray of shape (101,)
+        Regression outcome -> the 0th to 100th percentiles of its training
+        labels, in its units: where a prediction stands in the training cohort.
     preprocessor_ : ClinicalPreprocessor
         The fitted transformer from raw columns to network inputs.
     module_ : MultiHeadEnsemble
@@ -152,8 +171,21 @@ class MultiTaskMLP(BaseEstimator):
     validation_metrics_ : DataFrame or None
         ``evaluate``-style metrics on the early-stopping rows, each row
         predicted by the networks that held it out (so never by a network that
-        trained on it). Somewhat optimistic, since these rows also chose the
-        stopping epochs. None without early stopping.
+        trained on it), after recalibration. Somewhat optimistic, since these
+        rows also chose the stopping epochs and fitted the recalibration. None
+        without early stopping.
+    calibrators_ : dict of str to TemperatureScaling or IsotonicCalibration
+        Classification outcome -> its fitted recalibration (see
+        :mod:`clinical_mtl.calibration`); a temperature of 1 where the
+        held-out rows showed no miscalibration. Empty without early stopping
+        or with ``calibration=None``; an outcome is left out when its held-out
+        labels cannot support the fit (one class only; for isotonic, a class
+        missing).
+    conformal_scores_ : dict of str to ndarray
+        Regression outcome -> the sorted absolute residuals, in its units, of
+        its labelled early-stopping rows, each predicted only by the networks
+        that held it out: what ``predict_interval`` takes its quantiles from
+        (see :mod:`clinical_mtl.conformal`). Empty without early stopping.
 
     See Also
     --------
@@ -189,6 +221,7 @@ class MultiTaskMLP(BaseEstimator):
         "verbose": ["verbose"],
         "ensemble_size": [Interval(Integral, 1, None, closed="left")],
         "log_transform": [StrOptions({"auto"}), list, None],
+        "calibration": [StrOptions({TEMPERATURE, ISOTONIC}), None],
     }
 
     def __init__(
@@ -210,6 +243,7 @@ class MultiTaskMLP(BaseEstimator):
         verbose=0,
         ensemble_size=5,
         log_transform="auto",
+        calibration=TEMPERATURE,
     ):
         self.tasks = tasks
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -228,6 +262,7 @@ class MultiTaskMLP(BaseEstimator):
         self.verbose = verbose
         self.ensemble_size = ensemble_size
         self.log_transform = log_transform
+        self.calibration = calibration
 
     @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
@@ -267,6 +302,10 @@ class MultiTaskMLP(BaseEstimator):
             | ({"events": class_counts(labels, spec)} if spec.is_classification else {})
             for spec in specs
         }
+        self.label_percentiles_ = {
+            spec.name: np.percentile(labels[spec.name].dropna().to_numpy(dtype=float), np.arange(101))
+            for spec in specs if not spec.is_classification
+        }
         self.preprocessor_ = ClinicalPreprocessor(log_transform=self.log_transform).fit(features)
         inputs = np.ascontiguousarray(self.preprocessor_.transform(features))
         targets, labelled = encode_targets(labels, specs)
@@ -297,9 +336,7 @@ class MultiTaskMLP(BaseEstimator):
         self.explanation_background_ = summarise_background(
             inputs, int(rng.randint(np.iinfo(np.int32).max))
         )
-        self.validation_metrics_ = (
-            self._held_out_metrics(data.X, labels, held_out) if held_out else None
-        )
+        self._fit_held_out(data.X, labels, held_out)
         self.best_epoch_ = np.asarray(best_epochs)
         self.n_iter_ = np.asarray(n_epochs)
         if self.early_stopping and (self.n_iter_ == self.max_epochs).any():
@@ -323,8 +360,9 @@ class MultiTaskMLP(BaseEstimator):
         -------
         DataFrame of shape (n_samples, n_outcomes)
             Indexed like ``X``: the most probable class label of every
-            classification outcome and the predicted value, in its units, of
-            every regression outcome.
+            classification outcome (by the recalibrated probabilities of
+            ``predict_proba``) and the predicted value, in its units, of every
+            regression outcome.
         """
         index, outputs = self._predict_outputs(X)
         columns = {}
@@ -347,7 +385,9 @@ class MultiTaskMLP(BaseEstimator):
         -------
         dict of str to ndarray of shape (n_samples, n_classes)
             Classification outcome -> probabilities (float64, rows sum to 1),
-            columns in the order of ``classes_[outcome]``.
+            columns in the order of ``classes_[outcome]``: the average of the
+            networks' probabilities, recalibrated by ``calibrators_[outcome]``
+            where there is one (see the ``calibration`` parameter).
         """
         _, outputs = self._predict_outputs(X)
         return {
@@ -355,6 +395,61 @@ class MultiTaskMLP(BaseEstimator):
             for spec, output in zip(self._task_specs, outputs)
             if spec.is_classification
         }
+
+    def predict_interval(self, X, coverage=DEFAULT_COVERAGE):
+        """Prediction intervals of every regression outcome (split-conformal).
+
+        The interval is ``predict(X)[outcome] +- q``, where ``q`` is the
+        finite-sample ``ceil((n + 1) * coverage) / n`` quantile of the ``n``
+        absolute residuals of the outcome's labelled early-stopping rows, each
+        row predicted only by the networks that held it out
+        (``conformal_scores_``; see :mod:`clinical_mtl.conformal`). For
+        patients like the training cohort, about ``coverage`` of the
+        intervals hold the true value. The width is the same for every
+        patient; it is infinite when there are too few residuals for the
+        coverage asked (``ceil((n + 1) * coverage) > n``).
+
+        Parameters
+        ----------
+        X : DataFrame or array-like of shape (n_samples, n_features)
+            Raw features with the columns seen in fit.
+        coverage : float, default=0.9
+            Share of patients whose interval should hold the true value, in
+            (0, 1).
+
+        Returns
+        -------
+        DataFrame of shape (n_samples, 2 * n_regression_outcomes)
+            Indexed like ``X``; per regression outcome, ``<outcome>_lower``
+            and ``<outcome>_upper`` in its units.
+
+        Raises
+        ------
+        ValueError
+            If ``coverage`` is not strictly between 0 and 1, if the model has
+            no regression outcome, or if it was fitted with
+            ``early_stopping=False`` (no held-out rows, so no residuals).
+        """
+        check_is_fitted(self)
+        half_widths = self._interval_half_widths(coverage)
+        if not any(spec.kind == REGRESSION for spec in self._task_specs):
+            raise ValueError(
+                f"predict_interval needs a regression outcome; this model's outcomes {self.tasks_} "
+                "are all classification outcomes (use predict_proba)."
+            )
+        if not half_widths:
+            raise ValueError(
+                "This model has no held-out residuals to calibrate intervals on: it was fitted with "
+                "early_stopping=False. Refit with early_stopping=True (the early-stopping rows, which "
+                "no network trained on, give the residuals)."
+            )
+        index, outputs = self._predict_outputs(X)
+        columns = {}
+        for spec, output in zip(self._task_specs, outputs):
+            if spec.name in half_widths:
+                columns[f"{spec.name}_lower"] = output - half_widths[spec.name]
+                columns[f"{spec.name}_upper"] = output + half_widths[spec.name]
+        return pd.DataFrame(columns, index=index)
 
     def score(self, X, y, sample_weight=None):
         """Mean over outcomes of a per-outcome skill score on labelled rows.
@@ -387,8 +482,8 @@ class MultiTaskMLP(BaseEstimator):
         defined = [s for s in scores if not np.isnan(s)]
         return float(np.mean(defined)) if defined else np.nan
 
-    def evaluate(self, X, y):
-        """Metrics of every outcome on its labelled rows.
+    def evaluate(self, X, y, groups=None, *, n_bootstrap=0, confidence=0.95, random_state=None):
+        """Metrics of every outcome on its labelled rows, overall or per subgroup.
 
         Parameters
         ----------
@@ -396,17 +491,34 @@ class MultiTaskMLP(BaseEstimator):
             Raw features.
         y : DataFrame, Series or array-like
             Labels of some or all outcomes, NaN where unlabelled.
+        groups : str, list of str, Series, DataFrame or array-like, default=None
+            Subgroups to evaluate separately (e.g. sex, age band): column
+            names of ``X``, or one value per row of ``X`` (see
+            :func:`clinical_mtl.evaluation.evaluate_model`).
+        n_bootstrap : int, default=0
+            Bootstrap resamples of each outcome's labelled rows for percentile
+            confidence intervals of the headline metrics; 0 gives none.
+        confidence : float, default=0.95
+            Coverage of the intervals.
+        random_state : int, RandomState instance or None, default=None
+            Seeds the resampling.
 
         Returns
         -------
         DataFrame
-            One row per outcome present in ``Y``, with its ``kind``,
-            ``n_labelled`` and AUROC, log loss, Brier score and accuracy
-            (classification) or RMSE, MAE and R^2 (regression, in the outcome's
-            units); NaN where a metric does not apply or is undefined.
+            One row per outcome present in ``Y`` (with ``groups``: per outcome,
+            grouping variable and subgroup), with its ``kind``, ``n_labelled``,
+            ``events`` (positive-class rows; the rarest class's rows for
+            several classes) and AUROC, log loss, Brier score, accuracy,
+            expected calibration error, calibration slope and intercept
+            (classification; slope and intercept for binary outcomes) or
+            RMSE, MAE and R^2 (regression, in the outcome's units); with
+            ``n_bootstrap``, ``<metric>_lower`` and ``<metric>_upper`` for
+            AUROC, Brier, ECE, RMSE and R^2. NaN where a metric does not apply
+            or is undefined.
         """
-        return metrics_table(
-            (spec.name, spec.kind, y_true, output) for spec, y_true, output in self._labelled_pairs(X, y)
+        return evaluate_model(
+            self, X, y, groups, n_bootstrap=n_bootstrap, confidence=confidence, random_state=random_state
         )
 
     def explain(self, X, outcomes=None, *, output=PROBABILITY):
@@ -418,8 +530,11 @@ class MultiTaskMLP(BaseEstimator):
         at fit time; the output link (sigmoid, softmax, target scale) is
         carried through exactly, and the columns that each clinical variable
         produced (value and missing indicator, one-hot columns) are summed
-        back into it. So for every patient and output, ``base_values + values
-        summed over features`` equals the model's output (see
+        back into it. Where the outcome is recalibrated (``calibrators_``),
+        the attributions are carried through the recalibration map too. So
+        for every patient and output, ``base_values + values summed over
+        features`` equals the model's output, the (recalibrated) probability
+        of ``predict_proba`` or the value of ``predict`` (see
         :mod:`clinical_mtl.explain` for why).
 
         Parameters
@@ -507,7 +622,20 @@ class MultiTaskMLP(BaseEstimator):
             raw = [out.cpu().numpy() for out in raw]
         finally:
             self.module_.cpu()
-        return [decode_outputs(spec, out) for spec, out in zip(self._task_specs, raw)]
+        return self._recalibrated([decode_outputs(spec, out) for spec, out in zip(self._task_specs, raw)])
+
+    def _recalibrated(self, outputs: list[np.ndarray]) -> list[np.ndarray]:
+        """Decoded outputs with every classification outcome's recalibration applied."""
+        return [
+            self.calibrators_[spec.name].transform(output) if spec.name in self.calibrators_ else output
+            for spec, output in zip(self._task_specs, outputs)
+        ]
+
+    def _interval_half_widths(self, coverage: float) -> dict[str, float]:
+        """Half-width of the ``coverage`` interval of every regression outcome with
+        conformal scores (none without early stopping)."""
+        coverage = check_coverage(coverage)
+        return {name: conformal_quantile(scores, coverage) for name, scores in self.conformal_scores_.items()}
 
     def _labelled_pairs(self, X, y):
         """Yield (spec, true labels or class indices, predictions) on labelled rows."""
@@ -564,10 +692,37 @@ class MultiTaskMLP(BaseEstimator):
         )
         return network.cpu(), result, valid_rows
 
-    def _held_out_metrics(self, inputs: torch.Tensor, labels: pd.DataFrame, held_out: list) -> pd.DataFrame:
-        """Metrics of the ensemble on early-stopping rows, each row predicted only by
-        the members that held it out."""
-        n_rows = len(labels)
+    def _fit_held_out(self, inputs: torch.Tensor, labels: pd.DataFrame, held_out: list) -> None:
+        """Fit the recalibration (``calibrators_``), the conformal scores and the
+        ``validation_metrics_`` on the early-stopping rows, out of bag."""
+        self.calibrators_, self.conformal_scores_, self.validation_metrics_ = {}, {}, None
+        if not held_out:
+            return
+        seen, outputs = self._out_of_bag_outputs(inputs, held_out)
+        held_labels = labels.iloc[seen]
+        outcomes = []
+        for spec, output in zip(self._task_specs, outputs):
+            present, y_true = labelled_targets(held_labels, spec)
+            output = output[present]
+            if spec.is_classification and self.calibration is not None:
+                calibrator = fit_calibrator(self.calibration, output, y_true)
+                if calibrator is not None:
+                    self.calibrators_[spec.name] = calibrator
+                    output = calibrator.transform(output)
+            elif not spec.is_classification:
+                self.conformal_scores_[spec.name] = conformal_scores(y_true, output)
+            outcomes.append((spec.name, spec.kind, y_true, output))
+        self.validation_metrics_ = metrics_table(outcomes)
+
+    def _out_of_bag_outputs(self, inputs: torch.Tensor, held_out: list) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Outputs of the early-stopping rows, each row predicted only by the members
+        that held it out (never by one that trained on it), before recalibration.
+
+        Returns the positions of the rows some member held out and, per outcome,
+        their decoded outputs (probabilities or values in units) averaged over
+        those members.
+        """
+        n_rows = len(inputs)
         sums: list[np.ndarray | None] = [None] * len(self._task_specs)
         counts = np.zeros(n_rows)
         for rows, network in held_out:
@@ -578,13 +733,10 @@ class MultiTaskMLP(BaseEstimator):
                 if sums[t] is None:
                     sums[t] = np.zeros((n_rows, *decoded.shape[1:]))
                 sums[t][rows] += decoded
-        seen = counts > 0
-        outcomes = []
-        for t, spec in enumerate(self._task_specs):
-            averaged = sums[t][seen] / counts[seen].reshape(-1, *[1] * (sums[t].ndim - 1))
-            present, y_true = labelled_targets(labels.iloc[seen], spec)
-            outcomes.append((spec.name, spec.kind, y_true, averaged[present]))
-        return metrics_table(outcomes)
+        seen = np.flatnonzero(counts > 0)
+        return seen, [
+            total[seen] / counts[seen].reshape(-1, *[1] * (total.ndim - 1)) for total in sums
+        ]
 
     @staticmethod
     def _check_every_task_trains(specs: list[TaskSpec], labelled_train: np.ndarray) -> None:

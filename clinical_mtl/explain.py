@@ -29,9 +29,24 @@ points in plain torch:
    indicator, or its one-hot columns) are summed into that variable, which is
    exact as well.
 
+Recalibration
+-------------
+Where the model recalibrates an outcome's probabilities (see
+:mod:`clinical_mtl.calibration`), the probability attributions are carried
+through that map ``g`` as well, so that they add up to the recalibrated
+probability that ``predict_proba`` returns. The map acts on the ensemble's
+probability, so it is applied at the ensemble level: the base value becomes
+``g(b)`` of the base value ``b`` above, and for a binary outcome every
+attribution is multiplied by ``(g(p(x)) - g(b)) / (p(x) - b)`` (the rescale
+rule once more; ``g`` is increasing, so the ranking of the features is
+kept). For several classes the attributions are multiplied by the Jacobian of
+``g`` integrated along the straight line from ``b`` to ``p(x)`` (Gauss-Legendre
+quadrature), plus a rank-one correction of the quadrature's remainder, which
+makes the sum exact and keeps the attributions of the classes summing to 0.
+
 Log-odds explanations rescale the probability attributions once more through
 ``logit``: ``(logit p(x) - logit b) / (p(x) - b)``, so they add up to the
-log-odds of the ensemble's probability.
+log-odds of the ensemble's (recalibrated) probability.
 
 Background
 ----------
@@ -65,6 +80,7 @@ BACKGROUND_CLUSTERS = 20
 MIN_CLUSTER_SIZE = 5
 MAX_CLUSTERING_ROWS = 5000
 CHUNK_ROWS = 256
+CALIBRATION_NODES = 32
 PROBABILITY, LOG_ODDS = "probability", "log_odds"
 
 
@@ -143,6 +159,8 @@ def explain_model(model, X, outcomes: Sequence[str] | None = None, *, output: st
     for spec in specs:
         grouped = np.einsum("nkd,df->nfk", values[spec.name], groups.to_numpy())
         base = bases[spec.name]
+        if spec.name in model.calibrators_:
+            grouped, base = _through_calibration(spec, model.calibrators_[spec.name], grouped, base)
         if spec.is_classification and output == LOG_ODDS:
             grouped, base = _to_log_odds(grouped, base)
         output_names = _output_names(spec)
@@ -265,6 +283,35 @@ def _quadrature(largest_change: float) -> tuple[torch.Tensor, torch.Tensor]:
 def _gauss_legendre(n_nodes: int) -> tuple[torch.Tensor, torch.Tensor]:
     nodes, weights = leggauss(n_nodes)
     return torch.from_numpy((nodes + 1) / 2).float(), torch.from_numpy(weights / 2).float()
+
+
+def _through_calibration(spec: TaskSpec, calibrator, values: np.ndarray, base: np.ndarray):
+    """Carry probability attributions (n, f, k) and base values (n, k) through the
+    recalibration map of a classification outcome (see the module docstring); k = 1
+    (the positive class) for a binary outcome."""
+    total = base + values.sum(axis=1)  # the explained probabilities
+    if spec.kind == BINARY:
+
+        def calibrated(p: np.ndarray) -> np.ndarray:
+            p = np.clip(p, 0.0, 1.0)
+            return calibrator.transform(np.column_stack([1.0 - p, p]))[:, 1]
+
+        p, b = total[:, 0], base[:, 0]
+        delta = p - b
+        flat = np.abs(delta) < 1e-9
+        step = 1e-6
+        derivative = (calibrated(p + step) - calibrated(p - step)) / (np.minimum(p + step, 1) - np.maximum(p - step, 0))
+        slope = np.where(flat, derivative, (calibrated(p) - calibrated(b)) / np.where(flat, 1.0, delta))
+        return values * slope[:, None, None], calibrated(b)[:, None]
+    delta = total - base
+    nodes, weights = leggauss(CALIBRATION_NODES)
+    nodes, weights = (nodes + 1) / 2, weights / 2  # on [0, 1]
+    jacobian = sum(w * calibrator.jacobian(base + t * delta) for t, w in zip(nodes, weights))
+    remainder = calibrator.transform(total) - calibrator.transform(base) - np.einsum("ncd,nd->nc", jacobian, delta)
+    norm = np.einsum("nd,nd->n", delta, delta)
+    correction = remainder[:, :, None] * delta[:, None, :] / np.where(norm > 0, norm, 1.0)[:, None, None]
+    jacobian = jacobian + np.where(norm[:, None, None] > 0, correction, 0.0)
+    return np.einsum("ncd,nfd->nfc", jacobian, values), calibrator.transform(base)
 
 
 def _to_log_odds(values: np.ndarray, base: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -7,8 +7,12 @@ spreads over named columns:
     The predicted class label (classification) or value in the outcome's
     units (regression).
 ``<outcome>_proba_<class>``
-    The probability of each class of a classification outcome, in the order
-    of ``model.classes_[outcome]``.
+    The (recalibrated) probability of each class of a classification
+    outcome, in the order of ``model.classes_[outcome]``.
+``<outcome>_lower``, ``<outcome>_upper``
+    The prediction interval of a regression outcome at ``coverage`` (90% by
+    default; see ``MultiTaskMLP.predict_interval``), when the model has
+    conformal residuals (it was fitted with early stopping).
 ``<outcome>_top<j>_feature``, ``<outcome>_top<j>_contribution``
     Optionally, the j-th largest SHAP contribution to the outcome and its
     feature.
@@ -19,11 +23,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .conformal import DEFAULT_COVERAGE
 from .estimator import MultiTaskMLP
 from .explain import top_contribution_columns, top_contributions
 
 
-def flat_predictions(model: MultiTaskMLP, X, *, top_k: int = 0) -> pd.DataFrame:
+def flat_predictions(model: MultiTaskMLP, X, *, top_k: int = 0, coverage: float = DEFAULT_COVERAGE) -> pd.DataFrame:
     """Predict every outcome of ``X`` into flat columns (see the module docstring).
 
     Parameters
@@ -35,12 +40,15 @@ def flat_predictions(model: MultiTaskMLP, X, *, top_k: int = 0) -> pd.DataFrame:
     top_k : int, default=0
         Also return the ``top_k`` largest SHAP contributions per outcome
         (:func:`clinical_mtl.explain.top_contributions`).
+    coverage : float, default=0.9
+        Coverage of the prediction intervals of regression outcomes, in (0, 1).
 
     Returns
     -------
     DataFrame
         Indexed like ``X``, columns as listed by ``output_columns(model, top_k)``.
     """
+    half_widths = model._interval_half_widths(coverage)
     index, outputs = model._predict_outputs(X)
     columns = {}
     for spec, output in zip(model._task_specs, outputs):
@@ -50,6 +58,9 @@ def flat_predictions(model: MultiTaskMLP, X, *, top_k: int = 0) -> pd.DataFrame:
                 columns[f"{spec.name}_proba_{label}"] = output[:, k]
         else:
             columns[f"{spec.name}_pred"] = output
+            if spec.name in half_widths:
+                columns[f"{spec.name}_lower"] = output - half_widths[spec.name]
+                columns[f"{spec.name}_upper"] = output + half_widths[spec.name]
     predictions = pd.DataFrame(columns, index=index)
     if top_k > 0:
         predictions = predictions.join(top_contributions(model, X, top_k))
@@ -65,6 +76,8 @@ def output_columns(model: MultiTaskMLP, top_k: int = 0) -> list[tuple[str, str]]
             columns += [(f"{spec.name}_proba_{label}", "double") for label in spec.classes]
         else:
             columns.append((f"{spec.name}_pred", "double"))
+            if spec.name in model.conformal_scores_:
+                columns += [(f"{spec.name}_lower", "double"), (f"{spec.name}_upper", "double")]
     return columns + (top_contribution_columns(model, top_k) if top_k > 0 else [])
 
 

@@ -4,7 +4,9 @@ A saved model is a folder of two files:
 
 ``model.json``
     The estimator's parameters, its fitted state (task kinds, classes,
-    target scaling, label counts, training history), the fitted
+    target scaling, label counts, training history, the recalibration of
+    classification outcomes and the conformal residuals of regression
+    outcomes), the fitted
     preprocessing (medians, means, scales, categories: numbers and strings
     only) and the network's architecture. Plain JSON: reading it runs no code.
 ``weights.pt``
@@ -20,6 +22,7 @@ matters for refitting.
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +30,7 @@ import pandas as pd
 import torch
 
 from . import __version__
+from .calibration import calibrator_from_dict
 from .estimator import MultiTaskMLP
 from .explain import Background
 from .network import MultiHeadEnsemble, MultiHeadNet
@@ -34,7 +38,8 @@ from .preprocessing import ClinicalPreprocessor
 from .schema import CohortSchema
 from .tasks import TaskSpec
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_FORMAT_VERSIONS = (1, 2)  # 2 added the recalibration and conformal residuals
 CONFIG_FILE = "model.json"
 WEIGHTS_FILE = "weights.pt"
 
@@ -75,6 +80,7 @@ def save_model(model: MultiTaskMLP, path: str | Path, *, schema: CohortSchema | 
     config = {
         "format_version": FORMAT_VERSION,
         "clinical_mtl_version": __version__,
+        "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "params": _encode(_storable_params(model.get_params())),
         "fitted": {
             "n_features_in": int(model.n_features_in_),
@@ -92,6 +98,7 @@ def save_model(model: MultiTaskMLP, path: str | Path, *, schema: CohortSchema | 
                 for spec in model._task_specs
             ],
             "label_counts": _encode(model.label_counts_),
+            "label_percentiles": {name: values.tolist() for name, values in model.label_percentiles_.items()},
             "history": model.history_,
             "best_epoch": model.best_epoch_.tolist(),
             "n_iter": model.n_iter_.tolist(),
@@ -100,6 +107,8 @@ def save_model(model: MultiTaskMLP, path: str | Path, *, schema: CohortSchema | 
                 if model.validation_metrics_ is not None
                 else None
             ),
+            "calibrators": {name: calibrator.to_dict() for name, calibrator in model.calibrators_.items()},
+            "conformal_scores": {name: scores.tolist() for name, scores in model.conformal_scores_.items()},
         },
         "preprocessor": model.preprocessor_.to_dict(),
         "explanation_background": model.explanation_background_.to_dict(),
@@ -131,10 +140,10 @@ def load_model(path: str | Path) -> MultiTaskMLP:
     """
     folder = Path(path)
     config = json.loads((folder / CONFIG_FILE).read_text())
-    if config.get("format_version") != FORMAT_VERSION:
+    if config.get("format_version") not in READABLE_FORMAT_VERSIONS:
         raise ValueError(
             f"{folder / CONFIG_FILE} has format_version {config.get('format_version')!r}; this "
-            f"clinical_mtl ({__version__}) reads format_version {FORMAT_VERSION}."
+            f"clinical_mtl ({__version__}) reads format_version {' or '.join(map(str, READABLE_FORMAT_VERSIONS))}."
         )
     params = _decode(config["params"])
     params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
@@ -156,6 +165,8 @@ def load_model(path: str | Path) -> MultiTaskMLP:
     model.tasks_ = {spec.name: spec.kind for spec in model._task_specs}
     model.classes_ = {spec.name: np.asarray(spec.classes) for spec in model._task_specs if spec.classes}
     model.label_counts_ = _decode(fitted["label_counts"])
+    model.label_percentiles_ = {  # absent from models saved before it was recorded
+        name: np.asarray(values) for name, values in fitted.get("label_percentiles", {}).items()}
     model.history_ = fitted["history"]
     model.best_epoch_ = np.asarray(fitted["best_epoch"])
     model.n_iter_ = np.asarray(fitted["n_iter"])
@@ -163,6 +174,10 @@ def load_model(path: str | Path) -> MultiTaskMLP:
     model.validation_metrics_ = None
     if metrics is not None:
         model.validation_metrics_ = pd.DataFrame(**metrics).rename_axis("outcome")
+    model.calibrators_ = {name: calibrator_from_dict(state) for name, state in fitted.get("calibrators", {}).items()}
+    model.conformal_scores_ = {
+        name: np.asarray(scores, dtype=np.float64) for name, scores in fitted.get("conformal_scores", {}).items()
+    }
     model.preprocessor_ = ClinicalPreprocessor.from_dict(config["preprocessor"])
     model.explanation_background_ = Background.from_dict(config["explanation_background"])
     network = config["network"]
@@ -177,6 +192,19 @@ def load_model(path: str | Path) -> MultiTaskMLP:
     model.module_.load_state_dict(state)
     model.module_.eval()
     return model
+
+
+def load_model_info(path: str | Path) -> dict:
+    """When and by which clinical_mtl version the model in folder ``path`` was saved.
+
+    Returns
+    -------
+    dict
+        ``saved_at`` (ISO 8601, UTC; None for models saved before it was
+        recorded) and ``clinical_mtl_version``.
+    """
+    config = json.loads((Path(path) / CONFIG_FILE).read_text())
+    return {"saved_at": config.get("saved_at"), "clinical_mtl_version": config.get("clinical_mtl_version")}
 
 
 def load_schema_of(path: str | Path) -> CohortSchema | None:

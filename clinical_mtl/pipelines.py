@@ -13,14 +13,27 @@ training pipeline (``kind: train``)::
       model_dir: ../reports/generated/pbc_model
       metrics: ../reports/generated/pbc_test_metrics.csv
       patients: ../reports/generated/pbc_patients.csv   # the features in schema form, to score
+      model_card: ../reports/generated/pbc_model_card.md  # and .html beside it
+    model_card:                       # all optional
+      title: PBC multi-task model
+      intended_use: ...
+      limitations: [...]
+      subgroups: {sex: sex, age_band: {column: age, cuts: [50, 65]}}   # columns, or numeric ones banded
+      single_task_comparison: true    # fit each outcome's single-task twin (negative-transfer table)
+      n_bootstrap: 200                # resamples of the test metrics' intervals (0: none)
 
 validates the data with the schema (rejected rows are written beside the
 metrics and left out), fits ``MultiTaskMLP(tasks=<schema outcomes>)`` on the
-training split, evaluates it on the test split, saves the model with its
-schema, and tracks and registers it in MLflow. A scoring pipeline
+training split, evaluates it on the test split (with bootstrap intervals),
+writes its model card (see :mod:`clinical_mtl.model_card`), saves the model
+with its schema, and tracks and registers it in MLflow with the card. A scoring pipeline
 (``kind: score``) names ``model``, ``input``, ``output`` and optionally
 ``rejects``, ``top_k``, ``chunk_size``, ``engine`` (``local`` or ``spark``) and
-``spark_master``, as ``clinical-mtl score`` does.
+``spark_master``, as ``clinical-mtl score`` does. A report pipeline
+(``kind: report``) names ``model``, ``input`` (patient rows) and ``output`` (a
+folder), and optionally ``scores`` (a ``clinical-mtl score --explain`` file of
+those patients), ``top_k``, ``coverage``, ``pdf``, ``intended_use`` and
+``limits``, as ``clinical-mtl report`` does.
 """
 
 from __future__ import annotations
@@ -28,6 +41,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import yaml
@@ -36,8 +50,13 @@ from sklearn.model_selection import train_test_split
 from .estimator import MultiTaskMLP
 from .schema import CohortSchema, SchemaError, load_schema
 
-TRAIN_KEYS = {"kind", "name", "schema", "data", "split", "model", "tracking", "outputs"}
+if TYPE_CHECKING:
+    from .model_card import ModelCard
+
+TRAIN_KEYS = {"kind", "name", "schema", "data", "split", "model", "tracking", "outputs", "model_card"}
 SCORE_KEYS = {"kind", "name", "model", "input", "output", "rejects", "top_k", "chunk_size", "engine", "spark_master"}
+REPORT_KEYS = {"kind", "name", "model", "input", "scores", "output", "top_k", "coverage", "pdf", "intended_use",
+               "limits"}
 
 
 @dataclass
@@ -51,6 +70,8 @@ class TrainResult:
     run_id: str | None = None
     model_uri: str | None = None
     registered: str | None = None
+    model_card: ModelCard | None = None
+    model_card_path: Path | None = None
 
 
 def load_pipeline(path: str | Path) -> dict:
@@ -61,9 +82,9 @@ def load_pipeline(path: str | Path) -> dict:
     except (OSError, yaml.YAMLError) as error:
         raise SchemaError(f"Cannot read the pipeline file {path}: {error}") from error
     kind = config.get("kind") if isinstance(config, dict) else None
-    allowed = {"train": TRAIN_KEYS, "score": SCORE_KEYS}.get(kind)
+    allowed = {"train": TRAIN_KEYS, "score": SCORE_KEYS, "report": REPORT_KEYS}.get(kind)
     if allowed is None:
-        raise SchemaError(f"{path}: 'kind' must be 'train' or 'score', got {kind!r}.")
+        raise SchemaError(f"{path}: 'kind' must be 'train', 'score' or 'report', got {kind!r}.")
     unknown = set(config) - allowed
     if unknown:
         raise SchemaError(f"{path}: unknown keys {sorted(unknown)} for a {kind} pipeline (allowed: {sorted(allowed)}).")
@@ -100,8 +121,14 @@ def run_train(config: dict) -> TrainResult:
     start = time.perf_counter()
     model = MultiTaskMLP(tasks=schema.tasks, **config.get("model", {})).fit(X_train, Y_train)
     seconds = time.perf_counter() - start
-    metrics = model.evaluate(X_test, Y_test)
+    card = config.get("model_card") or {}
+    evaluation = {"n_bootstrap": int(card.get("n_bootstrap", 200)), "random_state": split.get("random_state", 0)}
+    metrics = model.evaluate(X_test, Y_test, **evaluation)
     train = TrainResult(model, metrics, len(result.rejected))
+    if outputs.get("model_card"):
+        train.model_card = _model_card(card, model, X_train, Y_train, X_test, Y_test, metrics, evaluation)
+        train.model_card_path = _output_path(config, outputs["model_card"])
+        train.model_card.save(train.model_card_path)
 
     if outputs.get("model_dir"):
         from .persistence import save_model
@@ -115,6 +142,23 @@ def run_train(config: dict) -> TrainResult:
     if tracking and tracking.get("enabled", True):
         _track(train, tracking, X_train, Y_train, seconds, schema)
     return train
+
+
+def _model_card(card: dict, model, X_train, Y_train, X_test, Y_test, metrics, evaluation: dict) -> ModelCard:
+    """The model card of a training pipeline, as its ``model_card`` settings describe."""
+    from .evaluation import band
+    from .model_card import DEFAULT_INTENDED_USE, build_model_card
+
+    groups = {
+        name: band(X_test[spec["column"]], spec["cuts"], name=name) if isinstance(spec, dict) else X_test[spec]
+        for name, spec in (card.get("subgroups") or {}).items()
+    }
+    return build_model_card(
+        model, X_train, Y_train, X_test, Y_test, groups=pd.DataFrame(groups) if groups else None,
+        single_task=bool(card.get("single_task_comparison", True)), metrics=metrics, **evaluation,
+        title=card.get("title", "Model card"), intended_use=card.get("intended_use", DEFAULT_INTENDED_USE),
+        limitations=card.get("limitations", ()),
+    )
 
 
 def _output_path(config: dict, value: str) -> Path:
@@ -137,6 +181,21 @@ def run_score(config: dict, progress: bool | None = None, id_column: str | None 
         return score_files_with_spark(loaded, *paths, top_k=top_k, master=config.get("spark_master"))
     chunk_size = int(config.get("chunk_size", DEFAULT_CHUNK_SIZE))
     return score_files(loaded, *paths, top_k=top_k, chunk_size=chunk_size, progress=progress)
+
+
+def run_report(config: dict, id_column: str | None = None):
+    """Run a ``kind: report`` pipeline; returns the ``ReportSummary``."""
+    from .reporting import DEFAULT_INTENDED_USE, DEFAULT_LIMITS, write_reports
+    from .scoring import load_model_for_scoring
+
+    loaded = load_model_for_scoring(resolve(config, config["model"]), id_column=id_column)
+    output = resolve(config, config.get("output") or "../reports/patients")
+    return write_reports(
+        loaded, resolve(config, config["input"]), output, scores=resolve(config, config.get("scores")),
+        top_k=int(config.get("top_k", 6)), coverage=float(config.get("coverage", 0.9)),
+        intended_use=" ".join(str(config.get("intended_use", DEFAULT_INTENDED_USE)).split()),
+        limits=" ".join(str(config.get("limits", DEFAULT_LIMITS)).split()), pdf=bool(config.get("pdf", False)),
+    )
 
 
 def _training_frame(data: dict, config: dict, schema: CohortSchema) -> pd.DataFrame:
@@ -186,6 +245,8 @@ def _track(train: TrainResult, settings: dict, X_train, Y_train, seconds: float,
     with mlflow.start_run(experiment_id=experiment_id, run_name=settings.get("run_name", "train")) as run:
         tracking.log_fit(train.model, X_train, Y_train, training_seconds=seconds, schema=schema)
         tracking.log_metrics_table(train.metrics, prefix="test")
+        if train.model_card is not None:
+            train.model_card.log_to_mlflow()
         train.run_id = run.info.run_id
         train.model_uri = mlflow.get_run(run.info.run_id).data.tags["clinical_mtl.model_uri"]
     if settings.get("registered_model_name"):

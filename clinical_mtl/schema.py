@@ -44,11 +44,13 @@ from pandas.api import types as ptypes
 
 from .exceptions import InputDataError
 from .features import BOOLEAN, CATEGORICAL, FEATURE_KINDS, NUMERIC
-from .tasks import TASK_KINDS
+from .tasks import REGRESSION, TASK_KINDS
 
 ROW_NUMBER = "row_number"
 _TRUE_TEXT = {"true", "1", "1.0"}
 _FALSE_TEXT = {"false", "0", "0.0"}
+DISPLAY_TRANSFORMS = {"exp": np.exp}
+"""How a regression outcome's value is shown to people: ``exp`` for an outcome modelled on a log scale."""
 
 
 class SchemaError(InputDataError):
@@ -68,6 +70,13 @@ class FeatureSpec:
     nullable: bool = True
     description: str = ""
     positive: bool = False
+    label: str | None = None
+    reference_range: tuple[float, float] | None = None
+
+    @property
+    def display_name(self) -> str:
+        """The ``label`` given in the schema, else the column name."""
+        return self.label or self.name
 
     def describe_rule(self) -> str:
         """The range or categories in words, e.g. ``0.1 <= bili <= 50``."""
@@ -91,6 +100,14 @@ class OutcomeSpec:
     classes: tuple | None = None
     unit: str | None = None
     description: str = ""
+    label: str | None = None
+    display_transform: str | None = None
+    display_unit: str | None = None
+
+    @property
+    def display_name(self) -> str:
+        """The ``label`` given in the schema, else the outcome name."""
+        return self.label or self.name
 
 
 @dataclass(frozen=True)
@@ -155,8 +172,9 @@ class CohortSchema:
         for feature in self.features:
             entry = {key: value for key, value in asdict(feature).items()
                      if key != "name" and value is not None and not (key == "positive" and not value)}
-            if feature.categories is not None:
-                entry["categories"] = list(feature.categories)
+            for key in ("categories", "reference_range"):
+                if entry.get(key) is not None:
+                    entry[key] = list(entry[key])
             features[feature.name] = entry
         outcomes = {}
         for outcome in self.outcomes:
@@ -413,11 +431,12 @@ def _feature_spec(name: str, entry, id_column: str, problems: list[str]) -> Feat
         problems.append(f"feature '{name}': categories must be a list, got {categories!r}")
     elif kind != CATEGORICAL and categories is not None:
         problems.append(f"feature '{name}': only a categorical feature has categories")
-    unknown = set(entry) - {"unit", "min", "max", "nullable", "description", "positive"}
+    unknown = set(entry) - {"unit", "min", "max", "nullable", "description", "positive", "label", "reference_range"}
     if unknown:
         problems.append(f"feature '{name}': unknown keys {sorted(unknown)}")
         return None
     problems += _bound_problems(name, kind, entry)
+    problems += _reference_range_problems(name, kind, entry)
     for flag in ("nullable", "positive"):
         if not isinstance(entry.get(flag, False), bool):
             problems.append(f"feature '{name}': {flag} must be true or false, got {entry[flag]!r}")
@@ -427,6 +446,8 @@ def _feature_spec(name: str, entry, id_column: str, problems: list[str]) -> Feat
         problems.append(f"feature '{name}': it is the id column, which is not a feature")
     if len(problems) > found:
         return None
+    if entry.get("reference_range") is not None:
+        entry["reference_range"] = tuple(float(bound) for bound in entry["reference_range"])
     return FeatureSpec(name, kind, categories=tuple(str(c) for c in categories) if categories else None, **entry)
 
 
@@ -439,11 +460,30 @@ def _outcome_spec(name: str, entry, problems: list[str]) -> OutcomeSpec | None:
     if classes is not None and not isinstance(classes, list):
         problems.append(f"outcome '{name}': classes must be a list, got {classes!r}")
         return None
-    unknown = set(entry) - {"unit", "description"}
+    unknown = set(entry) - {"unit", "description", "label", "display_transform", "display_unit"}
     if unknown:
         problems.append(f"outcome '{name}': unknown keys {sorted(unknown)}")
         return None
+    transform = entry.get("display_transform")
+    if transform is not None and (kind != REGRESSION or transform not in DISPLAY_TRANSFORMS):
+        problems.append(f"outcome '{name}': display_transform must be one of {sorted(DISPLAY_TRANSFORMS)} "
+                        f"and only for a regression outcome, got {transform!r} for a {kind} outcome")
+        return None
     return OutcomeSpec(name, kind, tuple(classes) if classes else None, **entry)
+
+
+def _reference_range_problems(name: str, kind: str, entry: dict) -> list[str]:
+    """What is wrong with a feature's ``reference_range``: not two increasing numbers, not numeric."""
+    bounds = entry.get("reference_range")
+    if bounds is None:
+        return []
+    if kind != NUMERIC:
+        return [f"feature '{name}': only a numeric feature has a reference_range"]
+    numbers = isinstance(bounds, list) and len(bounds) == 2 and all(
+        isinstance(b, (int, float)) and not isinstance(b, bool) and np.isfinite(b) for b in bounds)
+    if not numbers or bounds[0] > bounds[1]:
+        return [f"feature '{name}': reference_range must be [low, high] with low <= high, got {bounds!r}"]
+    return []
 
 
 def _bound_problems(name: str, kind: str, entry: dict) -> list[str]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gc
 import json
+import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -26,14 +27,18 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
+from .allocation import release_free_memory
 from .batch_io import AtomicTableWriter, count_rows, iter_chunks, list_input_files
 from .estimator import MultiTaskMLP
 from .explain import top_contribution_columns, top_contributions
 from .features import CATEGORICAL
+from .conformal import DEFAULT_COVERAGE
 from .outputs import output_columns
 from .schema import ROW_NUMBER, CohortSchema, schema_for_model, schema_from_model
 
 DEFAULT_CHUNK_SIZE = 65_536
+# Chunks scored between two hand-backs of the allocators' free memory (see score_files).
+RELEASE_EVERY_CHUNKS = 16
 _ARROW_TYPES = {"string": pa.string(), "long": pa.int64(), "double": pa.float64(), "boolean": pa.bool_()}
 
 
@@ -51,6 +56,8 @@ class LoadedModel:
         Registered name and version, and the MLflow run that trained it.
     reference : str
         How it was referred to (path or MLflow URI).
+    saved_at : str or None
+        When the model was saved after training (ISO 8601, UTC).
     """
 
     model: MultiTaskMLP
@@ -59,6 +66,7 @@ class LoadedModel:
     version: str | None
     run_id: str | None
     reference: str
+    saved_at: str | None = None
 
     def identity(self) -> dict:
         """Name, version, run id and reference, as the scoring summary records them."""
@@ -102,20 +110,21 @@ def load_model_for_scoring(reference: str, id_column: str | None = None) -> Load
     -------
     LoadedModel
     """
-    from .persistence import load_model, load_schema_of
+    from .persistence import load_model, load_model_info, load_schema_of
 
     path = Path(reference)
     if path.is_dir():
         model, schema, name, version, run_id = load_model(path), load_schema_of(path), path.name, None, None
+        saved_at = load_model_info(path)["saved_at"]
     else:
         from .tracking import download_model, model_identity
 
         with download_model(reference) as folder:
-            model, schema = load_model(folder), load_schema_of(folder)
+            model, schema, saved_at = load_model(folder), load_schema_of(folder), load_model_info(folder)["saved_at"]
         name, version, run_id = model_identity(reference)
     schema = schema_for_model(schema or schema_from_model(model, id_column or "id"), model)
     schema.validator()  # built now (it imports pandera), not while scoring
-    return LoadedModel(model, schema, name, version, run_id, reference)
+    return LoadedModel(model, schema, name, version, run_id, reference, saved_at)
 
 
 def score_files(
@@ -193,10 +202,11 @@ def score_files(
     torch.set_num_threads(max(1, torch_threads - 1))  # one core reads and validates meanwhile
     gc.freeze()  # the objects alive now (modules, model) need no cyclic-garbage scans: ~10% of the run
     try:
-        with tqdm(total=total, unit="rows", disable=None if progress is None else not progress) as bar:
+        with (IdRegister() as ids,
+              tqdm(total=total, unit="rows", disable=None if progress is None else not progress) as bar):
             # Reading and validating the next chunk overlaps with scoring this one.
-            chunks = _validated_chunks(files, schema, loaded.model, chunk_size, summary)
-            for path, chunk, valid, rejected, inputs in _prefetch(chunks):
+            chunks = validated_chunks(files, schema, loaded.model, chunk_size, summary, ids)
+            for n_chunks, (path, chunk, valid, rejected, inputs) in enumerate(_prefetch(chunks), start=1):
                 if not writers:  # one at a time: if the second cannot be opened, the first is aborted
                     writers.append(AtomicTableWriter(output, _output_schema(loaded, chunk, top_k)))
                     writers.append(AtomicTableWriter(rejects, _reject_schema(schema)))
@@ -204,7 +214,7 @@ def score_files(
                     scored = _score(loaded, valid, inputs, identity, top_k, writers[0].schema)
                 with _timed(summary, "write"):
                     writers[0].write(scored)
-                    writers[1].write(_as_reject_rows(rejected, schema.id_column, path))
+                    writers[1].write(reject_rows(rejected, schema.id_column, path))
                 summary.rows_in += len(chunk)
                 summary.rows_scored += len(scored)
                 summary.rows_rejected += len(rejected)
@@ -214,6 +224,11 @@ def score_files(
                 # grow with the input. Collecting per chunk is cheap with the long-lived objects frozen.
                 del chunk, valid, rejected, inputs, scored
                 gc.collect()
+                # The allocators keep freed memory for reuse (allocation.tune_for_streaming), but not
+                # all of it is reused, and what they hold would creep up with the input's length:
+                # hand the free part back now and then (a fraction of a millisecond each time).
+                if n_chunks % RELEASE_EVERY_CHUNKS == 0:
+                    release_free_memory()
         if summary.rows_in != summary.rows_scored + summary.rows_rejected:  # pragma: no cover - a bug
             raise RuntimeError(f"Row accounting failed: {summary.to_dict()}")
         summary.seconds = time.perf_counter() - clock
@@ -232,10 +247,10 @@ def score_files(
     return summary
 
 
-def _validated_chunks(files: list[Path], schema: CohortSchema, model: MultiTaskMLP, chunk_size: int,
-                      summary: ScoringSummary):
-    """Yield (file, chunk, valid rows, rejected rows, network inputs) for every chunk, in order."""
-    ids = IdRegister()
+def validated_chunks(files: list[Path], schema: CohortSchema, model: MultiTaskMLP, chunk_size: int,
+                      summary: ScoringSummary, ids: IdRegister):
+    """Yield (file, chunk, valid rows, rejected rows, network inputs) for every chunk, in order;
+    ``ids`` registers the ids read, to reject repeats."""
     first_row = 0
     n_chunks = 0
     text = [feature.name for feature in schema.features if feature.type == CATEGORICAL]
@@ -304,39 +319,189 @@ def _prefetch(items, depth: int = 1):
             worker.join(timeout=0.05)
 
 
+_MERGE_FAN_IN = 4  # runs of one size merged into one: a lookup searches at most 3 runs of each size
+
+
 class IdRegister:
-    """Ids seen so far, to reject a later row that repeats one.
+    """Ids seen so far, to reject a later row that repeats one, in memory bounded whatever the input's length.
 
     Integer ids are kept exactly; other ids as 64-bit hashes (a false
-    duplicate needs a hash collision: below 1e-6 for 5 million ids). Memory:
-    8 bytes per id, in a few sorted arrays merged as they grow.
+    duplicate needs a hash collision: below 1e-6 for 5 million ids). At most
+    ``memory_budget`` ids stay in memory, sorted; beyond that they are written
+    as a sorted run to an anonymous temporary file, and runs are merged on
+    disk a few at a time, so that a lookup searches a few runs only. A run is
+    read back a block at a time into a reused buffer, and only the blocks
+    whose range holds an id looked up. Memory: the budget, a few blocks, and
+    the first id of each block on disk (8 bytes per ``block_size`` ids).
+
+    Use it as a context manager (or call :meth:`close`): the temporary files
+    are deleted on closing.
+
+    Parameters
+    ----------
+    memory_budget : int, default=2**18
+        Most ids held in memory between calls (8 bytes each).
+    block_size : int, default=2**16
+        Ids read from a temporary file at a time.
+
+    Attributes
+    ----------
+    ids_in_memory : int
+        Ids held in memory now (the others are in temporary files).
     """
 
-    def __init__(self):
-        self._levels: list[np.ndarray] = []
+    def __init__(self, memory_budget: int = 2**18, block_size: int = 2**16):
+        self.memory_budget = memory_budget
+        self.block_size = block_size
+        # Allocated once, not regrown chunk after chunk: long-lived arrays of changing sizes would
+        # fragment the heap that every chunk's frames reuse.
+        self._held = np.empty(memory_budget, dtype=np.uint64)
+        self._block = np.empty(block_size, dtype=np.uint64)
+        self.ids_in_memory = 0
+        self._runs: list[_SortedRun] = []
 
     def seen_before(self, ids: pd.Series) -> np.ndarray:
-        """Mark which of ``ids`` were registered earlier, then register them all."""
+        """Mark which of ``ids`` were registered by an earlier call, then register them all.
+
+        Parameters
+        ----------
+        ids : Series
+            One chunk's ids; missing ones are never duplicates, and a repeat
+            within ``ids`` is not marked (the schema rejects those).
+
+        Returns
+        -------
+        array of bool
+            Whether each id was registered by an earlier call.
+        """
         present = ids.notna().to_numpy()
-        keys = np.zeros(len(ids), dtype=np.uint64)
-        keys[present] = _id_keys(ids[present])
+        keys, key_of_row = np.unique(_id_keys(ids[present]), return_inverse=True)
+        found = np.zeros(len(keys), dtype=bool)
+        if self.ids_in_memory:
+            held = self._held[:self.ids_in_memory]
+            found |= held[np.minimum(np.searchsorted(held, keys), len(held) - 1)] == keys
+        for run in self._runs:
+            found |= run.contains(keys, self._block)
         earlier = np.zeros(len(ids), dtype=bool)
-        for level in self._levels:
-            positions = np.clip(np.searchsorted(level, keys), 0, len(level) - 1)
-            earlier |= level[positions] == keys
-        earlier &= present
-        self._add(np.sort(keys[present]))
+        earlier[present] = found[key_of_row]
+        self._add(keys[~found])
         return earlier
 
+    def close(self) -> None:
+        """Delete the temporary files."""
+        for run in self._runs:
+            run.file.close()
+        self._runs = []
+
+    def __enter__(self) -> IdRegister:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
     def _add(self, keys: np.ndarray) -> None:
-        if not len(keys):  # a chunk without ids: an empty level would break the search
+        if self.ids_in_memory + len(keys) > self.memory_budget:
+            self._spill(self._held[:self.ids_in_memory])
+            self.ids_in_memory = 0
+        if len(keys) > self.memory_budget:
+            self._spill(keys)
             return
-        self._levels.append(keys)
-        while len(self._levels) > 1 and len(self._levels[-1]) >= len(self._levels[-2]) / 2:
-            newest = self._levels.pop()
-            merged = np.concatenate([self._levels[-1], newest])
-            merged.sort(kind="stable")  # in place: one copy of the ids while merging, not two
-            self._levels[-1] = merged
+        held = self._held[:self.ids_in_memory + len(keys)]
+        held[self.ids_in_memory:] = keys
+        held.sort(kind="stable")  # two sorted runs: timsort merges them
+        self.ids_in_memory = len(held)
+
+    def _spill(self, keys: np.ndarray) -> None:
+        if not len(keys):
+            return
+        run = _SortedRun(self.block_size, tier=0)
+        self._runs.append(run)  # closed with the others even if writing it fails
+        run.append(keys)
+        run.finish()
+        tier = 0
+        while len(same_tier := [run for run in self._runs if run.tier == tier]) >= _MERGE_FAN_IN:
+            merged = _merged(same_tier, self.block_size, tier + 1)
+            for run in same_tier:
+                run.file.close()
+            self._runs = [run for run in self._runs if run.tier != tier] + [merged]
+            tier += 1
+
+
+class _SortedRun:
+    """Distinct ids in ascending order in an anonymous temporary file, read back a block at a time."""
+
+    def __init__(self, block_size: int, tier: int):
+        self.file = tempfile.TemporaryFile()
+        self.block_size = block_size
+        self.tier = tier
+        self.length = 0
+        self.last = np.uint64(0)
+        self.block_firsts: np.ndarray | list[np.ndarray] = []
+
+    def append(self, keys: np.ndarray) -> None:
+        """Write sorted ``keys``, all above those written before."""
+        next_block_start = -self.length % self.block_size
+        self.block_firsts.append(keys[next_block_start::self.block_size].copy())
+        self.file.write(keys.view(np.uint8))
+        self.length += len(keys)
+        self.last = keys[-1]
+
+    def finish(self) -> None:
+        """Make the run ready to read, once every id is appended."""
+        self.file.flush()
+        self.block_firsts = np.concatenate(self.block_firsts)
+
+    def blocks(self, buffer: np.ndarray):
+        """Yield the run's blocks in order, each read into ``buffer`` (overwritten by the next)."""
+        for index in range(len(self.block_firsts)):
+            yield self.read_block(index, buffer)
+
+    def read_block(self, index: int, buffer: np.ndarray) -> np.ndarray:
+        start = index * self.block_size
+        block = buffer[:min(self.block_size, self.length - start)]
+        self.file.seek(start * block.itemsize)
+        if self.file.readinto(block.view(np.uint8)) != block.nbytes:  # pragma: no cover - a truncated temp file
+            raise OSError(f"Could not read back block {index} of a temporary file of ids.")
+        return block
+
+    def contains(self, keys: np.ndarray, buffer: np.ndarray) -> np.ndarray:
+        """Whether each of the sorted, distinct ``keys`` is in the run; reads only the blocks that could hold one."""
+        found = np.zeros(len(keys), dtype=bool)
+        start = np.searchsorted(keys, self.block_firsts[0], side="left")
+        stop = np.searchsorted(keys, self.last, side="right")
+        candidates = keys[start:stop]
+        if not len(candidates):
+            return found
+        block_of_candidate = np.searchsorted(self.block_firsts, candidates, side="right") - 1
+        bounds = [0, *(np.flatnonzero(np.diff(block_of_candidate)) + 1), len(candidates)]
+        for begin, end in zip(bounds[:-1], bounds[1:]):
+            block = self.read_block(block_of_candidate[begin], buffer)
+            wanted = candidates[begin:end]
+            positions = np.minimum(np.searchsorted(block, wanted), len(block) - 1)
+            found[start + begin:start + end] = block[positions] == wanted
+        return found
+
+
+def _merged(runs: list[_SortedRun], block_size: int, tier: int) -> _SortedRun:
+    """One run of the ids of ``runs``, merged a block of each at a time."""
+    merged = _SortedRun(block_size, tier)
+    try:
+        readers = [run.blocks(np.empty(block_size, dtype=np.uint64)) for run in runs]
+        pending = [(reader, next(reader)) for reader in readers]
+        while pending:
+            # Every id up to the smallest of the blocks' last ids is in the blocks held: it can be written.
+            bound = min(block[-1] for _, block in pending)
+            ends = [np.searchsorted(block, bound, side="right") for _, block in pending]
+            merged.append(np.sort(np.concatenate([block[:end] for (_, block), end in zip(pending, ends)]),
+                                  kind="stable"))  # timsort: a few sorted pieces
+            remaining = [(reader, block[end:] if end < len(block) else next(reader, None))
+                         for (reader, block), end in zip(pending, ends)]
+            pending = [(reader, block) for reader, block in remaining if block is not None]
+        merged.finish()
+    except BaseException:
+        merged.file.close()
+        raise
+    return merged
 
 
 def _id_keys(ids: pd.Series) -> np.ndarray:
@@ -366,9 +531,13 @@ def _score(loaded: LoadedModel, valid: pd.DataFrame, inputs: np.ndarray | None, 
         loaded.schema.id_column: pa.Array.from_pandas(valid[loaded.schema.id_column]),
     }
     outputs = model._outputs_of_inputs(inputs) if n_rows else [None] * len(model._task_specs)
+    half_widths = model._interval_half_widths(DEFAULT_COVERAGE)
     for spec, output in zip(model._task_specs, outputs):
         if not spec.is_classification:
             columns[f"{spec.name}_pred"] = _values(output, n_rows)
+            if spec.name in half_widths:
+                columns[f"{spec.name}_lower"] = _values(output - half_widths[spec.name] if n_rows else None, n_rows)
+                columns[f"{spec.name}_upper"] = _values(output + half_widths[spec.name] if n_rows else None, n_rows)
             continue
         picked = np.argmax(output, axis=1) if n_rows else np.zeros(0, dtype=np.int64)
         labels = np.asarray(spec.classes)
@@ -381,7 +550,7 @@ def _score(loaded: LoadedModel, valid: pd.DataFrame, inputs: np.ndarray | None, 
         for k, label in enumerate(spec.classes):
             columns[f"{spec.name}_proba_{label}"] = _values(output[:, k] if n_rows else None, n_rows)
     if top_k:  # the features are selected (a copy) only when explanations are asked for
-        contributions = top_contributions(model, valid[_model_columns(model)], top_k) if n_rows else None
+        contributions = top_contributions(model, valid[model_columns(model)], top_k) if n_rows else None
         for name, _ in top_contribution_columns(model, top_k):
             columns[name] = pa.array(contributions[name].to_numpy() if n_rows else [], type=schema.field(name).type)
     for name in ("model_name", "model_version", "run_id"):
@@ -391,7 +560,8 @@ def _score(loaded: LoadedModel, valid: pd.DataFrame, inputs: np.ndarray | None, 
     return pa.table(columns, schema=schema)
 
 
-def _model_columns(model: MultiTaskMLP) -> list[str]:
+def model_columns(model: MultiTaskMLP) -> list[str]:
+    """The feature columns of the model's input, by name, in its order."""
     return list(model.feature_names_in_) if hasattr(model, "feature_names_in_") else list(model.preprocessor_.feature_kinds_)
 
 
@@ -426,7 +596,8 @@ def _reject_schema(schema: CohortSchema) -> pa.Schema:
     ])
 
 
-def _as_reject_rows(rejected: pd.DataFrame, id_column: str, path: Path) -> pd.DataFrame:
+def reject_rows(rejected: pd.DataFrame, id_column: str, path: Path) -> pd.DataFrame:
+    """Rejected rows as the rejects file holds them: row number, source file, id as text, problems."""
     ids = rejected[id_column].astype(object).where(rejected[id_column].notna(), None)
     return pd.DataFrame({
         ROW_NUMBER: rejected[ROW_NUMBER].to_numpy(dtype=np.int64),

@@ -39,6 +39,7 @@ import pandas as pd
 import yaml
 
 from . import __version__
+from .conformal import DEFAULT_COVERAGE
 from .estimator import MultiTaskMLP
 from .exceptions import InputDataError
 from .explain import global_importance, save_beeswarm_plots
@@ -232,7 +233,9 @@ def log_model(
     The pyfunc takes the clinical columns (numeric as double, boolean as
     boolean, categorical as string; missing values allowed) and returns the
     flat columns of :func:`clinical_mtl.outputs.flat_predictions`. Its
-    ``top_k`` parameter adds the largest SHAP contributions per outcome.
+    ``top_k`` parameter adds the largest SHAP contributions per outcome, its
+    ``interval_coverage`` parameter (default 0.9) sets the coverage of the
+    regression outcomes' prediction intervals.
 
     Parameters
     ----------
@@ -373,7 +376,7 @@ def register_model(model_uri: str, name: str, *, alias: str | None = None):
 
 def model_signature(model: MultiTaskMLP, top_k: int = 0):
     """The MLflow signature: clinical columns in, flat prediction columns out, and the
-    ``top_k`` parameter (default ``top_k``)."""
+    ``top_k`` (default ``top_k``) and ``interval_coverage`` (default 0.9) parameters."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
@@ -381,7 +384,10 @@ def model_signature(model: MultiTaskMLP, top_k: int = 0):
         ColSpec(_SIGNATURE_TYPES[kind], name) for name, kind in model.preprocessor_.feature_kinds_.items()
     ])
     outputs = Schema([ColSpec(kind, name) for name, kind in output_columns(model, top_k)])
-    params = ParamSchema([ParamSpec("top_k", "long", int(top_k))])
+    params = ParamSchema([
+        ParamSpec("top_k", "long", int(top_k)),
+        ParamSpec("interval_coverage", "double", DEFAULT_COVERAGE),
+    ])
     return ModelSignature(inputs=inputs, outputs=outputs, params=params)
 
 

@@ -19,7 +19,7 @@ PIPELINES = Path(__file__).resolve().parents[2] / "pipelines"
 def _pipeline_copy(name: str, folder: Path, **changes) -> Path:
     """A bundled pipeline with its relative paths read from ``pipelines/`` and outputs moved to ``folder``."""
     config = yaml.safe_load((PIPELINES / name).read_text())
-    for key in ("schema", "input"):
+    for key in ("schema", "input", "scores"):
         if key in config:
             config[key] = str((PIPELINES / config[key]).resolve())
     config.update(changes)
@@ -33,26 +33,29 @@ def trained(tmp_path_factory):
     """The README's main job, run in a fresh folder: train on PBC (tracked, registered), then score."""
     folder = tmp_path_factory.mktemp("main_job")
     outputs = {"model_dir": str(folder / "pbc_model"), "metrics": str(folder / "metrics.csv"),
-               "patients": str(folder / "patients.csv")}
+               "patients": str(folder / "patients.csv"), "model_card": str(folder / "pbc_model_card.md")}
     train = _pipeline_copy("pbc_train.yaml", folder, outputs=outputs)
     score = _pipeline_copy("pbc_score.yaml", folder, input=str(folder / "patients.csv"),
                            output=str(folder / "scores.parquet"), rejects=str(folder / "rejects.parquet"))
+    report = _pipeline_copy("pbc_report.yaml", folder, input=str(folder / "patients.csv"),
+                            scores=str(folder / "scores.parquet"), output=str(folder / "pbc_reports"))
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(folder)
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
         train_status = main(["run", str(train)])
         score_status = main(["run", str(score)])
+        report_status = main(["run", str(report)])
         patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder}/mlflow.db")
         champion = mlflow.MlflowClient().get_model_version_by_alias("pbc_mtl", "champion")
         run = mlflow.get_run(champion.run_id)
         model = load_native_model("models:/pbc_mtl@champion")
-    return {"folder": folder, "status": (train_status, score_status), "champion": champion, "run": run,
+    return {"folder": folder, "status": (train_status, score_status, report_status), "champion": champion, "run": run,
             "model": model}
 
 
 def test_main_job_trains_tracks_registers_and_scores(trained, capfd):
     folder = trained["folder"]
-    assert trained["status"] == (0, 0)
+    assert trained["status"] == (0, 0, 0)
     metrics = pd.read_csv(folder / "metrics.csv", index_col=0)
     assert set(metrics.index) == {"cirrhosis", "log_survival_days"}
     assert 0.6 < metrics.loc["cirrhosis", "auroc"] <= 1.0
@@ -69,13 +72,33 @@ def test_main_job_trains_tracks_registers_and_scores(trained, capfd):
     assert scores["id"].is_unique and scores["row_number"].tolist() == list(range(418))
 
     patients = pd.read_csv(folder / "patients.csv").set_index("id")
-    expected = flat_predictions(trained["model"], patients, top_k=3)
+    expected = flat_predictions(trained["model"], patients, top_k=6)
     for name in expected.columns:
         if expected[name].dtype.kind == "f":
             np.testing.assert_allclose(scores[name], expected[name], rtol=1e-5, atol=1e-6)
         else:
             assert scores[name].astype(str).tolist() == expected[name].astype(str).tolist(), name
     assert {"cirrhosis_top3_feature", "log_survival_days_top1_contribution"} <= set(scores.columns)
+
+
+def test_main_job_writes_and_logs_the_model_card(trained, monkeypatch):
+    folder = trained["folder"]
+    monkeypatch.chdir(folder)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder}/mlflow.db")
+    markdown = (folder / "pbc_model_card.md").read_text()
+    html = (folder / "pbc_model_card.html").read_text()
+    for section in ("Intended use", "Training data", "Model settings", "Performance on held-out patients",
+                    "Calibration", "Subgroups", "Negative transfer", "Known limits"):
+        assert f"## {section}" in markdown and section in html
+    assert "| cirrhosis | age_band | 50-65 |" in markdown and "| log_survival_days | sex | f |" in markdown
+    assert "Research demonstration on the Mayo Clinic PBC cohort" in markdown
+    assert (folder / "pbc_model_card_files" / "reliability_cirrhosis.png").exists()
+    metrics = pd.read_csv(folder / "metrics.csv", index_col=0)
+    assert metrics.loc["cirrhosis", "auroc_lower"] <= metrics.loc["cirrhosis", "auroc"] <= metrics.loc[
+        "cirrhosis", "auroc_upper"]
+    logged = {f.path for f in mlflow.artifacts.list_artifacts(run_id=trained["champion"].run_id,
+                                                              artifact_path="model_card")}
+    assert {"model_card/model_card.md", "model_card/model_card.html"} <= logged
 
 
 def test_score_command_reports_rejects(trained, tmp_path, capsys):
@@ -107,7 +130,38 @@ def test_score_command_error_is_clear_and_leaves_no_output(trained, tmp_path, ca
 def test_bad_pipeline_kind(tmp_path, capsys):
     (tmp_path / "p.yaml").write_text("kind: deploy\n")
     assert main(["run", str(tmp_path / "p.yaml")]) == 1
-    assert "'kind' must be 'train' or 'score'" in capsys.readouterr().err
+    assert "'kind' must be 'train', 'score' or 'report'" in capsys.readouterr().err
+
+
+def test_main_job_ends_with_a_page_per_scored_patient(trained):
+    folder = trained["folder"] / "pbc_reports"
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["rows_in"] == summary["pages"] == 418 and summary["rows_rejected"] == 0
+    assert summary["model"]["name"] == "pbc_mtl" and summary["model"]["run_id"] == trained["champion"].run_id
+    pages = list((folder / "patients").glob("*.html"))
+    index = (folder / "index.html").read_text()
+    assert len(pages) == 418 and all(f'href="patients/{page.name}"' in index for page in pages)
+    scores = pd.read_parquet(trained["folder"] / "scores.parquet").set_index("id")  # ids read from CSV as text
+    page = next(p for p in pages if p.name.startswith("patient-1-")).read_text()
+    # The page shows the scored file's probability and its largest contribution, in words.
+    probability, top = scores.loc["1", ["cirrhosis_proba_1", "cirrhosis_top1_contribution"]]
+    assert f"Probability {probability:.2f}" in page
+    assert f"the probability of cirrhosis (histologic stage 4) by {abs(top):.2f}." in page
+    assert "version 1" in page and "Research demonstration on the Mayo Clinic PBC cohort" in page
+
+
+def test_report_command_lists_rows_it_cannot_report(trained, tmp_path, capsys):
+    patients = pd.read_csv(trained["folder"] / "patients.csv").head(5)
+    patients.loc[2, "sex"] = "x"
+    patients.to_csv(tmp_path / "patients.csv", index=False)
+    status = main(["report", "--model", str(trained["folder"] / "pbc_model"), "--input", str(tmp_path / "patients.csv"),
+                   "--output", str(tmp_path / "pages")])
+    assert status == 0
+    assert "Wrote 4 patient pages for 5 rows (1 not reported" in capsys.readouterr().out
+    rejected = pd.read_csv(tmp_path / "pages" / "rejected.csv")
+    assert rejected["row_number"].tolist() == [2] and "column 'sex' value 'x'" in rejected["reasons"][0]
+    assert "column &#39;sex&#39; value &#39;x&#39;" in (tmp_path / "pages" / "index.html").read_text()
+    assert len(list((tmp_path / "pages" / "patients").iterdir())) == 4
 
 
 def test_bad_option_is_a_usage_error(capsys):

@@ -5,9 +5,11 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from dataclasses import replace
+from functools import partial
 from datetime import datetime, timezone
 
 import numpy as np
@@ -16,12 +18,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from clinical_mtl import MultiTaskMLP
+from clinical_mtl import MultiTaskMLP, scoring
 from clinical_mtl.datasets import make_synthetic_cohort, synthetic_schema
 from clinical_mtl.explain import top_contribution_columns, top_contributions
 from clinical_mtl.persistence import save_model
 from clinical_mtl.schema import ROW_NUMBER, SchemaError
-from clinical_mtl.scoring import load_model_for_scoring, score_files
+from clinical_mtl.scoring import IdRegister, load_model_for_scoring, score_files
 
 pytestmark = pytest.mark.integration
 
@@ -114,6 +116,13 @@ def check_predictions(loaded, output, features):
         else:
             np.testing.assert_allclose(output[f"{spec.name}_pred"].to_numpy(), predicted[spec.name].to_numpy(),
                                        rtol=0, atol=1e-6)
+            if spec.name in model.conformal_scores_:  # the 90% prediction interval
+                intervals = model.predict_interval(features)
+                for side in ("lower", "upper"):
+                    np.testing.assert_allclose(output[f"{spec.name}_{side}"].to_numpy(),
+                                               intervals[f"{spec.name}_{side}"].to_numpy(), rtol=0, atol=1e-6)
+            else:
+                assert f"{spec.name}_lower" not in output
 
 
 def check_reasons(rejects, first_row=0):
@@ -464,3 +473,92 @@ def test_a_killed_run_leaves_no_output(tmp_path, loaded):
     assert "scores.parquet" not in left
     assert "scores.summary.json" not in left
     assert left and all(".partial" in name for name in left)
+
+
+# -- the register of ids seen: exact, in bounded memory, its temporary files deleted ----------
+
+
+@pytest.fixture
+def temporary_files(monkeypatch):
+    """The anonymous temporary files opened while the test runs."""
+    opened = []
+    make = tempfile.TemporaryFile
+
+    def recorded(*args, **kwargs):
+        opened.append(make(*args, **kwargs))
+        return opened[-1]
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", recorded)
+    return opened
+
+
+def random_id_chunks(kind, seed, n_chunks=300):
+    """Chunks of 0 to 40 ids drawn from a small pool (repeats within and across chunks), ~10% missing."""
+    rng = np.random.default_rng(seed)
+    int64 = np.iinfo(np.int64)
+    pool = np.concatenate([np.arange(2_000), rng.integers(int64.min, int64.max, 1_000)])
+    for _ in range(n_chunks):
+        size = rng.integers(0, 41)
+        if kind == "int":  # negative and large ones too: ordered as unsigned keys
+            ids = pd.Series(pd.array(rng.choice(pool, size), dtype="Int64"))
+        elif kind == "float":
+            ids = pd.Series(rng.integers(0, 3_000, size).astype(float))
+        else:
+            ids = pd.Series([f"P-{value}" for value in rng.choice(pool, size)], dtype=object)
+        ids[rng.random(size) < 0.1] = None
+        yield ids
+
+
+@pytest.mark.parametrize("kind", ["int", "float", "str"])
+def test_the_id_register_spilling_to_disk_marks_exactly_the_ids_of_earlier_chunks(kind, temporary_files):
+    seen = set()
+    with IdRegister(memory_budget=16, block_size=4) as register:
+        for ids in random_id_chunks(kind, seed=len(kind)):
+            values = [None if pd.isna(value) else value for value in ids]
+            assert register.seen_before(ids).tolist() == [value is not None and value in seen for value in values]
+            assert register.ids_in_memory <= 16
+            seen.update(value for value in values if value is not None)
+        merged_away = [file for file in temporary_files if file.closed]
+        assert len(seen) > 1_000 and merged_away  # many spills, and runs merged on disk
+    assert all(file.closed for file in temporary_files)
+
+
+def test_the_id_register_leaves_repeats_within_a_chunk_to_the_schema():
+    with IdRegister(memory_budget=1, block_size=2) as register:
+        assert register.seen_before(pd.Series([1.0, 1.0, np.nan, np.nan])).tolist() == [False] * 4
+        assert register.seen_before(pd.Series([np.nan, 2.0, 1.0, 2.0])).tolist() == [False, False, True, False]
+        assert register.seen_before(pd.Series([2, 3, 1])).tolist() == [True, False, True]
+
+
+@pytest.fixture
+def small_register(monkeypatch, temporary_files):
+    """score_files with an id register spilling every few ids: the temporary files it opens."""
+    monkeypatch.setattr(scoring, "IdRegister", partial(IdRegister, memory_budget=4, block_size=2))
+    return temporary_files
+
+
+def test_ids_spilled_to_disk_reject_the_same_rows_and_their_files_are_deleted(tmp_path, loaded, patients,
+                                                                              small_register):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write(patients[1], folder / "a.parquet")
+    write(patients[1], folder / "b.parquet")  # each id of b repeats one of a
+
+    summary = score_files(loaded, folder, tmp_path / "scores.parquet", chunk_size=7)
+
+    rejects = read(tmp_path / "scores.rejects.parquet")
+    check_reasons(rejects.iloc[:len(PROBLEMS)])
+    assert summary.rows_rejected == len(PROBLEMS) + N_ROWS
+    repeats = rejects.iloc[len(PROBLEMS):]
+    assert (repeats["reasons"].str.contains("duplicate id") == repeats[ID].notna()).all()
+    assert small_register and all(file.closed for file in small_register)
+
+
+def test_the_id_register_files_are_deleted_when_a_run_fails(tmp_path, loaded, patients, small_register):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write(patients[1], folder / "a_good.parquet")
+    truncated_parquet(loaded, tmp_path).rename(folder / "b_bad.parquet")
+    with pytest.raises(SchemaError, match="b_bad"):
+        score_files(loaded, folder, tmp_path / "scores.parquet", chunk_size=7)
+    assert small_register and all(file.closed for file in small_register)

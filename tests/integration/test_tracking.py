@@ -68,8 +68,12 @@ def test_autolog_logs_params_data_curves_metrics_time_and_model(tracked):
     assert info.signature.inputs.input_names() == list(X.columns)
     assert [spec.type.name for spec in info.signature.inputs.inputs][:4] == ["string", "double", "string", "boolean"]
     assert info.signature.outputs.input_names() == [
-        "cirrhosis_pred", "cirrhosis_proba_0", "cirrhosis_proba_1", "log_survival_days_pred"
+        "cirrhosis_pred", "cirrhosis_proba_0", "cirrhosis_proba_1",
+        "log_survival_days_pred", "log_survival_days_lower", "log_survival_days_upper",
     ]
+    assert {param.name: param.default for param in info.signature.params.params} == {
+        "top_k": 0, "interval_coverage": 0.9
+    }
 
 
 def test_no_patient_row_is_stored(tracked):
@@ -184,5 +188,10 @@ def test_pyfunc_returns_top_k_contributions(tracked):
     assert with_default["cirrhosis_top1_feature"].tolist() == [X.columns[i] for i in top]
     plain = loaded.predict(inputs, params={"top_k": 0})
     assert plain.columns.tolist() == [
-        "cirrhosis_pred", "cirrhosis_proba_0", "cirrhosis_proba_1", "log_survival_days_pred"
+        "cirrhosis_pred", "cirrhosis_proba_0", "cirrhosis_proba_1",
+        "log_survival_days_pred", "log_survival_days_lower", "log_survival_days_upper",
     ]
+    wider = loaded.predict(inputs, params={"top_k": 0, "interval_coverage": 0.95})
+    pd.testing.assert_frame_equal(wider.reset_index(drop=True),
+                                  flat_predictions(model, X.head(6), coverage=0.95).reset_index(drop=True))
+    assert (wider["log_survival_days_upper"] >= plain["log_survival_days_upper"]).all()

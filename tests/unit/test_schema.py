@@ -43,7 +43,8 @@ def test_pbc_schema_describes_the_pbc_table(pbc_schema, pbc):
     assert pbc_schema.id_column == "id" == X.index.name
     assert pbc_schema.feature_names == list(X.columns)
     assert feature(pbc_schema, "bili") == FeatureSpec(
-        "bili", "numeric", unit="mg/dL", min=0.1, max=50, nullable=False, description="Serum bilirubin."
+        "bili", "numeric", unit="mg/dL", min=0.1, max=50, nullable=False, description="Serum bilirubin.",
+        label="Bilirubin", reference_range=(0.1, 1.2),
     )
     assert feature(pbc_schema, "sex").categories == ("f", "m")
     assert not feature(pbc_schema, "sex").nullable
@@ -58,9 +59,11 @@ def test_pbc_schema_describes_the_pbc_table(pbc_schema, pbc):
         "ast": "numeric", "trig": "numeric", "platelet": "numeric", "protime": "numeric",
     }
     assert pbc_schema.outcomes == (
-        OutcomeSpec("cirrhosis", "binary", (0, 1), description=pbc_schema.outcomes[0].description),
+        OutcomeSpec("cirrhosis", "binary", (0, 1), description=pbc_schema.outcomes[0].description,
+                    label="Cirrhosis (histologic stage 4)"),
         OutcomeSpec("log_survival_days", "regression", None, unit="log(days)",
-                    description=pbc_schema.outcomes[1].description),
+                    description=pbc_schema.outcomes[1].description, label="Survival from registration",
+                    display_transform="exp", display_unit="days"),
     )
     assert pbc_schema.tasks == {"cirrhosis": "binary", "log_survival_days": "regression"}
     assert list(pbc_schema.tasks) == list(Y.columns)
@@ -101,6 +104,11 @@ def test_the_bundled_cohorts_pass_their_schemas(pbc_schema, pbc):
 def test_schema_round_trips_through_plain_data(pbc_schema):
     assert CohortSchema.from_dict(pbc_schema.to_dict()) == pbc_schema
     assert pbc_schema.to_dict()["features"]["sex"]["categories"] == ["f", "m"]
+    bilirubin = pbc_schema.to_dict()["features"]["bili"]
+    assert bilirubin["reference_range"] == [0.1, 1.2] and bilirubin["label"] == "Bilirubin"
+    survival = next(outcome for outcome in pbc_schema.outcomes if outcome.name == "log_survival_days")
+    assert (survival.display_name, survival.display_transform, survival.display_unit) == (
+        "Survival from registration", "exp", "days")
 
 
 # -- a schema file with mistakes -------------------------------------------------------------
@@ -128,6 +136,16 @@ GOOD_FEATURES = "features: {a: {type: numeric}}\n"
      r"feature 'a': only a numeric feature has min and max"),
     ("cohort: x\nid_column: id\nfeatures: {a: {type: numeric, nullable: maybe}}\n",
      r"feature 'a': nullable must be true or false, got 'maybe'"),
+    ("cohort: x\nid_column: id\nfeatures: {a: {type: numeric, reference_range: [5, 1]}}\n",
+     r"feature 'a': reference_range must be \[low, high\] with low <= high, got \[5, 1\]"),
+    ("cohort: x\nid_column: id\nfeatures: {a: {type: numeric, reference_range: 3}}\n",
+     r"feature 'a': reference_range must be \[low, high\]"),
+    ("cohort: x\nid_column: id\nfeatures: {a: {type: boolean, reference_range: [0, 1]}}\n",
+     r"feature 'a': only a numeric feature has a reference_range"),
+    ("cohort: x\nid_column: id\n" + GOOD_FEATURES + "outcomes: {y: {kind: binary, display_transform: exp}}\n",
+     r"outcome 'y': display_transform must be one of \['exp'\] and only for a regression outcome"),
+    ("cohort: x\nid_column: id\n" + GOOD_FEATURES + "outcomes: {y: {kind: regression, display_transform: log}}\n",
+     r"outcome 'y': display_transform must be one of \['exp'\]"),
     ("cohort: x\nid_column: id\nfeatures: [a, b]\n", r"'features' must map each name to its entry, got list"),
     ("cohort: x\nid_column: id\nfeatures: {a: numeric}\n", r"feature 'a': expected a mapping of keys"),
     ("cohort: x\nid_column: id\nfeatures: {}\n", r"no feature"),

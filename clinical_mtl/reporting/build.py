@@ -1,0 +1,192 @@
+"""``clinical-mtl report``: patients in, one HTML page per patient and an index out.
+
+Every input row is accounted for: it gets a page, or it is listed on the
+index page (and in ``rejected.csv``) with the reason it has none. The folder
+is written beside its destination and renamed into place when complete, so
+a report folder is never half written.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from jinja2 import Environment, PackageLoader, StrictUndefined
+
+from .. import __version__
+from ..batch_io import list_input_files
+from ..schema import ROW_NUMBER
+from ..scoring import IdRegister, LoadedModel, ScoringSummary, reject_rows, validated_chunks
+from .content import DEFAULT_INTENDED_USE, DEFAULT_LIMITS, build_patient_reports, model_facts
+
+PATIENTS_FOLDER = "patients"
+PDF_FOLDER = "pdf"
+
+
+@dataclass
+class ReportSummary:
+    """What a report run did (also written as ``summary.json`` in the folder)."""
+
+    rows_in: int = 0
+    pages: int = 0
+    rows_rejected: int = 0
+    seconds: float = 0.0
+    pages_per_second: float = 0.0
+    output: str = ""
+    pdfs: int = 0
+    seconds_by_step: dict = field(default_factory=dict)
+    model: dict = field(default_factory=dict)
+
+
+def write_reports(loaded: LoadedModel, inputs: str | Path, output: str | Path, *, scores: str | Path | None = None,
+                  top_k: int = 6, coverage: float = 0.9, intended_use: str = DEFAULT_INTENDED_USE,
+                  limits: str = DEFAULT_LIMITS, pdf: bool = False, chunk_size: int = 65_536) -> ReportSummary:
+    """Write a page per patient, and an index of them, into the folder ``output``.
+
+    Parameters
+    ----------
+    loaded : LoadedModel
+        From :func:`clinical_mtl.scoring.load_model_for_scoring`.
+    inputs : str or Path
+        Patient rows: a CSV or Parquet file, or a folder of them, validated
+        against the model's cohort schema.
+    output : str or Path
+        The report folder (replaced when the new one is complete):
+        ``index.html``, ``patients/<page>.html``, ``rejected.csv``,
+        ``summary.json`` and, with ``pdf``, ``pdf/<page>.pdf``.
+    scores : str or Path, default=None
+        A file written by ``clinical-mtl score --explain`` for these
+        patients: its predictions and contributions are shown instead of
+        being computed; a patient without a row in it is not reported.
+    top_k : int, default=6
+        Contributions shown per outcome (ignored with ``scores``, whose
+        contributions are shown).
+    coverage : float, default=0.9
+        Coverage of the regression outcomes' prediction intervals.
+    intended_use, limits : str
+        The statement of intended use and limits printed on every page.
+    pdf : bool, default=False
+        Also print every page to PDF with headless Chromium (needs the
+        ``browser`` extra and Chromium; see :mod:`clinical_mtl.reporting.browser`).
+    chunk_size : int, default=65536
+        Rows read and validated at a time.
+
+    Returns
+    -------
+    ReportSummary
+    """
+    clock = time.perf_counter()
+    steps = {}
+    output = Path(output)
+    patients, rejected, rows_in = _read_patients(loaded, inputs, chunk_size)
+    score_rows = None
+    if scores is not None:
+        patients, score_rows, unscored = _match_scores(loaded, patients, Path(scores))
+        rejected = pd.concat([rejected, unscored]).sort_values(ROW_NUMBER, kind="stable") if len(unscored) else rejected
+    steps["read"] = time.perf_counter() - clock
+    reports = build_patient_reports(loaded, patients, top_k=top_k, coverage=coverage, scores=score_rows)
+    steps["predict_and_explain"] = time.perf_counter() - clock - sum(steps.values())
+    facts = model_facts(loaded)
+    environment = _environment()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    try:
+        (staging / PATIENTS_FOLDER).mkdir()
+        page = environment.get_template("patient.html.j2")
+        common = {"model": facts, "intended_use": intended_use, "limits": limits, "version": __version__}
+        for report in reports:
+            (staging / PATIENTS_FOLDER / report.file_name).write_text(page.render(report=report, **common),
+                                                                      encoding="utf-8")
+        rejected_rows = rejected.rename(columns={loaded.schema.id_column: "patient_id"})
+        index = environment.get_template("index.html.j2").render(
+            pages=reports, rejected=rejected_rows.to_dict(orient="records"),
+            outcome_names=[spec.name for spec in loaded.model._task_specs],
+            outcome_titles=[outcome.title for outcome in reports[0].outcomes] if reports else [],
+            source=", ".join(str(path) for path in list_input_files(inputs)), **common)
+        (staging / "index.html").write_text(index, encoding="utf-8")
+        rejected.to_csv(staging / "rejected.csv", index=False)
+        steps["render_and_write"] = time.perf_counter() - clock - sum(steps.values())
+        n_pdfs = _print_pdfs(staging, reports) if pdf else 0
+        if pdf:
+            steps["pdf"] = time.perf_counter() - clock - sum(steps.values())
+        seconds = time.perf_counter() - clock
+        summary = ReportSummary(rows_in=rows_in, pages=len(reports), rows_rejected=len(rejected), seconds=seconds,
+                                pages_per_second=len(reports) / seconds if seconds else 0.0, output=str(output),
+                                pdfs=n_pdfs, seconds_by_step={k: round(v, 4) for k, v in steps.items()},
+                                model=loaded.identity())
+        if summary.rows_in != summary.pages + summary.rows_rejected:  # pragma: no cover - a bug
+            raise RuntimeError(f"Row accounting failed: {asdict(summary)}")
+        (staging / "summary.json").write_text(json.dumps(asdict(summary), indent=1))
+        _replace_folder(staging, output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return summary
+
+
+def _environment() -> Environment:
+    # Autoescape everything: ids, categories and schema texts all come from data.
+    return Environment(loader=PackageLoader("clinical_mtl.reporting", "templates"), autoescape=True,
+                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+
+
+def _read_patients(loaded: LoadedModel, inputs, chunk_size: int) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """The valid rows (with ``row_number``), the rejected rows with reasons, and the row count."""
+    files = list_input_files(inputs)
+    valid, rejected, rows_in = [], [], 0
+    with IdRegister() as ids:
+        chunks = validated_chunks(files, loaded.schema, loaded.model, chunk_size, ScoringSummary(), ids)
+        for path, chunk, valid_rows, rejected_rows, _ in chunks:
+            valid.append(valid_rows)
+            rejected.append(reject_rows(rejected_rows, loaded.schema.id_column, path))
+            rows_in += len(chunk)
+    return pd.concat(valid), pd.concat(rejected, ignore_index=True), rows_in
+
+
+def _match_scores(loaded: LoadedModel, patients: pd.DataFrame, path: Path):
+    """The patients found in the scores file, their score rows (aligned), and the others as rejects."""
+    id_column = loaded.schema.id_column
+    scores = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    missing = [column for column in (id_column, "run_id") if column not in scores.columns]
+    contribution_columns = [c for c in scores.columns if c.endswith("_top1_feature")]
+    if missing or not contribution_columns:
+        raise ValueError(f"{path}: expected a file written by 'clinical-mtl score --explain' (with columns "
+                         f"{id_column!r}, 'run_id' and <outcome>_top<j>_feature), missing "
+                         f"{missing or ['<outcome>_top1_feature']}.")
+    runs = set(scores["run_id"].dropna().astype(str))
+    if loaded.run_id is not None and runs - {loaded.run_id}:
+        raise ValueError(f"{path} was scored by the model of run(s) {sorted(runs)}, not by {loaded.reference} "
+                         f"(run {loaded.run_id}); report with the model that scored it.")
+    keys = scores[id_column].astype(str)
+    if keys.duplicated().any():
+        raise ValueError(f"{path}: id {keys[keys.duplicated()].iloc[0]!r} has more than one row.")
+    positions = pd.Index(keys).get_indexer(patients[id_column].astype(str))
+    found = positions >= 0
+    unscored = patients.loc[~found, [ROW_NUMBER, id_column]].assign(
+        source_file=str(path), n_problems=1, reasons=f"no row for this id in the scores file {path}")
+    unscored[id_column] = unscored[id_column].astype(str)
+    return patients[found], scores.iloc[positions[found]].reset_index(drop=True), unscored
+
+
+def _print_pdfs(folder: Path, reports: list) -> int:
+    from .browser import print_pdfs
+
+    pages = [folder / PATIENTS_FOLDER / report.file_name for report in reports]
+    (folder / PDF_FOLDER).mkdir()
+    return print_pdfs(pages, folder / PDF_FOLDER)
+
+
+def _replace_folder(staging: Path, output: Path) -> None:
+    """Move the finished folder into place, then delete the one it replaces."""
+    old = None
+    if output.exists():
+        old = output.with_name(f".{output.name}.old-{time.time_ns()}")
+        output.rename(old)
+    staging.rename(output)
+    if old is not None:
+        shutil.rmtree(old)

@@ -1,0 +1,434 @@
+"""What a patient's report says, computed for a batch of patients at once.
+
+For every outcome: the prediction (a calibrated probability and label for a
+diagnosis, a value in units with its prediction interval for a prognosis),
+where it stands in the training cohort (the base rate, or the percentile of
+the observed values), the largest SHAP contributions as a waterfall and in
+words. For every feature: the patient's value with its unit, the schema's
+reference range, and flags for missing (imputed) and out-of-range values.
+
+Everything on a page comes from that patient's own row and from the model
+(training-cohort summaries stored at fit time); no other patient's data is
+read while a page is built.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ..calibration import IsotonicCalibration
+from ..features import BOOLEAN, CATEGORICAL
+from ..preprocessing import NumericEncoding
+from ..schema import DISPLAY_TRANSFORMS, CohortSchema, OutcomeSpec
+from ..scoring import model_columns
+from ..tasks import BINARY, MULTICLASS, TaskSpec
+from . import formatting as fmt
+from .waterfall import Step, WaterfallChart, waterfall
+
+DEFAULT_INTENDED_USE = (
+    "Decision support for clinicians reviewing patients of the cohort the model was trained on. "
+    "The predictions are statistical estimates from routinely collected values, not diagnoses: "
+    "read them with the patient's history, examination and other results."
+)
+DEFAULT_LIMITS = (
+    "Valid only for patients like those of the training cohort; values far outside its range, or "
+    "measured differently, make predictions unreliable. Contributions describe how the model uses each "
+    "value, not causes, and can shift when values are correlated. Missing values were imputed with the "
+    "training cohort's typical value."
+)
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the page says about the model that made its predictions."""
+
+    name: str
+    version: str | None
+    run_id: str | None
+    trained: str | None
+    cohort: str
+    cohort_description: str
+    training_labels: list[str]
+
+
+@dataclass(frozen=True)
+class OutcomeReport:
+    """One outcome of one patient."""
+
+    name: str
+    title: str
+    kind: str
+    headline: str
+    predicted_label: str | None
+    class_probabilities: list[tuple[str, str]]
+    uncertainty: str | None
+    calibration: str | None
+    standing: str
+    chart: WaterfallChart
+    sentences: list[str]
+
+
+@dataclass(frozen=True)
+class FeatureRow:
+    """One of the patient's values as the page lists it."""
+
+    label: str
+    value: str
+    unit: str
+    reference: str
+    flag: str
+    flag_kind: str
+
+
+@dataclass(frozen=True)
+class PatientReport:
+    """Everything on one patient's page."""
+
+    patient_id: str
+    file_name: str
+    outcomes: list[OutcomeReport]
+    features: list[FeatureRow]
+    headlines: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Explained:
+    """One outcome's explained output for every patient: base, output, top contributions."""
+
+    base: np.ndarray
+    output: np.ndarray
+    top_features: np.ndarray
+    top_amounts: np.ndarray
+    n_features: int
+
+
+def build_patient_reports(loaded, patients: pd.DataFrame, *, top_k: int = 6, coverage: float = 0.9,
+                          scores: pd.DataFrame | None = None) -> list[PatientReport]:
+    """The content of every patient's page.
+
+    Parameters
+    ----------
+    loaded : LoadedModel
+        The model with its cohort schema and identity
+        (:func:`clinical_mtl.scoring.load_model_for_scoring`).
+    patients : DataFrame
+        Valid patient rows (as ``CohortSchema.validate`` returns them): the id
+        column and the model's features.
+    top_k : int, default=6
+        Contributions shown per outcome; the rest are summed into one bar.
+    coverage : float, default=0.9
+        Coverage of the prediction intervals of regression outcomes.
+    scores : DataFrame, default=None
+        Rows of a file written by ``clinical-mtl score --explain``, aligned
+        with ``patients``: its predictions and top contributions are shown
+        instead of being computed again.
+
+    Returns
+    -------
+    list of PatientReport
+        In the order of ``patients``.
+    """
+    model, schema = loaded.model, loaded.schema
+    if not len(patients):
+        return []
+    features = patients[model_columns(model)]
+    outputs = _outputs(model, features, scores)
+    explained = _explained(model, features, top_k, scores, outputs)
+    intervals = _intervals(model, features, coverage)
+    outcome_specs = {outcome.name: outcome for outcome in schema.outcomes}
+    feature_labels = {feature.name: feature.display_name for feature in schema.features}
+    units = {feature.name: feature.unit for feature in schema.features}
+    value_texts = _value_texts(features, units)
+    plain_texts = _value_texts(features, {})
+    values = {name: features[name].to_numpy(dtype=object) for name in features.columns}
+    ids = patients[schema.id_column].tolist()
+    reports = []
+    for row, patient_id in enumerate(ids):
+        outcomes = [
+            _outcome_report(spec, outcome_specs.get(spec.name) or OutcomeSpec(spec.name, spec.kind), model,
+                            outputs[spec.name][row], explained[spec.name], row, intervals, coverage,
+                            feature_labels, value_texts)
+            for spec in model._task_specs
+        ]
+        reports.append(PatientReport(
+            patient_id=str(patient_id), file_name=page_file_name(patient_id), outcomes=outcomes,
+            features=_feature_rows(values, schema, model, plain_texts, row),
+            headlines={outcome.name: outcome.headline for outcome in outcomes},
+        ))
+    return reports
+
+
+def model_facts(loaded) -> ModelFacts:
+    """The model's name, version, run, training date and training cohort."""
+    schema, model = loaded.schema, loaded.model
+    labels = [f"{_outcome_title(schema, name)}: {counts['n_labelled']:,} labelled patients"
+              for name, counts in model.label_counts_.items()]
+    return ModelFacts(
+        name=loaded.name or "unregistered model", version=loaded.version, run_id=loaded.run_id,
+        trained=(loaded.saved_at or "")[:10] or None, cohort=schema.cohort,
+        cohort_description=" ".join(schema.description.split()), training_labels=labels,
+    )
+
+
+def page_file_name(patient_id) -> str:
+    """A file name for a patient's page that is safe whatever the id holds, and unique per id."""
+    text = str(patient_id)
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-")[:40] or "patient"
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:10]
+    return f"patient-{slug}-{digest}.html"
+
+
+# -- predictions -------------------------------------------------------------------------------
+
+def _outputs(model, features: pd.DataFrame, scores: pd.DataFrame | None) -> dict[str, np.ndarray]:
+    """Per outcome: class probabilities (n, n_classes) or values (n,)."""
+    if scores is None:
+        probabilities = model.predict_proba(features)
+        values = model.predict(features)
+        return {spec.name: probabilities[spec.name] if spec.is_classification else values[spec.name].to_numpy()
+                for spec in model._task_specs}
+    outputs = {}
+    for spec in model._task_specs:
+        if spec.is_classification:
+            outputs[spec.name] = scores[[f"{spec.name}_proba_{label}" for label in spec.classes]].to_numpy(float)
+        else:
+            outputs[spec.name] = scores[f"{spec.name}_pred"].to_numpy(float)
+    return outputs
+
+
+def _intervals(model, features: pd.DataFrame, coverage: float) -> pd.DataFrame | None:
+    """Prediction intervals of the regression outcomes, when the model has them."""
+    regression = [spec.name for spec in model._task_specs if not spec.is_classification]
+    if not regression or not all(name in getattr(model, "conformal_scores_", {}) for name in regression):
+        return None
+    return model.predict_interval(features, coverage=coverage)
+
+
+def _explained(model, features: pd.DataFrame, top_k: int, scores: pd.DataFrame | None,
+               outputs: dict) -> dict[str, _Explained]:
+    """The explained output of every outcome: the positive class (binary), the
+    predicted class (multi-class) or the value (regression)."""
+    n_features = features.shape[1]
+    explanations = model.explain(features if scores is None else features.iloc[:1])
+    explained = {}
+    for spec in model._task_specs:
+        explanation = explanations[spec.name]
+        predicted = np.argmax(outputs[spec.name], axis=1) if spec.kind == MULTICLASS else None
+        base = np.asarray(explanation.base_values, dtype=float)
+        if scores is not None:  # the background, hence the base value, is the same for every patient
+            base = np.repeat(base[:1], len(features), axis=0)
+        if predicted is not None:
+            base = base[np.arange(len(base)), predicted]
+        if scores is None:
+            values = explanation.values
+            if predicted is not None:
+                values = values[np.arange(len(values)), :, predicted]
+            order = np.argsort(-np.abs(values), axis=1, kind="stable")[:, :min(top_k, n_features)]
+            names = np.asarray(explanation.feature_names, dtype=object)[order]
+            amounts = np.take_along_axis(values, order, axis=1)
+            output = base + values.sum(axis=1)
+        else:
+            k = sum(1 for column in scores.columns
+                    if column.startswith(f"{spec.name}_top") and column.endswith("_feature"))
+            names = scores[[f"{spec.name}_top{j}_feature" for j in range(1, k + 1)]].to_numpy(dtype=object)
+            amounts = scores[[f"{spec.name}_top{j}_contribution" for j in range(1, k + 1)]].to_numpy(float)
+            output = _explained_output(spec, outputs[spec.name], predicted)
+        explained[spec.name] = _Explained(base, output, names, amounts, n_features)
+    return explained
+
+
+def _explained_output(spec: TaskSpec, output: np.ndarray, predicted: np.ndarray | None) -> np.ndarray:
+    if spec.kind == BINARY:
+        return output[:, 1]
+    if spec.kind == MULTICLASS:
+        return output[np.arange(len(output)), predicted]
+    return output
+
+
+# -- one outcome -------------------------------------------------------------------------------
+
+def _outcome_report(spec: TaskSpec, outcome: OutcomeSpec, model, output, explained: _Explained, row: int,
+                    intervals: pd.DataFrame | None, coverage: float, feature_labels: dict,
+                    value_texts: dict) -> OutcomeReport:
+    title = outcome.display_name
+    class_probabilities, uncertainty, predicted_label, calibration = [], None, None, None
+    if spec.is_classification:
+        predicted = spec.classes[int(np.argmax(output))]
+        event = _event_phrase(spec, title, predicted)
+        if spec.kind == BINARY:
+            headline = f"Probability {fmt.probability(output[1])}; predicted class: {predicted}"
+        else:
+            headline = f"Predicted class: {predicted} (probability {fmt.probability(output.max())})"
+            class_probabilities = [(str(label), fmt.probability(p)) for label, p in zip(spec.classes, output)]
+        standing = _base_rate_text(model, spec, predicted if spec.kind == MULTICLASS else spec.classes[1], event)
+        predicted_label = str(predicted)
+        calibration = _calibration_text(model, spec)
+    else:
+        transform = DISPLAY_TRANSFORMS.get(outcome.display_transform or "", lambda v: v)
+        unit = outcome.display_unit if outcome.display_transform else outcome.unit
+        headline = f"Predicted {fmt.in_sentence(title)}: {fmt.with_unit(fmt.number(transform(output)), unit)}"
+        uncertainty = _interval_text(spec, intervals, row, coverage, transform, unit)
+        standing = _percentile_text(model, spec, output)
+        event = None
+    scale = _scale(spec, outcome, event)
+    steps, sentences = _steps_and_sentences(explained, row, feature_labels, value_texts, scale)
+    chart = waterfall(
+        steps, float(explained.base[row]), float(explained.output[row]), axis_label=scale.axis_label,
+        limits=scale.limits, title=f"{title}: contributions to the {scale.axis_label}", tick_format=scale.tick_text,
+        description=" ".join(sentences),
+    )
+    return OutcomeReport(spec.name, title, spec.kind, headline, predicted_label, class_probabilities,
+                         uncertainty, calibration, standing, chart, sentences)
+
+
+@dataclass(frozen=True)
+class _Scale:
+    """How an outcome's explained output reads, on its chart and in words."""
+
+    axis_label: str
+    change_text: Callable[[float], str]
+    tick_text: Callable[[float], str]
+    limits: tuple[float, float] | None
+    effect: Callable[[float], str]
+
+
+def _scale(spec: TaskSpec, outcome: OutcomeSpec, event: str | None) -> _Scale:
+    if spec.is_classification:
+        return _Scale(f"probability of {event}", fmt.signed_change, lambda v: f"{v:.2f}", (0.0, 1.0),
+                      lambda a: f"{_direction(a)} the probability of {event} by {abs(a):.2f}")
+    quantity = f"predicted {fmt.in_sentence(outcome.display_name)}"
+    if outcome.display_transform == "exp":  # contributions add on the log scale: they multiply the value
+        return _Scale(
+            f"{quantity}, {outcome.display_unit or 'value'} (log scale)", lambda a: f"×{np.exp(a):.2f}",
+            lambda v: fmt.number(np.exp(v)), None,
+            lambda a: f"{_direction(a)} the {quantity} by {abs(np.exp(a) - 1):.0%} (multiplied it by {np.exp(a):.2f})",
+        )
+    return _Scale(fmt.with_unit(quantity, outcome.unit and f"({outcome.unit})"), fmt.signed_change, fmt.number,
+                  None, lambda a: f"{_direction(a)} the {quantity} by {fmt.with_unit(fmt.number(abs(a)), outcome.unit)}")
+
+
+def _direction(amount: float) -> str:
+    return "raised" if amount >= 0 else "lowered"
+
+
+def _event_phrase(spec: TaskSpec, title: str, label) -> str:
+    """``title`` for the positive class of a 0/1 outcome, else ``title = label``."""
+    if spec.kind == BINARY and [str(c) for c in spec.classes] in (["0", "1"], ["False", "True"]):
+        return fmt.in_sentence(title)
+    return f"{fmt.in_sentence(title)} = {label}"
+
+
+def _steps_and_sentences(explained: _Explained, row: int, feature_labels: dict, value_texts: dict,
+                         scale: _Scale) -> tuple[list[Step], list[str]]:
+    running = float(explained.base[row])
+    steps, sentences = [], []
+    for name, amount in zip(explained.top_features[row], explained.top_amounts[row]):
+        label, value = feature_labels.get(name, name), value_texts[name][row]
+        steps.append(Step(f"{label} = {value}", running, running + amount, scale.change_text(amount)))
+        sentences.append(f"{label} {value} {scale.effect(amount)}.")
+        running += amount
+    rest = float(explained.output[row]) - running
+    n_rest = explained.n_features - len(explained.top_features[row])
+    if n_rest > 0:
+        steps.append(Step(f"{n_rest} other features", running, running + rest, scale.change_text(rest)))
+        sentences.append(f"The other {n_rest} features together {scale.effect(rest)}.")
+    return steps, sentences
+
+
+def _base_rate_text(model, spec: TaskSpec, label, event: str) -> str:
+    counts = model.label_counts_[spec.name]
+    events = counts["events"].get(label, counts["events"].get(str(label), 0))
+    rate = events / counts["n_labelled"]
+    return (f"Base rate: in the training cohort, {events:,} of {counts['n_labelled']:,} labelled patients "
+            f"({rate:.0%}) had {event}.")
+
+
+def _calibration_text(model, spec: TaskSpec) -> str | None:
+    calibrator = getattr(model, "calibrators_", {}).get(spec.name)
+    if calibrator is None:
+        return None
+    if isinstance(calibrator, IsotonicCalibration):
+        return "Probabilities recalibrated on held-out training patients (isotonic regression)."
+    if calibrator.temperature == 1.0:
+        return "Calibration checked on held-out training patients: no recalibration was needed."
+    return (f"Probabilities recalibrated on held-out training patients (temperature scaling, "
+            f"T = {calibrator.temperature:.2f}).")
+
+
+def _percentile_text(model, spec: TaskSpec, value: float) -> str:
+    percentiles = model.label_percentiles_.get(spec.name)
+    if percentiles is None:  # a model saved before the training labels' percentiles were recorded
+        return "Where this prediction stands in the training cohort is not recorded with this model."
+    position = int(round(float(np.interp(value, percentiles, np.arange(101)))))
+    n = model.label_counts_[spec.name]["n_labelled"]
+    return (f"This prediction is at the {fmt.ordinal(position)} percentile of the values observed in the "
+            f"training cohort ({n:,} labelled patients).")
+
+
+def _interval_text(spec: TaskSpec, intervals: pd.DataFrame | None, row: int, coverage: float, transform,
+                   unit: str | None) -> str | None:
+    if intervals is None:
+        return None
+    low = transform(intervals[f"{spec.name}_lower"].iloc[row])
+    high = transform(intervals[f"{spec.name}_upper"].iloc[row])
+    return f"{coverage:.0%} prediction interval: {fmt.number(low)} to {fmt.with_unit(fmt.number(high), unit)}"
+
+
+# -- the patient's values ----------------------------------------------------------------------
+
+def _value_texts(features: pd.DataFrame, units: dict) -> dict[str, list[str]]:
+    """Every feature value of every patient as text, numbers followed by their ``units``."""
+    texts = {}
+    for name in features.columns:
+        column = features[name]
+        missing = column.isna().to_numpy()
+        if isinstance(column.dtype, pd.CategoricalDtype) or column.dtype == object:
+            shown = column.astype(object).astype(str).tolist()
+        elif pd.api.types.is_bool_dtype(column.dtype):
+            shown = ["yes" if value else "no" for value in column.fillna(False)]
+        else:
+            shown = [fmt.with_unit(fmt.number(value), units.get(name)) for value in column.to_numpy(float)]
+        texts[name] = ["missing" if gone else text for gone, text in zip(missing, shown)]
+    return texts
+
+
+def _feature_rows(values: dict, schema: CohortSchema, model, value_texts: dict, row: int) -> list[FeatureRow]:
+    """The table of one patient's values; ``values`` maps each feature to every patient's values."""
+    encodings = {encoding.name: encoding for encoding in model.preprocessor_.encodings_}
+    rows = []
+    for feature in schema.features:
+        if feature.name not in values:
+            continue
+        value = values[feature.name][row]
+        reference = ""
+        if feature.reference_range is not None:
+            low, high = feature.reference_range
+            reference = f"{fmt.number(low)} to {fmt.number(high)}"
+        flag, kind = "", ""
+        if pd.isna(value):
+            flag, kind = _imputed_text(encodings.get(feature.name), feature), "missing"
+        elif feature.reference_range is not None and float(value) < feature.reference_range[0]:
+            flag, kind = "below reference range", "low"
+        elif feature.reference_range is not None and float(value) > feature.reference_range[1]:
+            flag, kind = "above reference range", "high"
+        unit = feature.unit if feature.unit and feature.unit != "none" else ""
+        rows.append(FeatureRow(feature.display_name, value_texts[feature.name][row], unit, reference, flag, kind))
+    return rows
+
+
+def _imputed_text(encoding, feature) -> str:
+    if isinstance(encoding, NumericEncoding) and feature.type not in (BOOLEAN, CATEGORICAL):
+        typical = np.exp(encoding.median) if encoding.log else encoding.median
+        return f"missing: imputed with the training median, {fmt.with_unit(fmt.number(typical), feature.unit)}"
+    return "missing: imputed"
+
+
+def _outcome_title(schema: CohortSchema, name: str) -> str:
+    return next((outcome.display_name for outcome in schema.outcomes if outcome.name == name), name)
+
