@@ -212,8 +212,10 @@ def main() -> None:
         "which saves the page faults of fresh allocations), and since freed blocks are not all reused, what "
         "they hold would creep up with the input's length. Scoring therefore hands their free memory back to "
         f"the operating system every {RELEASE_EVERY_CHUNKS} chunks (`release_free_memory`: glibc's "
-        "`malloc_trim(0)` and pyarrow's `release_unused()`), so a long run stays at the level its first "
-        "chunks reach.",
+        "`malloc_trim(0)` and pyarrow's `release_unused()`), so that a long run stays near the level its first "
+        "chunks reach instead of creeping up. That level itself varies between runs of the same input: glibc "
+        "gives threads their own heaps, reserved 64 MB at a time, and how many the reading thread and the "
+        "scoring threads come to use depends on timing.",
         "",
         "The register of ids already seen, which rejects an id repeated anywhere in the input, holds at most "
         f"{register.memory_budget:,} ids ({8 * register.memory_budget / 2**20:,.0f} MB) in memory; "

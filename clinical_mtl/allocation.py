@@ -59,10 +59,11 @@ def release_free_memory() -> bool:
     allocations (fragmentation), so over a long run the heaps come to hold
     several times the memory in use and the peak memory (RSS) creeps up with the
     input's length instead of staying at what a chunk needs. Calling this every
-    few chunks (as :func:`clinical_mtl.scoring.score_files` does) bounds that,
-    for well under a millisecond a call: glibc's ``malloc_trim(0)`` returns the
-    free pages of every arena, and pyarrow's default memory pool purges its
-    unused pages. Memory in use is untouched, and so are the settings.
+    few chunks (as :func:`clinical_mtl.scoring.score_files` does) bounds that:
+    glibc's ``malloc_trim(0)`` returns the free pages of every arena, and
+    pyarrow's default memory pool purges its unused pages. Memory in use is
+    untouched, and so are the settings. A call takes a few milliseconds while
+    scoring; the pages handed back are faulted in again when next needed.
 
     Returns
     -------
