@@ -212,7 +212,8 @@ def test_pages_render_in_chromium_without_errors_and_pass_axe(written, browser, 
     from matplotlib.image import imread
 
     tab = browser.new_page()
-    messages, errors, dialogs = [], [], []
+    messages, errors, dialogs, requests = [], [], [], []
+    tab.on("request", lambda request: requests.append(request.url))
     tab.on("console", lambda message: messages.append(message))
     tab.on("pageerror", lambda error: errors.append(error))
     tab.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
@@ -222,6 +223,7 @@ def test_pages_render_in_chromium_without_errors_and_pass_axe(written, browser, 
     pixels = imread(tmp_path / "page.png")[..., :3]
     assert pixels.std() > 0.05 and (pixels.mean(axis=2) < 0.5).mean() > 0.005  # not blank: dark text on white
     assert not errors and not dialogs
+    assert requests == [(written["out"] / page_name).as_uri()]  # self-contained: nothing else is fetched
     assert not [m.text for m in messages if m.type == "error"]
     results = Axe().run(tab)
     assert results.violations_count == 0, results.generate_report()
