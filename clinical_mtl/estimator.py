@@ -704,13 +704,13 @@ class MultiTaskMLP(BaseEstimator):
         for spec, output in zip(self._task_specs, outputs):
             present, y_true = labelled_targets(held_labels, spec)
             output = output[present]
-            if spec.is_classification and self.calibration is not None:
+            if not spec.is_classification:
+                self.conformal_scores_[spec.name] = conformal_scores(y_true, output)
+            elif self.calibration is not None:
                 calibrator = fit_calibrator(self.calibration, output, y_true)
                 if calibrator is not None:
                     self.calibrators_[spec.name] = calibrator
                     output = calibrator.transform(output)
-            elif not spec.is_classification:
-                self.conformal_scores_[spec.name] = conformal_scores(y_true, output)
             outcomes.append((spec.name, spec.kind, y_true, output))
         self.validation_metrics_ = metrics_table(outcomes)
 

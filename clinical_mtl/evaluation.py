@@ -236,9 +236,9 @@ def _outcome_table(model, X, y, n_bootstrap: int, confidence: float, rng) -> pd.
     bounds = {}
     for name, kind, y_true, output in pairs:
         (resampled,) = bootstrap_metrics(kind, y_true, [output], n_bootstrap, rng)
+        row = bounds.setdefault(name, {})
         for metric, values in resampled.items():
-            bounds.setdefault(name, {})
-            bounds[name][f"{metric}_lower"], bounds[name][f"{metric}_upper"] = percentile_interval(values, confidence)
+            row[f"{metric}_lower"], row[f"{metric}_upper"] = percentile_interval(values, confidence)
     intervals = pd.DataFrame.from_dict(bounds, orient="index").reindex(index=table.index, columns=interval_columns())
     return pd.concat([table, intervals], axis=1)
 

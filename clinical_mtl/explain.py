@@ -299,8 +299,8 @@ def _through_calibration(spec: TaskSpec, calibrator, values: np.ndarray, base: n
         p, b = total[:, 0], base[:, 0]
         delta = p - b
         flat = np.abs(delta) < 1e-9
-        step = 1e-6
-        derivative = (calibrated(p + step) - calibrated(p - step)) / (np.minimum(p + step, 1) - np.maximum(p - step, 0))
+        jacobian = calibrator.jacobian(np.column_stack([1.0 - p, p]))
+        derivative = jacobian[:, 1, 1] - jacobian[:, 1, 0]  # d g(1 - p, p)_1 / dp
         slope = np.where(flat, derivative, (calibrated(p) - calibrated(b)) / np.where(flat, 1.0, delta))
         return values * slope[:, None, None], calibrated(b)[:, None]
     delta = total - base

@@ -119,10 +119,10 @@ def single_task_comparison(
         model = clone(model).fit(X_train, Y_train)
     labels = align_labels(Y_train, as_frame(X_train).index, model._task_specs)
     test_labels = align_labels(Y_test, as_frame(X_test).index, model._task_specs)
-    tested = {spec.name: (spec, y, out) for spec, y, out in model._labelled_pairs(X_test, Y_test)}
     rng = check_random_state(random_state)
     rows = {}
-    for name, (spec, y_true, shared) in tested.items():
+    for spec, y_true, shared in model._labelled_pairs(X_test, Y_test):
+        name = spec.name
         twin = _single_task_twin(model, name)
         train_rows = np.flatnonzero(labels[name].notna().to_numpy())
         twin.fit(_safe_indexing(X_train, train_rows), labels.iloc[train_rows][[name]])

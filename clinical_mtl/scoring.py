@@ -205,7 +205,8 @@ def score_files(
         with (IdRegister() as ids,
               tqdm(total=total, unit="rows", disable=None if progress is None else not progress) as bar):
             # Reading and validating the next chunk overlaps with scoring this one.
-            chunks = validated_chunks(files, schema, loaded.model, chunk_size, summary, ids)
+            chunks = _preprocessed_chunks(validated_chunks(files, schema, chunk_size, summary, ids), loaded.model,
+                                          chunk_size, summary)
             for n_chunks, (path, chunk, valid, rejected, inputs) in enumerate(_prefetch(chunks), start=1):
                 if not writers:  # one at a time: if the second cannot be opened, the first is aborted
                     writers.append(AtomicTableWriter(output, _output_schema(loaded, chunk, top_k)))
@@ -247,15 +248,12 @@ def score_files(
     return summary
 
 
-def validated_chunks(files: list[Path], schema: CohortSchema, model: MultiTaskMLP, chunk_size: int,
-                      summary: ScoringSummary, ids: IdRegister):
-    """Yield (file, chunk, valid rows, rejected rows, network inputs) for every chunk, in order;
-    ``ids`` registers the ids read, to reject repeats."""
+def validated_chunks(files: list[Path], schema: CohortSchema, chunk_size: int, summary: ScoringSummary,
+                     ids: IdRegister):
+    """Yield (file, chunk, valid rows, rejected rows) for every chunk, in order; ``ids``
+    registers the ids read, to reject repeats."""
     first_row = 0
-    n_chunks = 0
     text = [feature.name for feature in schema.features if feature.type == CATEGORICAL]
-    # Input buffers reused round-robin: one being scored, one queued, one being filled.
-    buffers = [np.empty((model.preprocessor_.n_features_out_, chunk_size), dtype=np.float32) for _ in range(3)]
     for path in files:
         chunks = iter_chunks(path, [schema.id_column, *schema.feature_names], chunk_size, text)
         while True:
@@ -267,15 +265,22 @@ def validated_chunks(files: list[Path], schema: CohortSchema, model: MultiTaskML
                 earlier = ids.seen_before(chunk[schema.id_column].reset_index(drop=True))
                 result = schema.validate(chunk, first_row_number=first_row, source=str(path), repeated_ids=earlier)
                 valid, rejected = _numbered(result, first_row, chunk), result.rejected
-            with _timed(summary, "preprocess"):
-                # The schema has checked the columns; the preprocessor reads the features by name.
-                # Counted by chunk, not by row: chunks can be shorter than chunk_size (a file's last
-                # chunk, Parquet row groups), and two chunks in flight must never share a buffer.
-                buffer = buffers[n_chunks % len(buffers)]
-                inputs = model.preprocessor_.transform(valid, out=buffer) if len(valid) else None
             first_row += len(chunk)
-            n_chunks += 1
-            yield path, chunk, valid, rejected, inputs
+            yield path, chunk, valid, rejected
+
+
+def _preprocessed_chunks(chunks, model: MultiTaskMLP, chunk_size: int, summary: ScoringSummary):
+    """``validated_chunks`` with the network inputs of the valid rows added to each item."""
+    # Input buffers reused round-robin: one being scored, one queued, one being filled.
+    buffers = [np.empty((model.preprocessor_.n_features_out_, chunk_size), dtype=np.float32) for _ in range(3)]
+    for n_chunks, (path, chunk, valid, rejected) in enumerate(chunks):
+        with _timed(summary, "preprocess"):
+            # The schema has checked the columns; the preprocessor reads the features by name.
+            # Counted by chunk, not by row: chunks can be shorter than chunk_size (a file's last
+            # chunk, Parquet row groups), and two chunks in flight must never share a buffer.
+            buffer = buffers[n_chunks % len(buffers)]
+            inputs = model.preprocessor_.transform(valid, out=buffer) if len(valid) else None
+        yield path, chunk, valid, rejected, inputs
 
 
 def _prefetch(items, depth: int = 1):

@@ -83,7 +83,8 @@ def write_reports(loaded: LoadedModel, inputs: str | Path, output: str | Path, *
     clock = time.perf_counter()
     steps = {}
     output = Path(output)
-    patients, rejected, rows_in = _read_patients(loaded, inputs, chunk_size)
+    files = list_input_files(inputs)
+    patients, rejected, rows_in = _read_patients(loaded, files, chunk_size)
     score_rows = None
     if scores is not None:
         patients, score_rows, unscored = _match_scores(loaded, patients, Path(scores))
@@ -107,7 +108,7 @@ def write_reports(loaded: LoadedModel, inputs: str | Path, output: str | Path, *
             pages=reports, rejected=rejected_rows.to_dict(orient="records"),
             outcome_names=[spec.name for spec in loaded.model._task_specs],
             outcome_titles=[outcome.title for outcome in reports[0].outcomes] if reports else [],
-            source=", ".join(str(path) for path in list_input_files(inputs)), **common)
+            source=", ".join(str(path) for path in files), **common)
         (staging / "index.html").write_text(index, encoding="utf-8")
         rejected.to_csv(staging / "rejected.csv", index=False)
         steps["render_and_write"] = time.perf_counter() - clock - sum(steps.values())
@@ -135,13 +136,12 @@ def _environment() -> Environment:
                        undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 
 
-def _read_patients(loaded: LoadedModel, inputs, chunk_size: int) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+def _read_patients(loaded: LoadedModel, files: list[Path], chunk_size: int) -> tuple[pd.DataFrame, pd.DataFrame, int]:
     """The valid rows (with ``row_number``), the rejected rows with reasons, and the row count."""
-    files = list_input_files(inputs)
     valid, rejected, rows_in = [], [], 0
     with IdRegister() as ids:
-        chunks = validated_chunks(files, loaded.schema, loaded.model, chunk_size, ScoringSummary(), ids)
-        for path, chunk, valid_rows, rejected_rows, _ in chunks:
+        chunks = validated_chunks(files, loaded.schema, chunk_size, ScoringSummary(), ids)
+        for path, chunk, valid_rows, rejected_rows in chunks:
             valid.append(valid_rows)
             rejected.append(reject_rows(rejected_rows, loaded.schema.id_column, path))
             rows_in += len(chunk)

@@ -188,11 +188,9 @@ def page_file_name(patient_id) -> str:
 
 def _outputs(model, features: pd.DataFrame, scores: pd.DataFrame | None) -> dict[str, np.ndarray]:
     """Per outcome: class probabilities (n, n_classes) or values (n,)."""
-    if scores is None:
-        probabilities = model.predict_proba(features)
-        values = model.predict(features)
-        return {spec.name: probabilities[spec.name] if spec.is_classification else values[spec.name].to_numpy()
-                for spec in model._task_specs}
+    if scores is None:  # what predict_proba (classification) and predict (regression) return, in one pass
+        _, outputs = model._predict_outputs(features)
+        return {spec.name: output for spec, output in zip(model._task_specs, outputs)}
     outputs = {}
     for spec in model._task_specs:
         if spec.is_classification:
