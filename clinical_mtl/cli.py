@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
 import warnings
-
 from pathlib import Path
 
 import click
 import pandas as pd
 
 from .allocation import tune_for_streaming
+from .exceptions import ClinicalMTLError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -118,6 +120,22 @@ def report(model_reference, input_path, scores, output, top_k, coverage, pdf, in
     _echo_report_summary(run_report(config, id_column=id_column))
 
 
+@cli.command()
+@click.option("--model", "model_uri", required=True,
+              help="An MLflow model URI (models:/<name>@<alias>, runs:/<run>/model) or an MLflow model folder.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", "-p", default=5000, show_default=True, type=click.IntRange(1, 65535), help="Port.")
+@click.option("--max-bytes", default=None, type=click.IntRange(1),
+              help="Largest request body (default: CLINICAL_MTL_MAX_REQUEST_BYTES or 8 MiB).")
+def serve(model_uri, host, port, max_bytes) -> None:
+    """Serve a model like 'mlflow models serve --env-manager local', with values-free error answers."""
+    import uvicorn
+
+    from .serving import create_app
+
+    uvicorn.run(create_app(model_uri, max_bytes=max_bytes), host=host, port=port)
+
+
 def _echo_report_summary(summary) -> None:
     click.echo(f"Wrote {summary.pages:,} patient pages for {summary.rows_in:,} rows ({summary.rows_rejected:,} not "
                f"reported, listed on the index) in {summary.seconds:.2f} s ({summary.pages_per_second:,.0f} pages/s)"
@@ -149,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # pandera concatenates its failure cases with a pandas rule that is deprecated; nothing for users to do.
     warnings.filterwarnings("ignore", "The behavior of DataFrame concatenation with empty or all-NA", FutureWarning)
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM (a scheduler's kill, a container stop) then unwinds like Ctrl-C: partial files are removed.
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         return cli.main(args=argv, prog_name="clinical-mtl", standalone_mode=False) or 0
     except click.ClickException as error:
@@ -157,6 +178,14 @@ def main(argv: list[str] | None = None) -> int:
     except click.Abort:
         click.echo("Aborted.", err=True)
         return 1
-    except ValueError as error:  # bad input, schema or model: a clear message, no traceback
-        click.echo(f"Error: {error}", err=True)
+    except ClinicalMTLError as error:  # bad input, paths or model: one line, no traceback; bugs keep theirs
+        click.echo("Error: " + "; ".join(line.strip() for line in str(error).splitlines() if line.strip()), err=True)
         return 1
+
+
+def _terminate(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

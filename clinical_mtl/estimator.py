@@ -25,12 +25,12 @@ from .conformal import DEFAULT_COVERAGE, check_coverage, conformal_quantile, con
 from .evaluation import evaluate_model
 from .exceptions import InputDataError, TaskSpecificationError
 from .explain import PROBABILITY, explain_model, summarise_background
-from .features import as_frame
+from .features import as_frame, describe_rows
 from .hooks import notify_fit
 from .losses import EQUAL, UNCERTAINTY, TaskWeighting, weighting_factory
 from .metrics import metrics_table, skill_score
 from .network import MultiHeadEnsemble, MultiHeadNet, build_network
-from .preprocessing import ClinicalPreprocessor
+from .preprocessing import STORED_DIGITS, ClinicalPreprocessor, round_significant
 from .splitting import holdout_split
 from .tasks import (
     REGRESSION,
@@ -52,6 +52,9 @@ from .training import (
     predict_module,
     resolve_device,
 )
+
+LABEL_PERCENTILES = np.arange(5, 96)
+"""Percentiles of the training labels a model stores (``label_percentiles_``)."""
 
 
 class MultiTaskMLP(BaseEstimator):
@@ -148,9 +151,12 @@ class MultiTaskMLP(BaseEstimator):
     label_counts_ : dict of str to dict
         Per outcome: ``n_labelled`` rows, and for classification ``events``,
         the number of labelled rows per class.
-    label_percentiles_ : dict of str to ndarray of shape (101,)
-        Regression outcome -> the 0th to 100th percentiles of its training
-        labels, in its units: where a prediction stands in the training cohort.
+    label_percentiles_ : dict of str to ndarray of shape (91,)
+        Regression outcome -> the ``LABEL_PERCENTILES`` (5th to 95th)
+        percentiles of its training labels, in its units, rounded to 3
+        significant digits: where a prediction stands in the training cohort.
+        Neither the extremes (the minimum and maximum are one patient's exact
+        labels) nor exact quantiles are stored: the model is shared.
     preprocessor_ : ClinicalPreprocessor
         The fitted transformer from raw columns to network inputs.
     module_ : MultiHeadEnsemble
@@ -288,7 +294,7 @@ class MultiTaskMLP(BaseEstimator):
 
     def _fit(self, X, y):
         features = self._feature_frame(X, reset=True)
-        labels = as_label_frame(y, features.index)
+        labels = as_label_frame(y, features.index, match_index=isinstance(X, pd.DataFrame))
         specs = infer_tasks(labels, self.tasks)
         new_weighting = weighting_factory(self.loss_weighting, specs)
         class_weights = class_weight_vectors(specs, labels, self.class_weight)
@@ -303,7 +309,8 @@ class MultiTaskMLP(BaseEstimator):
             for spec in specs
         }
         self.label_percentiles_ = {
-            spec.name: np.percentile(labels[spec.name].dropna().to_numpy(dtype=float), np.arange(101))
+            spec.name: round_significant(np.percentile(labels[spec.name].dropna().to_numpy(dtype=float),
+                                                       LABEL_PERCENTILES), STORED_DIGITS)
             for spec in specs if not spec.is_classification
         }
         self.preprocessor_ = ClinicalPreprocessor(log_transform=self.log_transform).fit(features)
@@ -604,7 +611,7 @@ class MultiTaskMLP(BaseEstimator):
     def _predict_outputs(self, X) -> tuple[pd.Index, list[np.ndarray]]:
         """Probabilities (classification) or values in units (regression) per outcome."""
         index, inputs = self._network_inputs(X)
-        return index, self._outputs_of_inputs(inputs)
+        return index, self._outputs_of_inputs(inputs, index)
 
     def _network_inputs(self, X, out: np.ndarray | None = None) -> tuple[pd.Index, np.ndarray]:
         """Check and preprocess ``X``: its index and the network's column-major input
@@ -613,8 +620,12 @@ class MultiTaskMLP(BaseEstimator):
         features = self._feature_frame(X, reset=False)
         return features.index, self.preprocessor_.transform(features, out=out)
 
-    def _outputs_of_inputs(self, inputs: np.ndarray) -> list[np.ndarray]:
-        """Forward preprocessed inputs and decode every outcome's output."""
+    def _outputs_of_inputs(self, inputs: np.ndarray, index: pd.Index | None = None) -> list[np.ndarray]:
+        """Forward preprocessed inputs and decode every outcome's output.
+
+        Raises an ``InputDataError`` naming the rows (labels of ``index``, else
+        positions) where an output is not finite: no class or value comes of it.
+        """
         device = resolve_device(self.device)
         module = self.module_.to(device)
         try:  # the transpose of the column-major input is contiguous: fed feature by feature
@@ -622,7 +633,9 @@ class MultiTaskMLP(BaseEstimator):
             raw = [out.cpu().numpy() for out in raw]
         finally:
             self.module_.cpu()
-        return self._recalibrated([decode_outputs(spec, out) for spec, out in zip(self._task_specs, raw)])
+        outputs = self._recalibrated([decode_outputs(spec, out) for spec, out in zip(self._task_specs, raw)])
+        _check_finite_outputs(self._task_specs, outputs, index if index is not None else pd.RangeIndex(len(inputs)))
+        return outputs
 
     def _recalibrated(self, outputs: list[np.ndarray]) -> list[np.ndarray]:
         """Decoded outputs with every classification outcome's recalibration applied."""
@@ -640,7 +653,7 @@ class MultiTaskMLP(BaseEstimator):
     def _labelled_pairs(self, X, y):
         """Yield (spec, true labels or class indices, predictions) on labelled rows."""
         index, outputs = self._predict_outputs(X)
-        labels = align_labels(y, index, self._task_specs)
+        labels = align_labels(y, index, self._task_specs, match_index=isinstance(X, pd.DataFrame))
         for spec, output in zip(self._task_specs, outputs):
             if spec.name in labels.columns:
                 present, y_true = labelled_targets(labels, spec)
@@ -746,3 +759,15 @@ class MultiTaskMLP(BaseEstimator):
                 f"Outcomes {empty} have no labelled row left for training after the "
                 "early-stopping split; provide more labels or set early_stopping=False."
             )
+
+
+def _check_finite_outputs(specs, outputs: list[np.ndarray], index: pd.Index) -> None:
+    """Raise an ``InputDataError`` naming the rows where any outcome's output is not finite."""
+    bad = np.zeros(len(index), dtype=bool)
+    for output in outputs:
+        bad |= ~np.isfinite(output).all(axis=tuple(range(1, output.ndim)))
+    if bad.any():
+        raise InputDataError(
+            f"The network's output is not finite for {describe_rows(index, bad)}, so no prediction is "
+            f"given for them; their inputs are too far from the training values (check the units)."
+        )

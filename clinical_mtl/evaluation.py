@@ -32,7 +32,7 @@ from .metrics import (
     metrics_table,
     resampled_metrics,
 )
-from .tasks import REGRESSION
+from .tasks import REGRESSION, check_label_index
 
 MISSING_GROUP = "missing"
 # Bootstrap resamples are drawn in blocks of at most this many counts (rows x resamples).
@@ -87,6 +87,7 @@ def evaluate_model(model, X, y, groups=None, *, n_bootstrap=0, confidence=0.95, 
         raise ValueError(f"confidence must be in (0, 1), got {confidence!r}.")
     if n_bootstrap < 0:
         raise ValueError(f"n_bootstrap must be 0 or positive, got {n_bootstrap!r}.")
+    check_label_index(X, y)  # before any subgroup slicing, so that the position named is X's
     rng = check_random_state(random_state)
     if groups is None:
         return _outcome_table(model, X, y, n_bootstrap, confidence, rng)

@@ -5,6 +5,7 @@ callers would catch without knowing this package, so ``except ValueError``
 keeps working.
 """
 
+
 class ClinicalMTLError(Exception):
     """Base class of every error raised by clinical_mtl."""
 
@@ -24,3 +25,21 @@ class TaskSpecificationError(ClinicalMTLError, ValueError):
 class TrainingDivergedError(ClinicalMTLError, FloatingPointError):
     """A training loss became NaN or infinite before reaching the optimiser."""
 
+
+
+class OutputPathError(ClinicalMTLError, ValueError):
+    """An output path would overwrite or delete what the user owns, or cannot be written.
+
+    Raised before anything is read, except when writing itself fails.
+    """
+
+
+class ModelLoadError(ClinicalMTLError, ValueError):
+    """A model cannot be loaded: missing, unreadable, tampered with, or not found in MLflow.
+
+    The message names the path or URI and what is wrong with it.
+    """
+
+
+class BrowserUnavailableError(ClinicalMTLError, RuntimeError):
+    """PDF reports were asked for, but Chromium or Playwright is not installed."""

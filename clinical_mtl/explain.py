@@ -59,10 +59,9 @@ the model, so explanations need no training data later and are reproducible.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 
 import numpy as np
 import pandas as pd
@@ -157,12 +156,8 @@ def explain_model(model, X, outcomes: Sequence[str] | None = None, *, output: st
     names = list(model.feature_names_in_) if hasattr(model, "feature_names_in_") else list(groups.columns)
     explanations = {}
     for spec in specs:
-        grouped = np.einsum("nkd,df->nfk", values[spec.name], groups.to_numpy())
-        base = bases[spec.name]
-        if spec.name in model.calibrators_:
-            grouped, base = _through_calibration(spec, model.calibrators_[spec.name], grouped, base)
-        if spec.is_classification and output == LOG_ODDS:
-            grouped, base = _to_log_odds(grouped, base)
+        grouped, base = _in_fixed_blocks(partial(_grouped_output, model, spec, groups.to_numpy(), output),
+                                         values[spec.name], bases[spec.name])
         output_names = _output_names(spec)
         if grouped.shape[2] == 1:
             grouped, base, output_names = grouped[:, :, 0], base[:, 0], output_names[0]
@@ -171,6 +166,28 @@ def explain_model(model, X, outcomes: Sequence[str] | None = None, *, output: st
             feature_names=names, output_names=output_names,
         )
     return explanations
+
+
+def _grouped_output(model, spec: TaskSpec, groups: np.ndarray, output: str, values: np.ndarray, base: np.ndarray):
+    """Attributions per input column (n, k, d) -> per feature (n, f, k), through the
+    recalibration and, if asked, into log-odds; with the base values (n, k)."""
+    grouped = np.einsum("nkd,df->nfk", values, groups)
+    if spec.name in model.calibrators_:
+        grouped, base = _through_calibration(spec, model.calibrators_[spec.name], grouped, base)
+    if spec.is_classification and output == LOG_ODDS:
+        grouped, base = _to_log_odds(grouped, base)
+    return grouped, base
+
+
+def _in_fixed_blocks(function, *arrays: np.ndarray):
+    """``function`` of row blocks of ``arrays`` padded to ``CHUNK_ROWS`` rows (see
+    ``fixed_blocks``: numpy's reductions and einsum also loop by shape), padding dropped."""
+    tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in arrays]
+    parts = []
+    for blocks in zip(*(fixed_blocks(t, CHUNK_ROWS) for t in tensors)):
+        n_rows = blocks[0][1]
+        parts.append([result[:n_rows] for result in function(*(block.numpy() for block, _ in blocks))])
+    return tuple(np.concatenate(results) for results in zip(*parts))
 
 
 def _requested(model, outcomes: Sequence[str] | None) -> list[TaskSpec]:
@@ -191,8 +208,7 @@ def _attribute(model, inputs: torch.Tensor, specs: list[TaskSpec], background: B
     task_index = {spec.name: t for t, spec in enumerate(model._task_specs)}
     values = {spec.name: [] for spec in specs}
     bases = {spec.name: None for spec in specs}
-    for start in range(0, len(inputs), CHUNK_ROWS):
-        chunk = inputs[start : start + CHUNK_ROWS]
+    for chunk, n_rows in fixed_blocks(inputs, CHUNK_ROWS):
         sums = {spec.name: 0.0 for spec in specs}
         base_sums = {spec.name: 0.0 for spec in specs}
         for member in members:
@@ -204,10 +220,28 @@ def _attribute(model, inputs: torch.Tensor, specs: list[TaskSpec], background: B
                 sums[spec.name] = sums[spec.name] + torch.einsum("nmkd,m->nkd", phi, weights)
                 base_sums[spec.name] = base_sums[spec.name] + f_r.T @ weights
         for spec in specs:
-            values[spec.name].append((sums[spec.name] / len(members)).double().numpy())
+            values[spec.name].append((sums[spec.name][:n_rows] / len(members)).double().numpy())
             base = (base_sums[spec.name] / len(members)).double().numpy()
             bases[spec.name] = np.broadcast_to(base, (len(inputs), len(base))).copy()
     return {name: np.concatenate(parts) for name, parts in values.items()}, bases
+
+
+def fixed_blocks(rows: torch.Tensor, size: int):
+    """Yield ``(block, n_real)``: ``rows`` cut into fresh tensors of exactly ``size``
+    rows, the last one padded with copies of its last row.
+
+    Why: float32 kernels (matrix products, vectorised loops) pick their blocking,
+    and so their rounding, by a tensor's shape and alignment, so a patient's result
+    would depend on how many others came with it. Fixed shapes make the output
+    the same whatever the caller's chunking; each row's result depends only on the
+    row (checked in ``tests/integration/test_chunk_invariance.py``).
+    """
+    for start in range(0, len(rows), size):
+        part = rows[start : start + size]
+        block = torch.empty((size, *rows.shape[1:]), dtype=rows.dtype)
+        block[: len(part)] = part
+        block[len(part) :] = part[-1]
+        yield block, len(part)
 
 
 @torch.no_grad()
@@ -221,7 +255,9 @@ def _deeplift(member: MultiHeadNet, x: torch.Tensor, r: torch.Tensor):
     linears = [layer for layer in member.trunk if isinstance(layer, torch.nn.Linear)]
     a_x, a_r, slopes = x, r, []
     for layer in linears:
-        z_x, z_r = layer(a_x), layer(a_r)
+        # Patients along the product's columns, as in predict_feature_major: with
+        # patients along its rows, a row's rounding depended on its place in the block.
+        z_x, z_r = torch.addmm(layer.bias[:, None], layer.weight, a_x.T).T.contiguous(), layer(a_r)
         a_x, a_r = torch.relu(z_x), torch.relu(z_r)
         delta_z = z_x[:, None, :] - z_r[None, :, :]
         delta_a = a_x[:, None, :] - a_r[None, :, :]
@@ -237,7 +273,7 @@ def _deeplift(member: MultiHeadNet, x: torch.Tensor, r: torch.Tensor):
         scaled = (multipliers * slope[:, :, None, :]).reshape(-1, weight.shape[0])
         multipliers = (scaled @ weight).reshape(n, m, n_outputs, weight.shape[1])
     attributions = multipliers * (x[:, None, :] - r[None, :, :])[:, :, None, :]
-    out_x, out_r = a_x @ head_weight.T + head_bias, a_r @ head_weight.T + head_bias
+    out_x, out_r = torch.addmm(head_bias[:, None], head_weight, a_x.T).T.contiguous(), a_r @ head_weight.T + head_bias
     widths = [head.out_features for head in member.heads]
     return (
         torch.split(attributions, widths, dim=2),
@@ -262,21 +298,34 @@ def _through_link(spec: TaskSpec, phi: torch.Tensor, h_x: torch.Tensor, h_r: tor
         return phi * slope[..., None], p_r
     if spec.kind == MULTICLASS:
         delta_h = h_x[:, None, :] - h_r[None, :, :]  # (n, m, k)
-        t, w = _quadrature(float(delta_h.abs().max()))
-        p = torch.softmax(h_r[None, None, :, :] + t[:, None, None, None] * delta_h[None], dim=-1)  # (q, n, m, k)
-        # Integral over the path of the softmax Jacobian diag(p) - p p^T.
-        jacobian = torch.diag_embed(torch.einsum("q,qnmc->nmc", w, p)) - torch.einsum(
-            "q,qnmc,qnmd->nmcd", w, p, p
-        )
+        # Nodes per patient (its largest logit change), not per chunk: each level is
+        # computed for the whole block and kept where it is the patient's own.
+        levels = _node_levels(delta_h.abs().amax(dim=(1, 2)))
+        jacobian = None
+        for level in torch.unique(levels).tolist():
+            t, w = _gauss_legendre(level)
+            p = torch.softmax(h_r[None, None, :, :] + t[:, None, None, None] * delta_h[None], dim=-1)  # (q, n, m, k)
+            # Integral over the path of the softmax Jacobian diag(p) - p p^T.
+            at_level = torch.diag_embed(torch.einsum("q,qnmc->nmc", w, p)) - torch.einsum(
+                "q,qnmc,qnmd->nmcd", w, p, p
+            )
+            jacobian = at_level if jacobian is None else torch.where(
+                (levels == level)[:, None, None, None], at_level, jacobian)
         return torch.einsum("nmcd,nmdi->nmci", jacobian, phi), torch.softmax(h_r, dim=-1)
     return phi * spec.target_scale, h_r * spec.target_scale + spec.target_mean
 
 
-def _quadrature(largest_change: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gauss-Legendre nodes and weights on [0, 1] for integrating the softmax along a
-    path whose logits move by up to ``largest_change``: the nearest singularity is
-    pi / largest_change away, so the node count grows with it."""
-    return _gauss_legendre(int(min(256, max(12, math.ceil(1.2 * largest_change) + 8))))
+NODE_LEVELS = (12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
+
+
+def _node_levels(largest_change: torch.Tensor) -> torch.Tensor:
+    """Gauss-Legendre node counts for integrating the softmax along paths whose
+    logits move by up to ``largest_change`` (one per patient): the nearest
+    singularity is pi / largest_change away, so the count grows with it
+    (``1.2 * change + 8``), rounded up to one of ``NODE_LEVELS``."""
+    needed = torch.ceil(1.2 * largest_change.double()) + 8
+    levels = torch.tensor(NODE_LEVELS)
+    return levels[torch.searchsorted(levels.double(), needed).clamp(max=len(NODE_LEVELS) - 1)]
 
 
 @lru_cache(maxsize=32)
@@ -419,7 +468,10 @@ def top_contributions(model, X, top_k: int) -> pd.DataFrame:
     for name, explanation in explanations.items():
         values = explanation.values
         if values.ndim == 3:  # multi-class: the predicted class
-            predicted = np.argmax(explanation.base_values + values.sum(axis=1), axis=1)
+            total = explanation.base_values.copy()
+            for f in range(values.shape[1]):  # added feature by feature: the same whatever the row count
+                total += values[:, f]
+            predicted = np.argmax(total, axis=1)
             values = values[np.arange(len(values)), :, predicted]
         order = np.argsort(-np.abs(values), axis=1, kind="stable")[:, : min(top_k, values.shape[1])]
         names = np.asarray(explanation.feature_names, dtype=object)

@@ -32,7 +32,7 @@ from . import __version__
 from .evaluation import evaluate_model, reliability_diagrams, reliability_file_name, save_reliability_diagrams
 from .metrics import HEADLINE_METRICS
 from .negative_transfer import HURT, single_task_comparison
-from .tasks import BINARY, REGRESSION
+from .tasks import BINARY, REGRESSION, check_label_index
 
 DEFAULT_INTENDED_USE = (
     "Research and method development: estimating several outcomes of the patients of the training "
@@ -257,6 +257,8 @@ def build_model_card(
     """
     from .tracking import training_data_summary
 
+    check_label_index(X_train, Y_train)
+    check_label_index(X_test, Y_test)
     options = {"n_bootstrap": n_bootstrap, "confidence": confidence, "random_state": random_state}
     if metrics is None:
         metrics = evaluate_model(model, X_test, Y_test, **options)

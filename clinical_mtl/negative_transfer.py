@@ -21,7 +21,7 @@ from sklearn.utils.validation import check_is_fitted
 from .evaluation import bootstrap_metrics, percentile_interval
 from .features import as_frame
 from .metrics import HEADLINE_METRICS, HIGHER_IS_BETTER, metrics_table
-from .tasks import REGRESSION, align_labels
+from .tasks import REGRESSION, align_labels, check_label_index
 
 HELPED = "sharing helped"
 HURT = "sharing hurt"
@@ -113,12 +113,16 @@ def single_task_comparison(
     for kind, metric in metrics.items():
         if metric not in HEADLINE_METRICS[kind]:
             raise ValueError(f"{kind}_metric must be one of {list(HEADLINE_METRICS[kind])}, got {metric!r}.")
+    check_label_index(X_train, Y_train)
+    check_label_index(X_test, Y_test)
     try:
         check_is_fitted(model)
     except NotFittedError:
         model = clone(model).fit(X_train, Y_train)
-    labels = align_labels(Y_train, as_frame(X_train).index, model._task_specs)
-    test_labels = align_labels(Y_test, as_frame(X_test).index, model._task_specs)
+    labels = align_labels(Y_train, as_frame(X_train).index, model._task_specs,
+                          match_index=isinstance(X_train, pd.DataFrame))
+    test_labels = align_labels(Y_test, as_frame(X_test).index, model._task_specs,
+                               match_index=isinstance(X_test, pd.DataFrame))
     rng = check_random_state(random_state)
     rows = {}
     for spec, y_true, shared in model._labelled_pairs(X_test, Y_test):

@@ -14,6 +14,13 @@ A saved model is a folder of two files:
     ``torch.load(..., weights_only=True)``, which refuses anything but
     tensors and plain containers.
 
+``model.json`` also holds the SHA-256 digests of ``weights.pt`` and of its own
+content (``integrity``), checked on every load: a model whose weights were
+swapped or whose ``model.json`` was edited (its cohort schema removed, say,
+which would turn range checks off) is refused with a ``ModelLoadError``.
+They detect changes, not a forger who recomputes them: keep model folders
+where only their owners can write.
+
 Nothing is pickled. A ``random_state`` given as a ``RandomState`` instance
 is not stored (the loaded model reports ``random_state=None``); it only
 matters for refitting.
@@ -21,7 +28,9 @@ matters for refitting.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import pickle
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -32,14 +41,16 @@ import torch
 from . import __version__
 from .calibration import calibrator_from_dict
 from .estimator import MultiTaskMLP
+from .exceptions import ModelLoadError
 from .explain import Background
 from .network import MultiHeadEnsemble, MultiHeadNet
 from .preprocessing import ClinicalPreprocessor
 from .schema import CohortSchema
 from .tasks import TaskSpec
 
-FORMAT_VERSION = 2
-READABLE_FORMAT_VERSIONS = (1, 2)  # 2 added the recalibration and conformal residuals
+FORMAT_VERSION = 3
+READABLE_FORMAT_VERSIONS = (3,)  # 2 added the recalibration and conformal residuals, 3 the digests
+INTEGRITY_KEY = "integrity"
 CONFIG_FILE = "model.json"
 WEIGHTS_FILE = "weights.pt"
 
@@ -120,8 +131,10 @@ def save_model(model: MultiTaskMLP, path: str | Path, *, schema: CohortSchema | 
             "n_members": len(members),
         },
     }
-    (folder / CONFIG_FILE).write_text(json.dumps(config, indent=1))
     torch.save(model.module_.state_dict(), folder / WEIGHTS_FILE)
+    config[INTEGRITY_KEY] = {"weights_sha256": _file_digest(folder / WEIGHTS_FILE),
+                             "config_sha256": _config_digest(config)}
+    (folder / CONFIG_FILE).write_text(json.dumps(config, indent=1))
     return folder
 
 
@@ -137,14 +150,90 @@ def load_model(path: str | Path) -> MultiTaskMLP:
     -------
     MultiTaskMLP
         Fitted, predicting exactly as the saved model did.
+
+    Raises
+    ------
+    ModelLoadError
+        If the folder is not a verified saved model (see :func:`read_model_config`),
+        or its weights are not plain tensors.
     """
     folder = Path(path)
-    config = json.loads((folder / CONFIG_FILE).read_text())
-    if config.get("format_version") not in READABLE_FORMAT_VERSIONS:
-        raise ValueError(
-            f"{folder / CONFIG_FILE} has format_version {config.get('format_version')!r}; this "
-            f"clinical_mtl ({__version__}) reads format_version {' or '.join(map(str, READABLE_FORMAT_VERSIONS))}."
+    return _model_from_config(read_model_config(folder), folder)
+
+
+def read_model_config(path: str | Path) -> dict:
+    """The verified content of a saved model's ``model.json``.
+
+    Parameters
+    ----------
+    path : str or Path
+        The folder written by ``save_model``.
+
+    Returns
+    -------
+    dict
+
+    Raises
+    ------
+    ModelLoadError
+        If the folder or its files are missing or unreadable, the format
+        version is not one this clinical_mtl reads, or a digest does not match
+        (``model.json`` or ``weights.pt`` changed since saving).
+    """
+    folder = Path(path)
+    file = folder / CONFIG_FILE
+    if not folder.is_dir():
+        raise ModelLoadError(f"Model folder {folder} does not exist.")
+    try:
+        config = json.loads(file.read_text())
+    except FileNotFoundError:
+        raise ModelLoadError(f"{folder} holds no {CONFIG_FILE}: it is not a model saved by clinical_mtl.") from None
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise ModelLoadError(f"{file} cannot be read as JSON (truncated or damaged): "
+                             f"{type(error).__name__}.") from None
+    version = config.get("format_version") if isinstance(config, dict) else None
+    if version not in READABLE_FORMAT_VERSIONS:
+        raise ModelLoadError(
+            f"{file} has format_version {version!r}; this clinical_mtl ({__version__}) reads format_version "
+            f"{' or '.join(map(str, READABLE_FORMAT_VERSIONS))} (models saved before version 3 carry no "
+            "digests to verify: train and save them again)."
         )
+    _verify(config, folder)
+    return config
+
+
+def _verify(config: dict, folder: Path) -> None:
+    """Refuse a model whose ``model.json`` or weights differ from what was saved."""
+    stored = config.get(INTEGRITY_KEY)
+    if not isinstance(stored, dict):
+        raise ModelLoadError(f"{folder / CONFIG_FILE} has no '{INTEGRITY_KEY}' digests; refusing an unverifiable model.")
+    try:
+        weights = _file_digest(folder / WEIGHTS_FILE)
+    except OSError:
+        raise ModelLoadError(f"{folder} holds no readable {WEIGHTS_FILE}.") from None
+    if stored.get("config_sha256") != _config_digest(config):
+        raise ModelLoadError(f"{folder / CONFIG_FILE} was changed after the model was saved (its digest does not "
+                             "match); refusing to load it.")
+    if stored.get("weights_sha256") != weights:
+        raise ModelLoadError(f"{folder / WEIGHTS_FILE} is not the weights file saved with {folder / CONFIG_FILE} "
+                             "(its digest does not match); refusing to load it.")
+
+
+def _config_digest(config: dict) -> str:
+    """SHA-256 of ``model.json``'s content without its digests, in one canonical text."""
+    content = {key: value for key, value in config.items() if key != INTEGRITY_KEY}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _model_from_config(config: dict, folder: Path) -> MultiTaskMLP:
     params = _decode(config["params"])
     params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
     model = MultiTaskMLP(**params)
@@ -188,7 +277,10 @@ def load_model(path: str | Path) -> MultiTaskMLP:
             for _ in range(network["n_members"])
         ]
     )
-    state = torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # digests recomputed over a file that is not plain tensors
+        raise ModelLoadError(f"{folder / WEIGHTS_FILE} holds something other than tensors; refusing it.") from None
     model.module_.load_state_dict(state)
     model.module_.eval()
     return model
@@ -203,14 +295,13 @@ def load_model_info(path: str | Path) -> dict:
         ``saved_at`` (ISO 8601, UTC; None for models saved before it was
         recorded) and ``clinical_mtl_version``.
     """
-    config = json.loads((Path(path) / CONFIG_FILE).read_text())
+    config = read_model_config(path)
     return {"saved_at": config.get("saved_at"), "clinical_mtl_version": config.get("clinical_mtl_version")}
 
 
 def load_schema_of(path: str | Path) -> CohortSchema | None:
     """The cohort schema saved with the model in folder ``path`` (None if there is none)."""
-    config = json.loads((Path(path) / CONFIG_FILE).read_text())
-    stored = config.get("cohort_schema")
+    stored = read_model_config(path).get("cohort_schema")
     return CohortSchema.from_dict(stored, source=str(Path(path) / CONFIG_FILE)) if stored else None
 
 

@@ -40,15 +40,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from numbers import Real
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 import yaml
 from sklearn.model_selection import train_test_split
 
+from .batch_io import formula_safe_frame
 from .estimator import MultiTaskMLP
 from .schema import CohortSchema, SchemaError, load_schema
+from .tasks import check_one_label_type
 
 if TYPE_CHECKING:
     from .model_card import ModelCard
@@ -106,10 +110,16 @@ def run_train(config: dict) -> TrainResult:
     result = schema.validate(frame)
     outputs = config.get("outputs", {})
     if len(result.rejected) and outputs.get("metrics"):
-        result.rejected.to_csv(_output_path(config, outputs["metrics"]).with_suffix(".rejects.csv"), index=False)
+        formula_safe_frame(result.rejected).to_csv(_output_path(config, outputs["metrics"]).with_suffix(".rejects.csv"),
+                                                   index=False)
     features = result.valid.set_index(schema.id_column)[schema.feature_names]
-    labels = frame.loc[result.valid.index, [o.name for o in schema.outcomes]].set_axis(features.index)
-    _check_classes(labels, schema)
+    outcomes = [o.name for o in schema.outcomes]
+    missing = [name for name in outcomes if name not in frame.columns]
+    if missing:
+        raise SchemaError(f"The training data has no column for the outcomes {missing} of the schema.")
+    # The valid rows keep the frame's index, its row positions (see _training_frame): the labels of
+    # exactly those rows, in their order, then indexed by id like the features.
+    labels = _check_classes(frame[outcomes].iloc[result.valid.index.to_numpy()], schema).set_axis(features.index)
 
     split = config.get("split", {})
     stratify = split.get("stratify")
@@ -135,7 +145,7 @@ def run_train(config: dict) -> TrainResult:
 
         train.model_dir = save_model(model, resolve(config, outputs["model_dir"]), schema=schema)
     if outputs.get("metrics"):
-        metrics.to_csv(_output_path(config, outputs["metrics"]))
+        formula_safe_frame(metrics.reset_index()).to_csv(_output_path(config, outputs["metrics"]), index=False)
     if outputs.get("patients"):
         _write_table(frame[[schema.id_column, *schema.feature_names]], _output_path(config, outputs["patients"]))
     tracking = config.get("tracking")
@@ -170,10 +180,11 @@ def _output_path(config: dict, value: str) -> Path:
 
 def run_score(config: dict, progress: bool | None = None, id_column: str | None = None):
     """Run a ``kind: score`` pipeline; returns the ``ScoringSummary``."""
-    from .scoring import DEFAULT_CHUNK_SIZE, load_model_for_scoring, score_files
+    from .scoring import DEFAULT_CHUNK_SIZE, check_scoring_paths, load_model_for_scoring, score_files
 
-    loaded = load_model_for_scoring(resolve(config, config["model"]), id_column=id_column)
     paths = [resolve(config, config.get(key)) for key in ("input", "output", "rejects")]
+    check_scoring_paths(*paths)  # before anything is read
+    loaded = load_model_for_scoring(resolve(config, config["model"]), id_column=id_column)
     top_k = int(config.get("top_k", 0))
     if config.get("engine", "local") == "spark":
         from .spark_scoring import score_files_with_spark
@@ -199,6 +210,7 @@ def run_report(config: dict, id_column: str | None = None):
 
 
 def _training_frame(data: dict, config: dict, schema: CohortSchema) -> pd.DataFrame:
+    """The training table: the id, feature and outcome columns, indexed by row position."""
     if data.get("dataset") == "pbc":
         from .datasets import load_pbc
 
@@ -211,27 +223,76 @@ def _training_frame(data: dict, config: dict, schema: CohortSchema) -> pd.DataFr
         return X.join(Y).reset_index()
     if "path" in data:
         path = Path(resolve(config, data["path"]))
-        return pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pd.read_csv(path)
+        frame = pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pd.read_csv(path)
+        named = [name for name in frame.index.names if name is not None]
+        if named and not set(named) & set(frame.columns):
+            return frame.reset_index()  # a Parquet file's stored index (e.g. the id) is a column of the table
+        return frame.reset_index(drop=True)
     raise SchemaError("The pipeline's data must be {dataset: pbc}, {dataset: synthetic} or {path: <file>}.")
 
 
-def _check_classes(labels: pd.DataFrame, schema: CohortSchema) -> None:
+def _check_classes(labels: pd.DataFrame, schema: CohortSchema) -> pd.DataFrame:
+    """The labels with every classification outcome's labels as the schema's classes.
+
+    Classes compare by value, whatever the table's types: 1, 1.0 and "1" (as
+    a CSV file gives back an integer column with missing values, or a text
+    column) are all the schema's class 1. An outcome without classes in the
+    schema keeps its labels, integral floats becoming integers. So a table
+    trains the same from a file as from memory.
+
+    Raises
+    ------
+    SchemaError
+        If a label is none of the schema's classes, naming the rows by their
+        index (``row_number``, the position in the training table), not the values.
+    """
+    labels = labels.copy()
     for outcome in schema.outcomes:
-        if outcome.classes is None:
+        if outcome.kind == "regression":
             continue
-        observed = labels[outcome.name].dropna().unique()
-        unknown = [value for value in observed if str(value) not in {str(c) for c in outcome.classes}]
-        if unknown:
+        column = labels[outcome.name]
+        present = column.notna().to_numpy()
+        values = column.to_numpy(dtype=object)
+        if outcome.classes is None:
+            if column.dtype.kind == "f" and np.all(np.mod(values[present].astype(float), 1) == 0):
+                labels[outcome.name] = column.astype("Int64")
+            elif column.dtype == object:  # named by row_number here, before the split reorders rows
+                check_one_label_type(values[present], outcome.name, labels.index[present].to_numpy())
+            continue
+        by_key = {_class_key(c): c for c in reversed(outcome.classes)}  # the first of equal classes wins
+        matched = np.array([not p or _class_key(v) in by_key for v, p in zip(values, present)], dtype=bool)
+        if not matched.all():
+            rows = labels.index[~matched]
+            shown = ", ".join(str(row) for row in rows[:5]) + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
             raise SchemaError(
-                f"Outcome '{outcome.name}' has labels {unknown} outside the schema's classes {list(outcome.classes)}."
+                f"Outcome '{outcome.name}' has labels outside the schema's classes {list(outcome.classes)} in "
+                f"{len(rows)} row{'s' if len(rows) > 1 else ''} (row_number {shown})."
             )
+        classes = [by_key[_class_key(v)] if p else None for v, p in zip(values, present)]
+        try:
+            labels[outcome.name] = pd.array(classes)  # Int64 for integer classes, string for text, ...
+        except (TypeError, ValueError):
+            labels[outcome.name] = pd.array(classes, dtype=object)
+    return labels
+
+
+def _class_key(value: object) -> object:
+    """A class label by what it means: numbers and numeric text by value, other text stripped."""
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return value.strip()
+    if isinstance(value, (Real, np.number)):
+        return float(value)
+    return value
 
 
 def _write_table(frame: pd.DataFrame, path: Path) -> None:
     if path.suffix.lower() in (".parquet", ".pq"):
         frame.to_parquet(path, index=False)
     else:
-        frame.to_csv(path, index=False)
+        formula_safe_frame(frame).to_csv(path, index=False)
 
 
 def _track(train: TrainResult, settings: dict, X_train, Y_train, seconds: float, schema: CohortSchema) -> None:

@@ -44,9 +44,13 @@ from pandas.api import types as ptypes
 
 from .exceptions import InputDataError
 from .features import BOOLEAN, CATEGORICAL, FEATURE_KINDS, NUMERIC
+from .preprocessing import NumericEncoding
 from .tasks import REGRESSION, TASK_KINDS
 
 ROW_NUMBER = "row_number"
+ID_TYPES = ("integer", "string")
+"""How ids are compared: as whole numbers (6, 6.0 and "6" are one id) or as text (numbers
+written as their shortest text: 6 and 6.0 read "6"; text kept as given, without surrounding spaces)."""
 _TRUE_TEXT = {"true", "1", "1.0"}
 _FALSE_TEXT = {"false", "0", "0.0"}
 DISPLAY_TRANSFORMS = {"exp": np.exp}
@@ -150,6 +154,7 @@ class CohortSchema:
     version: int = 1
     description: str = ""
     extra: dict = field(default_factory=dict, compare=False)
+    id_type: str = "string"
 
     @property
     def feature_names(self) -> list[str]:
@@ -184,7 +189,7 @@ class CohortSchema:
             outcomes[outcome.name] = entry
         return {
             "cohort": self.cohort, "version": self.version, "description": self.description,
-            "id_column": self.id_column, "features": features, "outcomes": outcomes,
+            "id_column": self.id_column, "id_type": self.id_type, "features": features, "outcomes": outcomes,
         }
 
     @classmethod
@@ -214,12 +219,15 @@ class CohortSchema:
             version = int(data.get("version", 1))
         except (TypeError, ValueError):
             problems.append(f"version must be a whole number, got {data['version']!r}")
+        id_type = data.get("id_type", "string")
+        if id_type not in ID_TYPES:
+            problems.append(f"id_type must be one of {list(ID_TYPES)}, got {id_type!r}")
         if problems:
             raise SchemaError(f"{source}: " + "; ".join(problems) + ".")
         return cls(
             cohort=str(data["cohort"]), id_column=str(data["id_column"]), features=tuple(features),
             outcomes=tuple(outcomes), version=version,
-            description=str(data.get("description", "")),
+            description=str(data.get("description", "")), id_type=id_type,
         )
 
     def check_columns(self, columns, source: str) -> None:
@@ -232,7 +240,8 @@ class CohortSchema:
             )
 
     def validate(self, frame: pd.DataFrame, *, first_row_number: int = 0, source: str = "input",
-                 repeated_ids: np.ndarray | None = None) -> ValidationResult:
+                 repeated_ids: np.ndarray | None = None, read_problems: np.ndarray | None = None
+                 ) -> ValidationResult:
         """Split a table into valid rows (typed for the model) and rejected rows with reasons.
 
         Parameters
@@ -247,6 +256,9 @@ class CohortSchema:
             Rows whose id an earlier row outside ``frame`` already has (an
             earlier chunk of the same input): rejected as duplicates, with the
             same reason as a repeat within ``frame``.
+        read_problems : array of object, default=None
+            Per row, why the reader could not read it (None where it could):
+            such rows are rejected with that reason alone.
 
         Returns
         -------
@@ -266,6 +278,11 @@ class CohortSchema:
         if not table.index.equals(pd.RangeIndex(len(frame))):
             table.index = pd.RangeIndex(len(frame))  # positions; the caller's index is restored below
         problems = []
+        raw_ids = table[self.id_column]
+        ids, bad_ids = self.canonical_ids(raw_ids)
+        table[self.id_column] = ids
+        rule = f"expected {'a whole number' if self.id_type == 'integer' else 'text or a number'} as the id"
+        problems += [(i, self.id_column, raw_ids.iloc[i], rule) for i in np.flatnonzero(bad_ids)]
         for feature in self.features:
             column = table[feature.name]
             values, bad = _PARSERS[feature.type](column, feature)
@@ -289,7 +306,11 @@ class CohortSchema:
             ids = frame[self.id_column].to_numpy()
             problems += [(i, self.id_column, ids[i], duplicate) for i in np.flatnonzero(repeated_ids)
                          if i not in repeated_within]
-        order = {name: k for k, name in enumerate(columns)}  # reasons in column order, however found
+        if read_problems is not None:  # an unread row has no values to judge: its one reason is why
+            unread = {int(i) for i in np.flatnonzero(pd.notna(read_problems))}
+            problems = [problem for problem in problems if problem[0] not in unread]
+            problems += [(i, None, None, read_problems[i]) for i in sorted(unread)]
+        order = {name: k for k, name in enumerate(columns)} | {None: -1}  # reasons in column order
         problems.sort(key=lambda problem: (problem[0], order[problem[1]]))
         rows = sorted({problem[0] for problem in problems})
         rejected = _rejection_table(problems, rows, frame, self.id_column, first_row_number)
@@ -301,6 +322,36 @@ class CohortSchema:
         valid = table[keep]
         valid.index = frame.index[keep]
         return ValidationResult(valid, rejected)
+
+    def canonical_ids(self, ids: pd.Series) -> tuple[pd.Series, np.ndarray]:
+        """Ids in the one form that ``id_type`` gives them, and which ones cannot take it.
+
+        With ``id_type: integer`` ids become pandas ``Int64`` (6, 6.0, "6" and
+        " 6 " are the id 6; 6.5 and "six" cannot be ids); with ``string`` they
+        become text (numbers as their shortest text, so 6 and 6.0 read "6";
+        text stripped of surrounding spaces). Missing ids stay missing (and
+        ``validate`` rejects them). Comparing ids in this form makes the
+        result independent of file types, file order and chunking.
+
+        Parameters
+        ----------
+        ids : Series
+
+        Returns
+        -------
+        ids : Series
+            Indexed like ``ids``; missing where an id is missing or cannot be one.
+        bad : ndarray of bool
+            Where a present id cannot take the form.
+        """
+        present = ids.notna().to_numpy()
+        if self.id_type == "integer":
+            return _integer_ids(ids, present)
+        if ptypes.is_integer_dtype(ids.dtype):
+            text = ids.astype("Int64").astype(str).astype(object).where(present, None)
+        else:
+            text = ids.astype(object).where(present, None).map(_id_text)
+        return pd.Series(text.to_numpy(dtype=object), index=ids.index, dtype=object), np.zeros(len(ids), dtype=bool)
 
     def validator(self):
         """The pandera ``DataFrameSchema`` behind ``validate`` (built once)."""
@@ -381,15 +432,31 @@ def load_schema(path: str | Path) -> CohortSchema:
 
 
 def schema_for_model(schema: CohortSchema, model) -> CohortSchema:
-    """``schema`` with the model's log-transformed features required to be positive.
+    """``schema`` with every numeric feature's range narrowed to what the model can represent.
 
-    The model takes the logarithm of these features: a zero or negative value
-    must reject its row, not stop a scoring run.
+    A value whose standardised input would exceed ``MAX_ABS_INPUT`` (an albumin
+    of 1e300, say) must reject its row with the rule, not stop a scoring run:
+    each numeric feature's ``min``/``max`` is intersected with the model's
+    representable range (``NumericEncoding.representable_range``). A model stored
+    before the asinh transform takes the plain logarithm of its log columns,
+    which are then required to be positive; the asinh transform takes any value.
     """
-    logged = set(getattr(model.preprocessor_, "log_columns_", ()))
+    encodings = {encoding.name: encoding for encoding in model.preprocessor_.encodings_
+                 if isinstance(encoding, NumericEncoding)}
     return replace(schema, features=tuple(
-        replace(feature, positive=True) if feature.name in logged else feature for feature in schema.features
+        _model_feature(feature, encodings.get(feature.name)) for feature in schema.features
     ))
+
+
+def _model_feature(feature: FeatureSpec, encoding) -> FeatureSpec:
+    if feature.type != NUMERIC or encoding is None:
+        return feature
+    low, high = encoding.representable_range()
+    if low is not None and (feature.min is None or feature.min < low):
+        feature = replace(feature, min=low)
+    if high is not None and (feature.max is None or feature.max > high):
+        feature = replace(feature, max=high)
+    return replace(feature, positive=True) if encoding.positive_only else feature
 
 
 def schema_from_model(model, id_column: str) -> CohortSchema:
@@ -557,6 +624,36 @@ def _parse_categorical(column: pd.Series, feature: FeatureSpec) -> tuple[pd.Cate
     return pd.Categorical(values.to_numpy()), fine
 
 
+def _integer_ids(ids: pd.Series, present: np.ndarray) -> tuple[pd.Series, np.ndarray]:
+    """Ids as pandas Int64, and which present ones are not whole numbers."""
+    if ptypes.is_integer_dtype(ids.dtype):
+        return ids.astype("Int64"), np.zeros(len(ids), dtype=bool)
+    try:  # the common cases: integer text (CSV) or integral floats, converted by Arrow at C speed
+        array = pa.array(ids.astype(object).where(present, None), from_pandas=True)
+        values = pc.cast(pc.utf8_trim_whitespace(array) if pa.types.is_string(array.type) else array, pa.int64())
+        return pd.Series(values.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get).array, index=ids.index,
+                         dtype="Int64"), np.zeros(len(ids), dtype=bool)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        pass
+    numbers = pd.to_numeric(ids.astype(object).where(present, None).map(
+        lambda v: v.strip() if isinstance(v, str) else (None if isinstance(v, bool) else v)), errors="coerce")
+    numbers = numbers.to_numpy(dtype=np.float64)
+    whole = np.isfinite(numbers) & (np.mod(numbers, 1) == 0) & (np.abs(numbers) < 2.0**63)
+    values = pd.array(np.where(whole, numbers, 0).astype(np.int64), dtype="Int64")
+    values[~whole] = pd.NA
+    return pd.Series(values, index=ids.index), present & ~whole
+
+
+def _id_text(value: object) -> object:
+    if value is None:
+        return None
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    if isinstance(value, (int, np.integer, float, np.floating)) and not isinstance(value, bool):
+        return repr(value.item() if isinstance(value, np.generic) else value)
+    return str(value).strip()
+
+
 def _category_text(value: object) -> object:
     if value is None:
         return None
@@ -586,7 +683,7 @@ def _rejection_table(problems: list[tuple], rows: list[int], frame: pd.DataFrame
                      first_row_number: int) -> pd.DataFrame:
     by_row: dict[int, list[str]] = {row: [] for row in rows}
     for position, column, value, rule in problems:
-        by_row[position].append(f"column '{column}' value {_shown(value)}: {rule}")
+        by_row[position].append(rule if column is None else f"column '{column}' value {_shown(value)}: {rule}")
     ids = frame[id_column].to_numpy() if id_column in frame else np.full(len(frame), None)
     return pd.DataFrame({
         ROW_NUMBER: np.asarray(rows, dtype=np.int64) + first_row_number,

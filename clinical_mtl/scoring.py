@@ -28,8 +28,10 @@ import pyarrow as pa
 import torch
 
 from .allocation import release_free_memory
-from .batch_io import AtomicTableWriter, count_rows, iter_chunks, list_input_files
+from .batch_io import (READ_PROBLEM, AtomicTableWriter, check_output_paths, count_rows, iter_chunks,
+                       list_input_files)
 from .estimator import MultiTaskMLP
+from .exceptions import ModelLoadError
 from .explain import top_contribution_columns, top_contributions
 from .features import CATEGORICAL
 from .conformal import DEFAULT_COVERAGE
@@ -113,18 +115,38 @@ def load_model_for_scoring(reference: str, id_column: str | None = None) -> Load
     from .persistence import load_model, load_model_info, load_schema_of
 
     path = Path(reference)
-    if path.is_dir():
+    if not reference.startswith(MLFLOW_SCHEMES):
         model, schema, name, version, run_id = load_model(path), load_schema_of(path), path.name, None, None
         saved_at = load_model_info(path)["saved_at"]
     else:
-        from .tracking import download_model, model_identity
-
-        with download_model(reference) as folder:
-            model, schema, saved_at = load_model(folder), load_schema_of(folder), load_model_info(folder)["saved_at"]
-        name, version, run_id = model_identity(reference)
+        model, schema, saved_at, (name, version, run_id) = _load_from_mlflow(reference)
     schema = schema_for_model(schema or schema_from_model(model, id_column or "id"), model)
     schema.validator()  # built now (it imports pandera), not while scoring
     return LoadedModel(model, schema, name, version, run_id, reference, saved_at)
+
+
+MLFLOW_SCHEMES = ("models:/", "runs:/")
+
+
+def _load_from_mlflow(reference: str):
+    """Model, schema, save time and identity of an MLflow model URI; ``ModelLoadError`` if MLflow has none."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from .persistence import load_model, load_model_info, load_schema_of
+    from .tracking import download_model, model_identity
+
+    uri = mlflow.get_tracking_uri()
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():  # MLflow would create it
+        raise ModelLoadError(f"Cannot resolve {reference}: there is no MLflow tracking database at "
+                             f"{uri[len('sqlite:///'):]} (set MLFLOW_TRACKING_URI to the one that holds it).")
+    try:
+        identity = model_identity(reference)
+        with download_model(reference) as folder:
+            return load_model(folder), load_schema_of(folder), load_model_info(folder)["saved_at"], identity
+    except MlflowException as error:
+        reason = str(error.message).strip().splitlines()[0] if str(error.message).strip() else type(error).__name__
+        raise ModelLoadError(f"Cannot load {reference} from MLflow at {uri}: {reason}") from None
 
 
 def score_files(
@@ -182,10 +204,9 @@ def score_files(
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}.")
     if top_k < 0:
         raise ValueError(f"top_k must be 0 or more, got {top_k}.")
+    paths = check_scoring_paths(inputs, output, rejects)
+    output, rejects, summary_path = paths["output"], paths["rejects"], paths["summary"]
     files = list_input_files(inputs)
-    output = Path(output)
-    rejects = Path(rejects) if rejects is not None else output.with_name(f"{output.stem}.rejects{output.suffix}")
-    summary_path = output.with_name(f"{output.stem}.summary.json")
     schema = loaded.schema
     started = datetime.now(timezone.utc)
     summary = ScoringSummary(
@@ -248,6 +269,33 @@ def score_files(
     return summary
 
 
+def scoring_paths(output: str | Path, rejects: str | Path | None = None) -> dict[str, Path]:
+    """The files a scoring run writes: ``output``, ``rejects`` (default ``<output stem>.rejects.<suffix>``)
+    and ``summary`` (``<output stem>.summary.json``)."""
+    output = Path(output)
+    rejects = Path(rejects) if rejects is not None else output.with_name(f"{output.stem}.rejects{output.suffix}")
+    return {"output": output, "rejects": rejects, "summary": output.with_name(f"{output.stem}.summary.json")}
+
+
+def check_scoring_paths(inputs: str | Path, output: str | Path, rejects: str | Path | None = None
+                        ) -> dict[str, Path]:
+    """:func:`scoring_paths`, refused (``OutputPathError``) where they would overwrite an input, one
+    another, or a file that no earlier scoring run wrote (see ``batch_io.check_output_paths``)."""
+    paths = scoring_paths(output, rejects)
+    check_output_paths(inputs, paths, owned=_written_by_scoring(paths))
+    return paths
+
+
+def _written_by_scoring(paths: dict[str, Path]) -> set[Path]:
+    """The existing ``paths`` that an earlier scoring run wrote: those its summary names."""
+    try:
+        earlier = json.loads(paths["summary"].read_text())
+        named = {Path(earlier["output"]).name, Path(earlier["rejects"]).name}
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+    return {paths["summary"]} | {path for key, path in paths.items() if key != "summary" and path.name in named}
+
+
 def validated_chunks(files: list[Path], schema: CohortSchema, chunk_size: int, summary: ScoringSummary,
                      ids: IdRegister):
     """Yield (file, chunk, valid rows, rejected rows) for every chunk, in order; ``ids``
@@ -262,8 +310,10 @@ def validated_chunks(files: list[Path], schema: CohortSchema, chunk_size: int, s
             if chunk is None:
                 break
             with _timed(summary, "validate"):
-                earlier = ids.seen_before(chunk[schema.id_column].reset_index(drop=True))
-                result = schema.validate(chunk, first_row_number=first_row, source=str(path), repeated_ids=earlier)
+                read_problems = chunk.pop(READ_PROBLEM).to_numpy() if READ_PROBLEM in chunk else None
+                earlier = ids.seen_before(schema.canonical_ids(chunk[schema.id_column].reset_index(drop=True))[0])
+                result = schema.validate(chunk, first_row_number=first_row, source=str(path), repeated_ids=earlier,
+                                         read_problems=read_problems)
                 valid, rejected = _numbered(result, first_row, chunk), result.rejected
             first_row += len(chunk)
             yield path, chunk, valid, rejected
@@ -580,9 +630,7 @@ def _constant(value: str | None, n_rows: int) -> pa.Array:
 
 
 def _output_schema(loaded: LoadedModel, chunk: pd.DataFrame, top_k: int) -> pa.Schema:
-    id_type = pa.Schema.from_pandas(chunk[[loaded.schema.id_column]], preserve_index=False).field(0).type
-    if pa.types.is_null(id_type):  # text ids all missing in the first chunk: the type of the ids to come
-        id_type = pa.string()
+    id_type = pa.int64() if loaded.schema.id_type == "integer" else pa.string()  # ids are canonical (schema)
     text = pa.dictionary(pa.int32(), pa.string())
     fields = [pa.field(ROW_NUMBER, pa.int64()), pa.field(loaded.schema.id_column, id_type)]
     for name, kind in output_columns(loaded.model, top_k):

@@ -39,7 +39,7 @@ from .batch_io import list_input_files
 from .features import BOOLEAN, CATEGORICAL
 from .outputs import output_columns
 from .schema import ROW_NUMBER, CohortSchema, SchemaError
-from .scoring import LoadedModel, ScoringSummary, write_json_atomically
+from .scoring import LoadedModel, ScoringSummary, check_scoring_paths, write_json_atomically
 
 _SOURCE = "source_file"
 _PROBLEMS = ["n_problems", "reasons"]
@@ -104,12 +104,12 @@ def score_files_with_spark(
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
+    paths = check_scoring_paths(inputs, output, rejects)
+    output, rejects = paths["output"], paths["rejects"]
     files = list_input_files(inputs)
     not_parquet = [str(f) for f in files if f.suffix.lower() not in (".parquet", ".pq")]
     if not_parquet:
         raise SchemaError(f"The Spark engine reads Parquet only; not Parquet: {not_parquet}.")
-    output = Path(output)
-    rejects = Path(rejects) if rejects is not None else output.with_name(f"{output.stem}.rejects{output.suffix}")
     schema = loaded.schema
     started = datetime.now(timezone.utc)
     clock = time.perf_counter()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from numbers import Real
 
 import numpy as np
 import pandas as pd
@@ -33,6 +34,8 @@ MULTICLASS = "multiclass"
 REGRESSION = "regression"
 TASK_KINDS = (BINARY, MULTICLASS, REGRESSION)
 MAX_INFERRED_CLASSES = 10
+# What pandas.api.types.infer_dtype says of label arrays holding one type of value.
+_ONE_LABEL_TYPE = {"string", "integer", "floating", "mixed-integer-float", "decimal", "boolean", "empty"}
 
 
 @dataclass(frozen=True)
@@ -68,8 +71,14 @@ class TaskSpec:
         return len(self.classes) if self.kind == MULTICLASS else 1
 
 
-def as_label_frame(Y: object, index: pd.Index) -> pd.DataFrame:
+def as_label_frame(Y: object, index: pd.Index, *, match_index: bool = True) -> pd.DataFrame:
     """Return the label table as a DataFrame aligned with the feature rows.
+
+    Labels are matched to feature rows by position, the scikit-learn way.
+    When both are indexed (``X`` a DataFrame, ``Y`` a DataFrame or Series),
+    their indexes must be equal: a ``Y`` listing the same patients in another
+    order, or other patients, is an error rather than labels silently given
+    to the wrong patients.
 
     Parameters
     ----------
@@ -78,10 +87,20 @@ def as_label_frame(Y: object, index: pd.Index) -> pd.DataFrame:
         columns of a 2-d array are named ``y0, y1, ...``.
     index : Index
         Index of the feature table; the result is indexed like it.
+    match_index : bool, default=True
+        Whether ``index`` is the feature table's own index (``X`` was a
+        DataFrame), which a pandas ``Y`` must then equal. False when ``X`` was
+        an array: its positions are all there is to match.
 
     Returns
     -------
     DataFrame
+
+    Raises
+    ------
+    InputDataError
+        If ``Y`` is None, has the wrong shape or length, duplicated columns, or
+        (with ``match_index``) an index other than ``index``.
     """
     if Y is None:
         raise InputDataError(
@@ -108,12 +127,54 @@ def as_label_frame(Y: object, index: pd.Index) -> pd.DataFrame:
         )
     if frame.shape[1] == 0:
         raise InputDataError("Y has no outcome column.")
+    if match_index and isinstance(Y, (pd.DataFrame, pd.Series)):
+        _check_same_rows(index, Y.index)
     frame = frame.set_axis(index, axis=0)
     names = [str(column) for column in frame.columns]
     duplicated = sorted({name for name in names if names.count(name) > 1})
     if duplicated:
         raise InputDataError(f"Y has duplicated outcome columns {duplicated}.")
     return frame.set_axis(names, axis=1)
+
+
+def check_label_index(X: object, Y: object) -> None:
+    """Check that pandas labels list the patients of pandas features, in their order.
+
+    Nothing is checked unless both ``X`` is a DataFrame and ``Y`` a DataFrame
+    or Series (arrays are matched by position), nor when their lengths differ
+    (an error of its own, raised where the labels are read).
+
+    Raises
+    ------
+    InputDataError
+        If the indexes differ, naming the first position where they do.
+    """
+    if isinstance(X, pd.DataFrame) and isinstance(Y, (pd.DataFrame, pd.Series)) and len(X) == len(Y):
+        _check_same_rows(X.index, Y.index)
+
+
+def _check_same_rows(index: pd.Index, label_index: pd.Index) -> None:
+    """Raise InputDataError unless ``label_index`` equals the feature rows' ``index``.
+
+    The message names the first position at which they differ, never an id
+    (ids are patient data).
+    """
+    if label_index.equals(index):
+        return
+    left, right = index.to_numpy(dtype=object), label_index.to_numpy(dtype=object)
+    n = min(len(left), len(right))
+    try:
+        same = np.asarray(left[:n] == right[:n], dtype=bool) | (pd.isna(left[:n]) & pd.isna(right[:n]))
+    except (TypeError, ValueError):  # values that do not compare elementwise
+        same = np.array([a is b or a == b for a, b in zip(left[:n], right[:n])], dtype=bool)
+    differing = np.flatnonzero(~same)
+    if differing.size == 0 and len(left) == len(right):
+        return  # equal labels of differently typed indexes (e.g. categorical and plain)
+    position = int(differing[0]) if differing.size else n
+    raise InputDataError(
+        f"Y's index differs from X's at position {position}: Y must list the same patients in the "
+        "same order as X (reorder it with Y.loc[X.index] or reset both indexes)."
+    )
 
 
 def infer_tasks(Y: pd.DataFrame, tasks: Mapping[str, str] | None = None) -> list[TaskSpec]:
@@ -219,7 +280,9 @@ def _plain(value: object) -> object:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def align_labels(Y: object, index: pd.Index, specs: Sequence[TaskSpec]) -> pd.DataFrame:
+def align_labels(
+    Y: object, index: pd.Index, specs: Sequence[TaskSpec], *, match_index: bool = True
+) -> pd.DataFrame:
     """The labels of some or all outcomes of a fitted model, for scoring.
 
     Named labels (a DataFrame or a named Series) must name outcomes of the
@@ -233,13 +296,16 @@ def align_labels(Y: object, index: pd.Index, specs: Sequence[TaskSpec]) -> pd.Da
         Index of the feature rows.
     specs : sequence of TaskSpec
         The model's outcomes.
+    match_index : bool, default=True
+        Whether a pandas ``Y`` must be indexed like ``index`` (see
+        :func:`as_label_frame`); False when the features were an array.
 
     Returns
     -------
     DataFrame
         Columns named after the model's outcomes.
     """
-    labels = as_label_frame(Y, index)
+    labels = as_label_frame(Y, index, match_index=match_index)
     names = [spec.name for spec in specs]
     named = isinstance(Y, pd.DataFrame) or (isinstance(Y, pd.Series) and isinstance(Y.name, str))
     if not named:
@@ -360,15 +426,67 @@ def _check_task_mapping(tasks: Mapping[str, str], columns: pd.Index) -> None:
 
 
 def _labelled_values(column: pd.Series, name: str) -> np.ndarray:
-    """The non-missing labels of a column as a plain numpy array."""
-    values = column[column.notna()]
-    if isinstance(values.dtype, pd.CategoricalDtype):
-        return values.astype(object).to_numpy()
-    if ptypes.is_extension_array_dtype(values.dtype):
-        return values.to_numpy(dtype=values.dtype.numpy_dtype)
-    if ptypes.is_complex_dtype(values.dtype):
+    """The non-missing labels of a column as a plain numpy array.
+
+    Categories and text of any dtype (object, pandas ``string``) come back as
+    an object array; nullable numbers and booleans as their numpy dtype.
+    """
+    present = column.notna().to_numpy()
+    values = column[present]
+    dtype = values.dtype
+    if isinstance(dtype, pd.CategoricalDtype):
+        values = values.astype(object)
+    elif ptypes.is_extension_array_dtype(dtype):
+        numpy_dtype = getattr(dtype, "numpy_dtype", None)  # pandas "string" has none
+        return values.to_numpy(dtype=object if numpy_dtype is None or numpy_dtype.kind in "OUS" else numpy_dtype)
+    elif ptypes.is_complex_dtype(dtype):
         raise InputDataError(f"Outcome {name!r}: Complex data not supported.")
-    return values.to_numpy()
+    array = values.to_numpy()
+    if array.dtype == object:
+        check_one_label_type(array, name, np.flatnonzero(present))
+    return array
+
+
+def _label_type(value: object) -> str:
+    """The family of a label: what can be compared with what."""
+    if isinstance(value, (bool, np.bool_)):
+        return "boolean"
+    if isinstance(value, (Real, np.number)):
+        return "number"
+    if isinstance(value, str):
+        return "text"
+    return type(value).__name__
+
+
+def check_one_label_type(values: np.ndarray, name: str, positions: np.ndarray) -> None:
+    """Raise InputDataError if the labels of an object column mix numbers, text, ...
+
+    Parameters
+    ----------
+    values : ndarray of object
+        One outcome's non-missing labels.
+    name : str
+        The outcome.
+    positions : ndarray of int
+        The row positions of ``values``; the message names those of the rows
+        holding the less common types, never their values.
+    """
+    if ptypes.infer_dtype(values, skipna=False) in _ONE_LABEL_TYPE:
+        return
+    families = np.array([_label_type(value) for value in values], dtype=object)
+    kinds, counts = np.unique(families, return_counts=True)
+    if len(kinds) < 2:
+        return
+    common = kinds[np.argmax(counts)]
+    odd = positions[families != common]
+    shown = ", ".join(str(position) for position in odd[:5])
+    more = f" and {len(odd) - 5} more" if len(odd) > 5 else ""
+    others = ", ".join(kind for kind in kinds if kind != common)
+    where = f"the row at position {shown} holds" if len(odd) == 1 else f"the rows at positions {shown}{more} hold"
+    raise InputDataError(
+        f"Outcome {name!r} mixes label types: {where} {others} labels, the others {common} "
+        "labels; use one type for its class labels."
+    )
 
 
 def _infer_kind(labels: np.ndarray) -> str:

@@ -39,6 +39,7 @@ import pandas as pd
 import yaml
 
 from . import __version__
+from .batch_io import formula_safe_frame
 from .conformal import DEFAULT_COVERAGE
 from .estimator import MultiTaskMLP
 from .exceptions import InputDataError
@@ -54,7 +55,6 @@ MODEL_ARTIFACT = "model"
 EXPLANATION_ROWS = 1000
 FIT_LOGGED_TAG = "clinical_mtl.fit_logged"
 _MODEL_CODE = Path(__file__).with_name("mlflow_model_code.py")
-_SIGNATURE_TYPES = {"numeric": "double", "boolean": "boolean", "categorical": "string"}
 _REQUIREMENTS = ("torch", "mlflow", "scikit-learn", "scipy", "pandas", "numpy", "pyarrow")
 _autolog_settings: dict = {}
 
@@ -203,7 +203,8 @@ def _log_global_explanations(model: MultiTaskMLP, X) -> None:
         features = features.sample(EXPLANATION_ROWS, random_state=0)
     explanations = model.explain(features)
     with tempfile.TemporaryDirectory() as folder:
-        global_importance(explanations).to_csv(Path(folder) / "global_importance.csv")
+        formula_safe_frame(global_importance(explanations).reset_index()).to_csv(
+            Path(folder) / "global_importance.csv", index=False)
         save_beeswarm_plots(explanations, folder)
         mlflow.log_artifacts(folder, artifact_path="explanations")
 
@@ -230,8 +231,9 @@ def log_model(
 ):
     """Log a fitted model as an MLflow pyfunc model with a signature.
 
-    The pyfunc takes the clinical columns (numeric as double, boolean as
-    boolean, categorical as string; missing values allowed) and returns the
+    The pyfunc takes the clinical columns (in the signature optional and of
+    any type; checked against the model's cohort schema, or without one its
+    columns and kinds, by the model itself) and returns the
     flat columns of :func:`clinical_mtl.outputs.flat_predictions`. Its
     ``top_k`` parameter adds the largest SHAP contributions per outcome, its
     ``interval_coverage`` parameter (default 0.9) sets the coverage of the
@@ -376,13 +378,18 @@ def register_model(model_uri: str, name: str, *, alias: str | None = None):
 
 def model_signature(model: MultiTaskMLP, top_k: int = 0):
     """The MLflow signature: clinical columns in, flat prediction columns out, and the
-    ``top_k`` (default ``top_k``) and ``interval_coverage`` (default 0.9) parameters."""
+    ``top_k`` (default ``top_k``) and ``interval_coverage`` (default 0.9) parameters.
+
+    The input columns are optional and of any type: MLflow's own check of a
+    signature answers with the request's rows, so the model checks types,
+    ranges and categories itself, with its cohort schema (``clinical_mtl.serving``).
+    """
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
-    inputs = Schema([
-        ColSpec(_SIGNATURE_TYPES[kind], name) for name, kind in model.preprocessor_.feature_kinds_.items()
-    ])
+    from .serving import permissive_input_schema
+
+    inputs = permissive_input_schema(list(model.preprocessor_.feature_kinds_))
     outputs = Schema([ColSpec(kind, name) for name, kind in output_columns(model, top_k)])
     params = ParamSchema([
         ParamSpec("top_k", "long", int(top_k)),
@@ -402,17 +409,17 @@ def synthetic_input_example(model: MultiTaskMLP) -> pd.DataFrame:
         elif kind == BOOLEAN:
             row[encoding.name] = bool(round(encoding.median))
         else:
-            median = math.exp(encoding.median) if encoding.log else encoding.median
+            median = float(encoding.to_units(encoding.median))
             row[encoding.name] = float(f"{median:.3g}")
     return pd.DataFrame([row])
 
 
 def to_pyfunc_input(model: MultiTaskMLP, X) -> pd.DataFrame:
-    """Convert a feature table to the exact types of the model's MLflow signature.
+    """Convert a feature table to plain types (float, bool, text) for the MLflow model.
 
     The columns are checked by clinical_mtl first, so that a bad value raises an
-    error naming the column and rows, rather than MLflow's schema error, which
-    repeats the input rows (patient data) in its message.
+    error naming the column and rows, and never a value. (The MLflow model checks
+    its input again, with its cohort schema.)
 
     Parameters
     ----------

@@ -15,6 +15,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..exceptions import BrowserUnavailableError
+
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 # Offline and quiet: no background connections, which a closed network refuses noisily.
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -32,13 +34,13 @@ def find_chromium() -> str:
     configured = os.environ.get("CLINICAL_MTL_CHROMIUM")
     if configured:
         if not Path(configured).is_file():
-            raise RuntimeError(f"CLINICAL_MTL_CHROMIUM={configured!r} is not a file.")
+            raise BrowserUnavailableError(f"CLINICAL_MTL_CHROMIUM={configured!r} is not a file.")
         return configured
     for name in CHROMIUM_NAMES:
         found = shutil.which(name)
         if found:
             return found
-    raise RuntimeError("No Chromium found (looked for " + ", ".join(CHROMIUM_NAMES) + " on the PATH); install "
+    raise BrowserUnavailableError("No Chromium found (looked for " + ", ".join(CHROMIUM_NAMES) + " on the PATH); install "
                        "it (Debian: apt-get install chromium) or set CLINICAL_MTL_CHROMIUM to its executable.")
 
 
@@ -48,7 +50,7 @@ def chromium():
     try:
         from playwright.sync_api import sync_playwright
     except ImportError as error:  # pragma: no cover - depends on the installation
-        raise RuntimeError("PDF reports need Playwright: pip install 'clinical-mtl[browser]'.") from error
+        raise BrowserUnavailableError("PDF reports need Playwright: pip install 'clinical-mtl[browser]'.") from error
     executable = find_chromium()
     with tempfile.TemporaryDirectory() as profile, sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(

@@ -3,7 +3,10 @@
 Every input row is accounted for: it gets a page, or it is listed on the
 index page (and in ``rejected.csv``) with the reason it has none. The folder
 is written beside its destination and renamed into place when complete, so
-a report folder is never half written.
+a report folder is never half written. It carries a manifest of the files it
+wrote (``MANIFEST``); an existing folder is replaced only when it is empty or
+holds exactly the files of its manifest, so a folder of the user's (or a
+report folder the user added files to) is never deleted.
 """
 
 from __future__ import annotations
@@ -19,13 +22,15 @@ import pandas as pd
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from .. import __version__
-from ..batch_io import list_input_files
+from ..batch_io import formula_safe_frame, list_input_files
+from ..exceptions import InputDataError, OutputPathError
 from ..schema import ROW_NUMBER
 from ..scoring import IdRegister, LoadedModel, ScoringSummary, reject_rows, validated_chunks
 from .content import DEFAULT_INTENDED_USE, DEFAULT_LIMITS, build_patient_reports, model_facts
 
 PATIENTS_FOLDER = "patients"
 PDF_FOLDER = "pdf"
+MANIFEST = ".clinical-mtl-report.json"
 
 
 @dataclass
@@ -83,6 +88,7 @@ def write_reports(loaded: LoadedModel, inputs: str | Path, output: str | Path, *
     clock = time.perf_counter()
     steps = {}
     output = Path(output)
+    check_report_folder(output, inputs)  # before anything is read
     files = list_input_files(inputs)
     patients, rejected, rows_in = _read_patients(loaded, files, chunk_size)
     score_rows = None
@@ -94,8 +100,11 @@ def write_reports(loaded: LoadedModel, inputs: str | Path, output: str | Path, *
     steps["predict_and_explain"] = time.perf_counter() - clock - sum(steps.values())
     facts = model_facts(loaded)
     environment = _environment()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    except OSError as error:
+        raise OutputPathError(f"Cannot write the report folder {output}: {error.strerror}.") from None
     try:
         (staging / PATIENTS_FOLDER).mkdir()
         page = environment.get_template("patient.html.j2")
@@ -110,7 +119,7 @@ def write_reports(loaded: LoadedModel, inputs: str | Path, output: str | Path, *
             outcome_titles=[outcome.title for outcome in reports[0].outcomes] if reports else [],
             source=", ".join(str(path) for path in files), **common)
         (staging / "index.html").write_text(index, encoding="utf-8")
-        rejected.to_csv(staging / "rejected.csv", index=False)
+        formula_safe_frame(rejected).to_csv(staging / "rejected.csv", index=False)
         steps["render_and_write"] = time.perf_counter() - clock - sum(steps.values())
         n_pdfs = _print_pdfs(staging, reports) if pdf else 0
         if pdf:
@@ -123,7 +132,9 @@ def write_reports(loaded: LoadedModel, inputs: str | Path, output: str | Path, *
         if summary.rows_in != summary.pages + summary.rows_rejected:  # pragma: no cover - a bug
             raise RuntimeError(f"Row accounting failed: {asdict(summary)}")
         (staging / "summary.json").write_text(json.dumps(asdict(summary), indent=1))
-        _replace_folder(staging, output)
+        written = sorted(str(path.relative_to(staging)) for path in staging.rglob("*") if path.is_file())
+        (staging / MANIFEST).write_text(json.dumps({"written_by": f"clinical-mtl {__version__}", "files": written}))
+        _replace_folder(staging, output, inputs)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -155,16 +166,17 @@ def _match_scores(loaded: LoadedModel, patients: pd.DataFrame, path: Path):
     missing = [column for column in (id_column, "run_id") if column not in scores.columns]
     contribution_columns = [c for c in scores.columns if c.endswith("_top1_feature")]
     if missing or not contribution_columns:
-        raise ValueError(f"{path}: expected a file written by 'clinical-mtl score --explain' (with columns "
+        raise InputDataError(f"{path}: expected a file written by 'clinical-mtl score --explain' (with columns "
                          f"{id_column!r}, 'run_id' and <outcome>_top<j>_feature), missing "
                          f"{missing or ['<outcome>_top1_feature']}.")
     runs = set(scores["run_id"].dropna().astype(str))
     if loaded.run_id is not None and runs - {loaded.run_id}:
-        raise ValueError(f"{path} was scored by the model of run(s) {sorted(runs)}, not by {loaded.reference} "
+        raise InputDataError(f"{path} was scored by the model of run(s) {sorted(runs)}, not by {loaded.reference} "
                          f"(run {loaded.run_id}); report with the model that scored it.")
     keys = scores[id_column].astype(str)
-    if keys.duplicated().any():
-        raise ValueError(f"{path}: id {keys[keys.duplicated()].iloc[0]!r} has more than one row.")
+    if keys.duplicated().any():  # named by row, not by id: ids are patient data
+        row = int(keys.duplicated().to_numpy().argmax())
+        raise InputDataError(f"{path}: row {row} repeats the id of an earlier row; a scores file has one row per id.")
     positions = pd.Index(keys).get_indexer(patients[id_column].astype(str))
     found = positions >= 0
     unscored = patients.loc[~found, [ROW_NUMBER, id_column]].assign(
@@ -181,8 +193,40 @@ def _print_pdfs(folder: Path, reports: list) -> int:
     return print_pdfs(pages, folder / PDF_FOLDER)
 
 
-def _replace_folder(staging: Path, output: Path) -> None:
-    """Move the finished folder into place, then delete the one it replaces."""
+def check_report_folder(output: Path, inputs: str | Path) -> None:
+    """Refuse a report folder that is not ours to replace, or that holds the input.
+
+    Raises
+    ------
+    OutputPathError
+        If ``output`` is a file, holds the input, or is a non-empty folder
+        with files that no earlier report wrote (none, or not all, listed in
+        its ``MANIFEST``).
+    """
+    if not output.exists():
+        return
+    if not output.is_dir():
+        raise OutputPathError(f"The report folder {output} is a file; name a folder.")
+    source = Path(inputs).resolve()
+    if source == output.resolve() or output.resolve() in source.parents:
+        raise OutputPathError(f"The report folder {output} holds the input {inputs}; it would be replaced. "
+                              "Write the report elsewhere.")
+    present = {str(path.relative_to(output)) for path in output.rglob("*") if path.is_file() or path.is_symlink()}
+    if not present:
+        return
+    try:
+        listed = set(json.loads((output / MANIFEST).read_text())["files"]) | {MANIFEST}
+    except (OSError, ValueError, KeyError, TypeError):
+        raise OutputPathError(f"The folder {output} exists and was not written by clinical-mtl report (no "
+                              f"{MANIFEST}); choose a new or empty folder.") from None
+    if present - listed:
+        raise OutputPathError(f"The report folder {output} holds {len(present - listed)} file(s) that clinical-mtl "
+                              "report did not write; move them out or choose a new folder.")
+
+
+def _replace_folder(staging: Path, output: Path, inputs: str | Path) -> None:
+    """Move the finished folder into place, then delete the one it replaces (if still ours)."""
+    check_report_folder(output, inputs)
     old = None
     if output.exists():
         old = output.with_name(f".{output.name}.old-{time.time_ns()}")

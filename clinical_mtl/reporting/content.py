@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ..calibration import IsotonicCalibration
+from ..estimator import LABEL_PERCENTILES
 from ..features import BOOLEAN, CATEGORICAL
 from ..preprocessing import NumericEncoding
 from ..schema import DISPLAY_TRANSFORMS, CohortSchema, OutcomeSpec
@@ -363,10 +364,16 @@ def _percentile_text(model, spec: TaskSpec, value: float) -> str:
     percentiles = model.label_percentiles_.get(spec.name)
     if percentiles is None:  # a model saved before the training labels' percentiles were recorded
         return "Where this prediction stands in the training cohort is not recorded with this model."
-    position = int(round(float(np.interp(value, percentiles, np.arange(101)))))
+    # Models store the 5th to 95th percentiles (LABEL_PERCENTILES); older ones the 0th to 100th.
+    levels = np.arange(101) if len(percentiles) == 101 else LABEL_PERCENTILES
     n = model.label_counts_[spec.name]["n_labelled"]
-    return (f"This prediction is at the {fmt.ordinal(position)} percentile of the values observed in the "
-            f"training cohort ({n:,} labelled patients).")
+    cohort = f"of the values observed in the training cohort ({n:,} labelled patients)"
+    if levels[0] > 0 and value < percentiles[0]:
+        return f"This prediction is below the {fmt.ordinal(int(levels[0]))} percentile {cohort}."
+    if levels[-1] < 100 and value > percentiles[-1]:
+        return f"This prediction is above the {fmt.ordinal(int(levels[-1]))} percentile {cohort}."
+    position = int(round(float(np.interp(value, percentiles, levels))))
+    return f"This prediction is at the {fmt.ordinal(position)} percentile {cohort}."
 
 
 def _interval_text(spec: TaskSpec, intervals: pd.DataFrame | None, row: int, coverage: float, transform,
@@ -422,7 +429,7 @@ def _feature_rows(values: dict, schema: CohortSchema, model, value_texts: dict, 
 
 def _imputed_text(encoding, feature) -> str:
     if isinstance(encoding, NumericEncoding) and feature.type not in (BOOLEAN, CATEGORICAL):
-        typical = np.exp(encoding.median) if encoding.log else encoding.median
+        typical = float(encoding.to_units(encoding.median))
         return f"missing: imputed with the training median, {fmt.with_unit(fmt.number(typical), feature.unit)}"
     return "missing: imputed"
 

@@ -141,10 +141,10 @@ def test_main_job_ends_with_a_page_per_scored_patient(trained):
     pages = list((folder / "patients").glob("*.html"))
     index = (folder / "index.html").read_text()
     assert len(pages) == 418 and all(f'href="patients/{page.name}"' in index for page in pages)
-    scores = pd.read_parquet(trained["folder"] / "scores.parquet").set_index("id")  # ids read from CSV as text
+    scores = pd.read_parquet(trained["folder"] / "scores.parquet").set_index("id")  # CSV ids as the schema's integers
     page = next(p for p in pages if p.name.startswith("patient-1-")).read_text()
     # The page shows the scored file's probability and its largest contribution, in words.
-    probability, top = scores.loc["1", ["cirrhosis_proba_1", "cirrhosis_top1_contribution"]]
+    probability, top = scores.loc[1, ["cirrhosis_proba_1", "cirrhosis_top1_contribution"]]
     assert f"Probability {probability:.2f}" in page
     assert f"the probability of cirrhosis (histologic stage 4) by {abs(top):.2f}." in page
     assert "version 1" in page and "Research demonstration on the Mayo Clinic PBC cohort" in page

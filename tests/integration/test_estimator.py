@@ -270,10 +270,13 @@ def test_skewed_positive_columns_are_log_transformed(cohort):
     X, Y = cohort
     model = MultiTaskMLP(**FAST).fit(X, Y)
     assert model.preprocessor_.log_columns_ == ["crp", "bilirubin"]
-    bad = X.head(3).copy()
-    bad.loc[bad.index[1], "crp"] = 0.0
-    with pytest.raises(ValueError, match=r"Column 'crp' is log-transformed by the model.*row 1"):
-        model.predict(bad)
+    # The log-like asinh transform takes a 0 (and any real value): it is predicted, not refused.
+    zero = X.head(3).copy()
+    zero.loc[zero.index[1], "crp"] = 0.0
+    crp = model.preprocessor_.feature_groups_["crp"][0]
+    inputs = model.preprocessor_.transform(zero)[:, crp]
+    assert np.isfinite(inputs).all() and inputs[1] < min(inputs[0], inputs[2])
+    assert model.predict(zero).notna().all().all()
     plain = MultiTaskMLP(log_transform=None, **FAST).fit(X, Y)
     assert plain.preprocessor_.log_columns_ == []
     chosen = MultiTaskMLP(log_transform=["age"], **FAST).fit(X, Y)

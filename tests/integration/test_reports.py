@@ -27,7 +27,7 @@ def synthetic(tmp_path_factory):
     folder = tmp_path_factory.mktemp("reports")
     X, Y = make_synthetic_cohort(600, random_state=0)
     X["smoking"] = X["smoking"].cat.rename_categories({"current": HOSTILE_CATEGORY})
-    schema = synthetic_schema()
+    schema = replace(synthetic_schema(), id_type="string")  # ids here are text, markup included
     schema = replace(schema, features=tuple(
         replace(f, categories=("never", "former", HOSTILE_CATEGORY)) if f.name == "smoking" else f
         for f in schema.features))

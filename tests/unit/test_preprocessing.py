@@ -56,17 +56,31 @@ def test_auto_log_transform_picks_skewed_positive_columns():
     })
     pre = ClinicalPreprocessor().fit(X)
     assert pre.log_columns_ == ["bili"]
-    assert pre.get_feature_names_out()[0] == "log(bili)"
+    s = float(f"{np.percentile(X['bili'], 5):.3g}")  # the 5th percentile, to 3 significant digits
+    assert pre.get_feature_names_out()[0] == f"asinh(bili/{s:g})"
     out = pre.transform(X)
-    logged = np.log(X["bili"])
-    np.testing.assert_allclose(out[:, 0], (logged - logged.mean()) / logged.std(ddof=0), rtol=1e-4)
+    transformed = np.arcsinh(X["bili"] / s)
+    np.testing.assert_allclose(out[:, 0], (transformed - transformed.mean()) / transformed.std(ddof=0), rtol=1e-4)
+    # Log-like: above 10 s it is log(2 x / s) within 1 / (4 (x / s)^2) <= 0.0025.
+    large = X["bili"] > 10 * s
+    assert large.sum() > 30
+    np.testing.assert_allclose(transformed[large], np.log(2 * X["bili"][large] / s), atol=0.0025)
 
 
-def test_log_transform_rejects_non_positive_values_naming_rows():
+def test_log_like_transform_takes_zero_and_negative_values():
     X = pd.DataFrame({"bili": [1.0, 2.0, 4.0, 8.0]})
     pre = ClinicalPreprocessor(log_transform=["bili"]).fit(X)
-    with pytest.raises(ValueError, match=r"Column 'bili' is log-transformed.*rows 1, 2"):
-        pre.transform(pd.DataFrame({"bili": [1.0, 0.0, -3.0]}))
+    s = 1.15  # 5th percentile of 1, 2, 4, 8: 1 + 0.05 * 3 * (2 - 1)
+    assert pre.get_feature_names_out().tolist() == ["asinh(bili/1.15)"]
+    train = np.arcsinh(np.array([1.0, 2.0, 4.0, 8.0]) / s)
+    new = np.arcsinh(np.array([1.0, 0.0, -3.0]) / s)
+    out = pre.transform(pd.DataFrame({"bili": [1.0, 0.0, -3.0]}))
+    np.testing.assert_allclose(out[:, 0], (new - train.mean()) / train.std(), rtol=1e-6)
+    assert out[0, 0] > out[1, 0] > out[2, 0]
+    # An explicit list may name a column with zeros and negative values in training too.
+    signed = ClinicalPreprocessor(log_transform=["shift"]).fit(pd.DataFrame({"shift": [-2.0, 0.0, 0.5, 3.0]}))
+    assert signed.get_feature_names_out().tolist() == ["asinh(shift/0.65)"]  # of |x| > 0 (0.5, 2, 3): 0.5 + 0.1 * 1.5
+    assert np.isfinite(signed.transform(pd.DataFrame({"shift": [-1e300, 0.0, 1e300]}))).all()
     with pytest.raises(ValueError, match="not numeric feature columns"):
         ClinicalPreprocessor(log_transform=["sex"]).fit(pd.DataFrame({"sex": ["f", "m"]}))
 

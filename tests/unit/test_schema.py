@@ -401,13 +401,17 @@ def test_positive_features_reject_zero_and_negative_values(pbc_schema):
     assert CohortSchema.from_dict(schema.to_dict()) == schema
     assert [f.describe_rule() for f in schema.features if f.name == "bili"] == ["0 < bili <= 50"]
 
-    class LogModel:  # what schema_for_model reads of a fitted model
-        class preprocessor_:
-            log_columns_ = ["chol"]
+    from clinical_mtl.preprocessing import NumericEncoding
+
+    class LogModel:  # what schema_for_model reads of a fitted model: a plain log (a model stored
+        class preprocessor_:  # before the asinh transform) requires positive values; asinh does not
+            encodings_ = [NumericEncoding("chol", True, 5.5, 5.6, 0.4),
+                          NumericEncoding("bili", True, 0.5, 0.6, 0.9, log_scale=0.4)]
 
     for_model = schema_for_model(pbc_schema, LogModel())
     assert [f.name for f in for_model.features if f.positive] == ["chol"]
-    assert replace(for_model.features[0], positive=False) == pbc_schema.features[0]
+    assert replace(feature(for_model, "chol"), positive=False) == feature(pbc_schema, "chol")
+    assert [replace(f, positive=False) for f in for_model.features] == list(pbc_schema.features)
 
     data["features"]["sex"]["positive"] = True
     data["features"]["age"]["positive"] = "yes"
