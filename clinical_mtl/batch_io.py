@@ -207,11 +207,11 @@ def _read_csv(path: Path, columns: Sequence[str], chunk_size: int) -> Iterator[p
     """Chunks of a CSV file, every column as text; a line that cannot be read is a row of its own
     (all values missing, ``READ_PROBLEM`` set), so it costs one row, not the file."""
     with open(path, "rb") as file:
-        header, first_line = _csv_header(file, path)
+        header = _csv_header(file, path)
         _check_columns(header, columns, path)
         pending: list[pa.Table] = []
         size = 0
-        for table in _csv_tables(file, header, columns, first_line):
+        for table in _csv_tables(file, header, columns):
             pending.append(table)
             size += table.num_rows
             while size >= chunk_size:
@@ -223,8 +223,8 @@ def _read_csv(path: Path, columns: Sequence[str], chunk_size: int) -> Iterator[p
             yield _chunk_frame(pa.concat_tables(pending))
 
 
-def _csv_header(file, path: Path) -> tuple[list[str], int]:
-    """The column names of the header line, and the line number of the first data line."""
+def _csv_header(file, path: Path) -> list[str]:
+    """The column names of the header line (line 1; the data start at line 2)."""
     line = file.readline()
     try:
         text = line.decode("utf-8-sig")
@@ -233,12 +233,12 @@ def _csv_header(file, path: Path) -> tuple[list[str], int]:
     names = next(csv.reader([text.rstrip("\r\n")]), [])
     if not any(names):
         raise SchemaError(f"Input file {path} has no header line naming its columns.")
-    return names, 2
+    return names
 
 
-def _csv_tables(file, header: list[str], columns: Sequence[str], first_line: int) -> Iterator[pa.Table]:
+def _csv_tables(file, header: list[str], columns: Sequence[str]) -> Iterator[pa.Table]:
     """The file's data lines as Arrow tables of text, a block of whole lines at a time."""
-    line_number = first_line
+    line_number = 2
     rest = b""
     while True:
         data = file.read(_CSV_BLOCK_BYTES)

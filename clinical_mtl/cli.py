@@ -13,7 +13,7 @@ import click
 import pandas as pd
 
 from .allocation import tune_for_streaming
-from .exceptions import ClinicalMTLError
+from .exceptions import ClinicalMTLError, one_line
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         click.echo("Aborted.", err=True)
         return 1
     except ClinicalMTLError as error:  # bad input, paths or model: one line, no traceback; bugs keep theirs
-        click.echo("Error: " + "; ".join(line.strip() for line in str(error).splitlines() if line.strip()), err=True)
+        click.echo(f"Error: {one_line(error)}", err=True)
         return 1
 
 

@@ -6,6 +6,11 @@ keeps working.
 """
 
 
+def one_line(error: BaseException) -> str:
+    """An error's message on one line: its lines joined by "; " (for a console or an HTTP answer)."""
+    return "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
+
+
 class ClinicalMTLError(Exception):
     """Base class of every error raised by clinical_mtl."""
 

@@ -17,9 +17,9 @@ import mlflow
 import pandas as pd
 
 from clinical_mtl.conformal import DEFAULT_COVERAGE
-from clinical_mtl.exceptions import InputDataError
+from clinical_mtl.exceptions import InputDataError, one_line
 from clinical_mtl.outputs import flat_predictions
-from clinical_mtl.persistence import load_model, load_schema_of
+from clinical_mtl.persistence import load_saved_model
 from clinical_mtl.schema import schema_for_model, schema_from_model
 from clinical_mtl import serving
 
@@ -31,9 +31,7 @@ class ClinicalMTLModel(mlflow.pyfunc.PythonModel):
     (default: as logged) is positive. Rows are checked with the model's cohort schema first."""
 
     def load_context(self, context):
-        folder = context.artifacts["model"]
-        self.model = load_model(folder)
-        stored = load_schema_of(folder)
+        self.model, stored, _ = load_saved_model(context.artifacts["model"])
         self.schema = schema_for_model(stored or schema_from_model(self.model, "id"), self.model)
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
@@ -48,7 +46,7 @@ class ClinicalMTLModel(mlflow.pyfunc.PythonModel):
         except serving.RequestRejected:
             raise
         except InputDataError as error:
-            raise serving.RequestRejected(serving._one_line(error)) from None
+            raise serving.RequestRejected(one_line(error)) from None
         except Exception as error:  # a bug: no stack trace (nor an exception's text) goes to the client
             raise serving.unexpected_error(error) from None
 

@@ -286,6 +286,22 @@ def _model_from_config(config: dict, folder: Path) -> MultiTaskMLP:
     return model
 
 
+def load_saved_model(path: str | Path) -> tuple[MultiTaskMLP, CohortSchema | None, dict]:
+    """The model, its cohort schema and its save information, from one verified read of the folder.
+
+    Returns
+    -------
+    model : MultiTaskMLP
+    schema : CohortSchema or None
+        As :func:`load_schema_of` gives it.
+    info : dict
+        As :func:`load_model_info` gives it.
+    """
+    folder = Path(path)
+    config = read_model_config(folder)
+    return _model_from_config(config, folder), _schema_from_config(config, folder), _info_from_config(config)
+
+
 def load_model_info(path: str | Path) -> dict:
     """When and by which clinical_mtl version the model in folder ``path`` was saved.
 
@@ -295,14 +311,21 @@ def load_model_info(path: str | Path) -> dict:
         ``saved_at`` (ISO 8601, UTC; None for models saved before it was
         recorded) and ``clinical_mtl_version``.
     """
-    config = read_model_config(path)
-    return {"saved_at": config.get("saved_at"), "clinical_mtl_version": config.get("clinical_mtl_version")}
+    return _info_from_config(read_model_config(path))
 
 
 def load_schema_of(path: str | Path) -> CohortSchema | None:
     """The cohort schema saved with the model in folder ``path`` (None if there is none)."""
-    stored = read_model_config(path).get("cohort_schema")
-    return CohortSchema.from_dict(stored, source=str(Path(path) / CONFIG_FILE)) if stored else None
+    return _schema_from_config(read_model_config(path), Path(path))
+
+
+def _info_from_config(config: dict) -> dict:
+    return {"saved_at": config.get("saved_at"), "clinical_mtl_version": config.get("clinical_mtl_version")}
+
+
+def _schema_from_config(config: dict, folder: Path) -> CohortSchema | None:
+    stored = config.get("cohort_schema")
+    return CohortSchema.from_dict(stored, source=str(folder / CONFIG_FILE)) if stored else None
 
 
 def _storable_params(params: dict) -> dict:

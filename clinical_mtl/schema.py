@@ -240,8 +240,8 @@ class CohortSchema:
             )
 
     def validate(self, frame: pd.DataFrame, *, first_row_number: int = 0, source: str = "input",
-                 repeated_ids: np.ndarray | None = None, read_problems: np.ndarray | None = None
-                 ) -> ValidationResult:
+                 repeated_ids: np.ndarray | None = None, read_problems: np.ndarray | None = None,
+                 canonical_ids: tuple[pd.Series, np.ndarray] | None = None) -> ValidationResult:
         """Split a table into valid rows (typed for the model) and rejected rows with reasons.
 
         Parameters
@@ -259,6 +259,9 @@ class CohortSchema:
         read_problems : array of object, default=None
             Per row, why the reader could not read it (None where it could):
             such rows are rejected with that reason alone.
+        canonical_ids : (Series, array of bool), default=None
+            :meth:`canonical_ids` of the frame's id column, when the caller
+            already has them (computed here otherwise).
 
         Returns
         -------
@@ -279,8 +282,8 @@ class CohortSchema:
             table.index = pd.RangeIndex(len(frame))  # positions; the caller's index is restored below
         problems = []
         raw_ids = table[self.id_column]
-        ids, bad_ids = self.canonical_ids(raw_ids)
-        table[self.id_column] = ids
+        ids, bad_ids = canonical_ids if canonical_ids is not None else self.canonical_ids(raw_ids)
+        table[self.id_column] = ids.set_axis(table.index)  # (a caller's ids are indexed like its frame)
         rule = f"expected {'a whole number' if self.id_type == 'integer' else 'text or a number'} as the id"
         problems += [(i, self.id_column, raw_ids.iloc[i], rule) for i in np.flatnonzero(bad_ids)]
         for feature in self.features:

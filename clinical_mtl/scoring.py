@@ -39,6 +39,7 @@ from .outputs import output_columns
 from .schema import ROW_NUMBER, CohortSchema, schema_for_model, schema_from_model
 
 DEFAULT_CHUNK_SIZE = 65_536
+MLFLOW_SCHEMES = ("models:/", "runs:/")
 # Chunks scored between two hand-backs of the allocators' free memory (see score_files).
 RELEASE_EVERY_CHUNKS = 16
 _ARROW_TYPES = {"string": pa.string(), "long": pa.int64(), "double": pa.float64(), "boolean": pa.bool_()}
@@ -112,28 +113,25 @@ def load_model_for_scoring(reference: str, id_column: str | None = None) -> Load
     -------
     LoadedModel
     """
-    from .persistence import load_model, load_model_info, load_schema_of
+    from .persistence import load_saved_model
 
-    path = Path(reference)
     if not reference.startswith(MLFLOW_SCHEMES):
-        model, schema, name, version, run_id = load_model(path), load_schema_of(path), path.name, None, None
-        saved_at = load_model_info(path)["saved_at"]
+        model, schema, info = load_saved_model(reference)
+        name, version, run_id = Path(reference).name, None, None
     else:
-        model, schema, saved_at, (name, version, run_id) = _load_from_mlflow(reference)
+        model, schema, info, (name, version, run_id) = _load_from_mlflow(reference)
     schema = schema_for_model(schema or schema_from_model(model, id_column or "id"), model)
     schema.validator()  # built now (it imports pandera), not while scoring
-    return LoadedModel(model, schema, name, version, run_id, reference, saved_at)
-
-
-MLFLOW_SCHEMES = ("models:/", "runs:/")
+    return LoadedModel(model, schema, name, version, run_id, reference, info["saved_at"])
 
 
 def _load_from_mlflow(reference: str):
-    """Model, schema, save time and identity of an MLflow model URI; ``ModelLoadError`` if MLflow has none."""
+    """Model, schema, save information and identity of an MLflow model URI; ``ModelLoadError`` if MLflow
+    has none."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from .persistence import load_model, load_model_info, load_schema_of
+    from .persistence import load_saved_model
     from .tracking import download_model, model_identity
 
     uri = mlflow.get_tracking_uri()
@@ -143,7 +141,7 @@ def _load_from_mlflow(reference: str):
     try:
         identity = model_identity(reference)
         with download_model(reference) as folder:
-            return load_model(folder), load_schema_of(folder), load_model_info(folder)["saved_at"], identity
+            return (*load_saved_model(folder), identity)
     except MlflowException as error:
         reason = str(error.message).strip().splitlines()[0] if str(error.message).strip() else type(error).__name__
         raise ModelLoadError(f"Cannot load {reference} from MLflow at {uri}: {reason}") from None
@@ -230,7 +228,7 @@ def score_files(
                                           chunk_size, summary)
             for n_chunks, (path, chunk, valid, rejected, inputs) in enumerate(_prefetch(chunks), start=1):
                 if not writers:  # one at a time: if the second cannot be opened, the first is aborted
-                    writers.append(AtomicTableWriter(output, _output_schema(loaded, chunk, top_k)))
+                    writers.append(AtomicTableWriter(output, _output_schema(loaded, top_k)))
                     writers.append(AtomicTableWriter(rejects, _reject_schema(schema)))
                 with _timed(summary, "predict"):
                     scored = _score(loaded, valid, inputs, identity, top_k, writers[0].schema)
@@ -311,9 +309,10 @@ def validated_chunks(files: list[Path], schema: CohortSchema, chunk_size: int, s
                 break
             with _timed(summary, "validate"):
                 read_problems = chunk.pop(READ_PROBLEM).to_numpy() if READ_PROBLEM in chunk else None
-                earlier = ids.seen_before(schema.canonical_ids(chunk[schema.id_column].reset_index(drop=True))[0])
+                canonical = schema.canonical_ids(chunk[schema.id_column])
+                earlier = ids.seen_before(canonical[0].reset_index(drop=True))
                 result = schema.validate(chunk, first_row_number=first_row, source=str(path), repeated_ids=earlier,
-                                         read_problems=read_problems)
+                                         read_problems=read_problems, canonical_ids=canonical)
                 valid, rejected = _numbered(result, first_row, chunk), result.rejected
             first_row += len(chunk)
             yield path, chunk, valid, rejected
@@ -629,7 +628,7 @@ def _constant(value: str | None, n_rows: int) -> pa.Array:
     return pa.DictionaryArray.from_arrays(indices, pa.array([value if value is not None else ""], pa.string()))
 
 
-def _output_schema(loaded: LoadedModel, chunk: pd.DataFrame, top_k: int) -> pa.Schema:
+def _output_schema(loaded: LoadedModel, top_k: int) -> pa.Schema:
     id_type = pa.int64() if loaded.schema.id_type == "integer" else pa.string()  # ids are canonical (schema)
     text = pa.dictionary(pa.int32(), pa.string())
     fields = [pa.field(ROW_NUMBER, pa.int64()), pa.field(loaded.schema.id_column, id_type)]

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
-from .exceptions import InputDataError
+from .exceptions import InputDataError, one_line
 from .schema import CohortSchema
 
 MAX_ROWS_ENV = "CLINICAL_MTL_MAX_ROWS_PER_REQUEST"
@@ -140,7 +140,7 @@ def validate_request(schema: CohortSchema, frame: pd.DataFrame, *, max_rows: int
     try:
         result = schema.validate(table, source="the request")
     except InputDataError as error:
-        raise RequestRejected(_one_line(error)) from None
+        raise RequestRejected(one_line(error)) from None
     if len(result.rejected):
         raise RequestRejected(rejection_message(schema, table, len(result.rejected)))
     return result.valid[schema.feature_names]
@@ -216,10 +216,6 @@ def _rule(feature) -> str:
 def _rows(rows: list[int]) -> str:
     shown = ", ".join(str(row) for row in rows[:_SHOWN_ROWS])
     return shown + (f" and {len(rows) - _SHOWN_ROWS} more" if len(rows) > _SHOWN_ROWS else "")
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())
 
 
 class RequestGuard:
