@@ -125,7 +125,7 @@ def estimator_fit(X, Y, batch_size: int, epochs: int, seed: int) -> None:
 def loop_only(data: TaskData, head_sizes, batch_size: int, epochs: int, seed: int) -> None:
     net = build_network(data.X.shape[1], HIDDEN, head_sizes, 0.0, seed)
     settings = TrainingSettings(learning_rate=LEARNING_RATE, weight_decay=0.0, batch_size=batch_size,
-                                max_epochs=epochs)
+                                max_epochs=epochs, patience=epochs, verbose=0)
     fit_module(net, FixedWeighting([1.0] * 3), list(KINDS), list(KINDS), data, None, settings, seed)
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import csv
 import os
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from .exceptions import OutputPathError
+from .exceptions import OutputPathError, RowAccountingError
 from .schema import SchemaError
 
 SUPPORTED = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
@@ -141,6 +141,38 @@ def count_rows(path: Path) -> int | None:
         return pq.ParquetFile(path).metadata.num_rows
     except (pa.ArrowException, OSError):
         return None
+
+
+def check_row_accounting(rows_in: int, written: Mapping[str, int], rows_in_footers: int | None = None,
+                         output: str = "output") -> None:
+    """Fail a run if a row was lost or duplicated between reading and writing: a bug, never the input's fault.
+
+    Parameters
+    ----------
+    rows_in : int
+        The rows as the reader yielded them.
+    written : mapping of str to int
+        What the outputs hold, counted apart from the rows handed along: a
+        name (``"scored"``, ``"rejected rows"``) to its count; they must add
+        up to ``rows_in``.
+    rows_in_footers : int, default=None
+        The rows that the inputs' Parquet footers count, when every input is
+        Parquet (a reader that loses a row is caught too).
+    output : str, default="output"
+        What the run would have committed, for the message.
+
+    Raises
+    ------
+    RowAccountingError
+        One line of counts (no patient value) when they disagree.
+    """
+    footers_agree = rows_in_footers in (None, rows_in)
+    if footers_agree and rows_in == sum(written.values()):
+        return
+    footers = "" if footers_agree else f" (the Parquet footers count {rows_in_footers:,})"
+    counts = " and ".join(f"{count:,} {name}" for name, count in written.items())
+    raise RowAccountingError(f"Row accounting failed, a bug in clinical-mtl: {rows_in:,} rows read{footers} but "
+                             f"{counts} written; no {output} was committed.")
 
 
 def iter_chunks(
@@ -358,7 +390,7 @@ class AtomicTableWriter:
                 self._writer = pacsv.CSVWriter(self.partial, _without_dictionaries(schema.empty_table()).schema)
         except OSError as error:
             raise OutputPathError(f"Cannot write {self.path}: {error.strerror or 'not writable'}.") from None
-        self.rows = 0
+        self.rows = 0  # written so far
 
     def write(self, rows: pd.DataFrame | pa.Table) -> None:
         """Append ``rows`` (columns as in the schema)."""
@@ -369,7 +401,7 @@ class AtomicTableWriter:
         if self.format == "csv":
             table = formula_safe(_without_dictionaries(table))
         self._writer.write_table(table)
-        self.rows += len(rows)
+        self.rows += table.num_rows  # what the file holds: the scoring run's row accounting checks it
 
     def commit(self) -> Path:
         """Close the file and move it to its destination."""

@@ -46,5 +46,12 @@ class ModelLoadError(ClinicalMTLError, ValueError):
     """
 
 
+class RowAccountingError(ClinicalMTLError, RuntimeError):
+    """Rows read and rows written disagree: a bug in clinical_mtl, never the input's fault.
+
+    Raised before any output is committed; the message holds counts only.
+    """
+
+
 class BrowserUnavailableError(ClinicalMTLError, RuntimeError):
     """PDF reports were asked for, but Chromium or Playwright is not installed."""

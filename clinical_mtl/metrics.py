@@ -301,9 +301,13 @@ def resampled_metrics(kind: str, y_true: np.ndarray, output: np.ndarray, counts:
     total = counts.sum(axis=1)
     if kind == "regression":
         squared = counts @ (y_true - output) ** 2
-        spread = counts @ y_true**2 - (counts @ y_true) ** 2 / total
+        # The spread is shift-invariant: centring first avoids cancellation for labels far from 0, and a
+        # relative threshold tells constant labels (rounding only) from varying ones at any scale.
+        centred = y_true - np.mean(y_true)
+        sum_squares = counts @ centred**2
+        spread = sum_squares - (counts @ centred) ** 2 / total
         with np.errstate(divide="ignore", invalid="ignore"):
-            r2 = np.where(spread > 1e-12 * np.maximum(counts @ y_true**2, 1), 1 - squared / spread, np.nan)
+            r2 = np.where(spread > 1e-12 * sum_squares, 1 - squared / spread, np.nan)
         return {"rmse": np.sqrt(squared / total), "r2": r2}
     one_hot = np.eye(output.shape[1])[y_true]
     errors = (output[:, 1] - y_true) ** 2 if output.shape[1] == 2 else np.sum((output - one_hot) ** 2, axis=1)

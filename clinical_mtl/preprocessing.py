@@ -400,8 +400,9 @@ def _one_hot(values: pd.Categorical, encoding: CategoricalEncoding, out: np.ndar
 
 
 def _scale(std: float) -> float:
-    """A standard deviation usable as a divisor (1 for constant columns, as scikit-learn does)."""
-    return float(std) if std > 10 * np.finfo(np.float64).eps else 1.0
+    """A standard deviation usable as a divisor (1 for constant columns, as scikit-learn does:
+    below 10 machine epsilons, the rule of its ``_handle_zeros_in_scale``)."""
+    return float(std) if std >= 10 * np.finfo(np.float64).eps else 1.0
 
 
 def _is_right_skewed_positive(values: np.ndarray) -> bool:

@@ -3,10 +3,13 @@
 ``score_files`` streams the input in chunks (memory bounded by the chunk
 size), validates each chunk against the model's cohort schema, scores the
 valid rows and writes them, and writes every other row to the rejects file
-with its reasons: rows in = rows scored + rows rejected, always. Duplicate
-ids are rejected after their first row, across chunks and files. Outputs are
-written atomically (``batch_io.AtomicTableWriter``) and a summary is written as
-JSON beside the output.
+with its reasons: rows in = rows scored + rows rejected, always (the rows the
+reader yields, and the Parquet footers' counts, against the rows written; a
+difference is a bug and fails the run). Duplicate ids are rejected after their
+first row, across chunks and files. Outputs are written atomically
+(``batch_io.AtomicTableWriter``) and a summary is written as JSON beside the
+output. The rejects and the summary are moved into place before the output:
+whoever sees the output can trust the rejects and the summary beside it.
 """
 
 from __future__ import annotations
@@ -28,10 +31,10 @@ import pyarrow as pa
 import torch
 
 from .allocation import release_free_memory
-from .batch_io import (READ_PROBLEM, AtomicTableWriter, check_output_paths, count_rows, iter_chunks,
-                       list_input_files)
+from .batch_io import (READ_PROBLEM, AtomicTableWriter, check_output_paths, check_row_accounting, count_rows,
+                       iter_chunks, list_input_files)
 from .estimator import MultiTaskMLP
-from .exceptions import ModelLoadError
+from .exceptions import ModelLoadError, OutputPathError
 from .explain import top_contribution_columns, top_contributions
 from .features import CATEGORICAL
 from .conformal import DEFAULT_COVERAGE
@@ -215,7 +218,8 @@ def score_files(
     identity = {"model_name": loaded.name, "model_version": loaded.version, "run_id": loaded.run_id,
                 "scored_at": np.datetime64(started.replace(tzinfo=None), "us")}
     clock = time.perf_counter()
-    total = sum(count_rows(f) or 0 for f in files) or None
+    footer_rows = [count_rows(f) for f in files]  # None for CSV
+    total = sum(n or 0 for n in footer_rows) or None
     writers: list[AtomicTableWriter] = []
     torch_threads = torch.get_num_threads()
     torch.set_num_threads(max(1, torch_threads - 1))  # one core reads and validates meanwhile
@@ -235,9 +239,6 @@ def score_files(
                 with _timed(summary, "write"):
                     writers[0].write(scored)
                     writers[1].write(reject_rows(rejected, schema.id_column, path))
-                summary.rows_in += len(chunk)
-                summary.rows_scored += len(scored)
-                summary.rows_rejected += len(rejected)
                 bar.update(len(chunk))
                 # pandas frames made from Arrow batches sit in reference cycles that keep the Arrow
                 # buffers alive until a full collection, which a large heap makes rare: memory would
@@ -249,14 +250,13 @@ def score_files(
                 # hand the free part back now and then (a few ms a call, plus re-faulting: ~1% of the run).
                 if n_chunks % RELEASE_EVERY_CHUNKS == 0:
                     release_free_memory()
-        if summary.rows_in != summary.rows_scored + summary.rows_rejected:  # pragma: no cover - a bug
-            raise RuntimeError(f"Row accounting failed: {summary.to_dict()}")
+        # What the files hold, counted by their writers; rows_in was counted as the reader yielded the rows.
+        summary.rows_scored, summary.rows_rejected = writers[0].rows, writers[1].rows
+        check_row_accounting(summary.rows_in, {"scored": summary.rows_scored, "rejected rows": summary.rows_rejected},
+                             None if None in footer_rows else sum(footer_rows))
         summary.seconds = time.perf_counter() - clock
         summary.rows_per_second = summary.rows_in / summary.seconds if summary.seconds else 0.0
-        # The output is renamed last: its presence means the run completed.
-        writers[1].commit()
-        write_json_atomically(summary_path, summary.to_dict())
-        writers[0].commit()
+        _commit(writers[0], writers[1], summary_path, summary)
     except BaseException:
         for writer in writers:
             writer.abort()
@@ -265,6 +265,33 @@ def score_files(
         torch.set_num_threads(torch_threads)
         gc.unfreeze()
     return summary
+
+
+def _commit(output: AtomicTableWriter, rejects: AtomicTableWriter, summary_path: Path,
+            summary: ScoringSummary) -> None:
+    """Move the rejects, then the summary, then the output into place.
+
+    The output is moved last, so that a user or scheduler who sees it can trust
+    the rejects and the summary beside it: they are this run's, complete. An
+    earlier run's output is removed first, or a run killed between two moves
+    would leave it beside this run's rejects and summary. If a move fails, the
+    files this run moved are removed again: a failed run leaves no result.
+    """
+    try:
+        output.path.unlink(missing_ok=True)
+    except OSError as error:
+        raise OutputPathError(f"Cannot replace {output.path}: {error.strerror or 'not removable'}.") from None
+    moved: list[Path] = []
+    try:
+        moved.append(rejects.commit())
+        write_json_atomically(summary_path, summary.to_dict())
+        moved.append(summary_path)
+        output.commit()
+    except BaseException:
+        if not output.path.exists():  # (a signal may arrive once the output is in place: then keep all)
+            for path in moved:
+                path.unlink(missing_ok=True)
+        raise
 
 
 def scoring_paths(output: str | Path, rejects: str | Path | None = None) -> dict[str, Path]:
@@ -297,7 +324,7 @@ def _written_by_scoring(paths: dict[str, Path]) -> set[Path]:
 def validated_chunks(files: list[Path], schema: CohortSchema, chunk_size: int, summary: ScoringSummary,
                      ids: IdRegister):
     """Yield (file, chunk, valid rows, rejected rows) for every chunk, in order; ``ids``
-    registers the ids read, to reject repeats."""
+    registers the ids read, to reject repeats, and ``summary.rows_in`` counts the rows read."""
     first_row = 0
     text = [feature.name for feature in schema.features if feature.type == CATEGORICAL]
     for path in files:
@@ -307,6 +334,7 @@ def validated_chunks(files: list[Path], schema: CohortSchema, chunk_size: int, s
                 chunk = next(chunks, None)
             if chunk is None:
                 break
+            summary.rows_in += len(chunk)  # as read: checked against the rows written (check_row_accounting)
             with _timed(summary, "validate"):
                 read_problems = chunk.pop(READ_PROBLEM).to_numpy() if READ_PROBLEM in chunk else None
                 canonical = schema.canonical_ids(chunk[schema.id_column])
@@ -684,7 +712,18 @@ def write_json_atomically(path: Path, data: dict) -> None:
         Destination.
     data : dict
         JSON-ready data (other values are written as their text).
+
+    Raises
+    ------
+    OutputPathError
+        If it cannot be written; the temporary file is removed.
     """
     partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(data, indent=2, default=str))
-    partial.replace(path)
+    try:
+        partial.write_text(json.dumps(data, indent=2, default=str))
+        partial.replace(path)
+    except BaseException as error:
+        partial.unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise OutputPathError(f"Cannot write {path}: {error.strerror or 'not writable'}.") from None
+        raise

@@ -165,8 +165,8 @@ def _check_same_rows(index: pd.Index, label_index: pd.Index) -> None:
     n = min(len(left), len(right))
     try:
         same = np.asarray(left[:n] == right[:n], dtype=bool) | (pd.isna(left[:n]) & pd.isna(right[:n]))
-    except (TypeError, ValueError):  # values that do not compare elementwise
-        same = np.array([a is b or a == b for a, b in zip(left[:n], right[:n])], dtype=bool)
+    except (TypeError, ValueError):  # values that do not compare elementwise (pd.NA among them)
+        same = np.array([a is b or _equal(a, b) for a, b in zip(left[:n], right[:n])], dtype=bool)
     differing = np.flatnonzero(~same)
     if differing.size == 0 and len(left) == len(right):
         return  # equal labels of differently typed indexes (e.g. categorical and plain)
@@ -175,6 +175,14 @@ def _check_same_rows(index: pd.Index, label_index: pd.Index) -> None:
         f"Y's index differs from X's at position {position}: Y must list the same patients in the "
         "same order as X (reorder it with Y.loc[X.index] or reset both indexes)."
     )
+
+
+def _equal(a: object, b: object) -> bool:
+    """``a == b`` as a bool; False where it has no truth value (pd.NA against an id)."""
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):
+        return False
 
 
 def infer_tasks(Y: pd.DataFrame, tasks: Mapping[str, str] | None = None) -> list[TaskSpec]:

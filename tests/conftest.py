@@ -1,11 +1,20 @@
 """Shared fixtures: small deterministic cohorts and a fitted model."""
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from clinical_mtl import MultiTaskMLP
 from clinical_mtl.datasets import load_pbc, make_synthetic_cohort
+from saved_models import save_schema_model
+
+# The tests' networks are tiny: one intra-op thread is several times faster than two fighting
+# over two cores (and over parallel workers); subprocesses started by the tests inherit it.
+torch.set_num_threads(1)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session")
@@ -41,3 +50,9 @@ def mixed_table():
         },
         index=pd.Index([f"p{i}" for i in range(10)], name="patient_id"),
     )
+
+
+@pytest.fixture(scope="session")
+def small_schema_model(tmp_path_factory):
+    """A small one-network model of the synthetic cohort, saved with its cohort schema: its folder."""
+    return save_schema_model(tmp_path_factory.mktemp("models") / "mlp")

@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.figure import Figure
+from sklearn.metrics import r2_score, roc_auc_score
 
 from clinical_mtl import MultiTaskMLP
 from clinical_mtl.datasets import make_synthetic_cohort
@@ -36,6 +37,36 @@ def test_bootstrap_intervals_bracket_the_headline_metrics(fitted_model, cohort):
     pd.testing.assert_frame_equal(table, fitted_model.evaluate(X, Y, n_bootstrap=100, random_state=0))
     with pytest.raises(ValueError, match="confidence"):
         fitted_model.evaluate(X, Y, n_bootstrap=10, confidence=95)
+
+
+def test_evaluate_intervals_are_percentiles_of_the_seeded_resamples_at_the_given_level(fitted_model, cohort):
+    X, Y = cohort
+    table = fitted_model.evaluate(X, Y, n_bootstrap=80, confidence=0.9, random_state=11)
+    # The documented resampling, drawn here outcome by outcome in the model's order.
+    rng = np.random.RandomState(11)
+    draws = {name: rng.multinomial(n, np.full(n, 1.0 / n), size=80) for name, n in Y.notna().sum().items()}
+    labelled = Y["diagnosis"].notna().to_numpy()
+    y = Y["diagnosis"].to_numpy()[labelled].astype(int)
+    p = fitted_model.predict_proba(X)["diagnosis"][labelled, 1]
+    values = Y["prognosis"].to_numpy()[Y["prognosis"].notna()]
+    predicted = fitted_model.predict(X)["prognosis"].to_numpy()[Y["prognosis"].notna()]
+
+    def binary(rows):
+        bins = np.clip(np.ceil(p[rows] * 10).astype(int) - 1, 0, 9)
+        gaps = [abs(np.sum((p[rows] - y[rows])[bins == b])) for b in range(10)]
+        return {"auroc": roc_auc_score(y[rows], p[rows]), "brier": np.mean((p[rows] - y[rows]) ** 2),
+                "ece": sum(gaps) / len(rows)}
+
+    def regression(rows):
+        return {"rmse": np.sqrt(np.mean((values[rows] - predicted[rows]) ** 2)),
+                "r2": r2_score(values[rows], predicted[rows])}
+
+    for outcome, metrics_of in [("diagnosis", binary), ("prognosis", regression)]:
+        resamples = [metrics_of(np.repeat(np.arange(counts.size), counts)) for counts in draws[outcome]]
+        for metric in resamples[0]:
+            expected = np.quantile([resample[metric] for resample in resamples], [0.05, 0.95])
+            got = table.loc[outcome, [f"{metric}_lower", f"{metric}_upper"]].to_numpy(dtype=float)
+            np.testing.assert_allclose(got, expected, rtol=1e-9, err_msg=f"{outcome} {metric}")
 
 
 def test_subgroup_counts_equal_direct_counts(fitted_model, cohort):

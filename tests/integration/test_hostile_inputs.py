@@ -9,10 +9,6 @@ import hashlib
 import json
 import os
 import signal
-import subprocess
-import sys
-import textwrap
-import time
 from dataclasses import replace
 
 import numpy as np
@@ -20,6 +16,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import torch
+from blocking_runner import blocked_cli
 
 from clinical_mtl import MultiTaskMLP
 from clinical_mtl.cli import main
@@ -155,38 +152,14 @@ def test_score_replaces_its_own_output_on_a_rerun(models, tmp_path, capsys):
     assert summary_of(output)["rows_scored"] == 10
 
 
-_BLOCKING_RUNNER = textwrap.dedent("""
-    import pathlib, sys, time
-    from clinical_mtl import batch_io
-
-    written = batch_io.AtomicTableWriter.write
-
-    def write_then_wait(self, rows):  # a deterministic kill point: after the first chunk is written
-        written(self, rows)
-        pathlib.Path(sys.argv[1]).touch()
-        time.sleep(120)
-
-    batch_io.AtomicTableWriter.write = write_then_wait
-    from clinical_mtl.cli import main
-    sys.exit(main(sys.argv[2:]))
-""")
-
-
 def test_sigterm_leaves_no_partial_file(models, tmp_path):
     source, output = tmp_path / "patients.csv", tmp_path / "out" / "scores.parquet"
     patients(50).to_csv(source, index=False)
-    runner, ready = tmp_path / "runner.py", tmp_path / "ready"
-    runner.write_text(_BLOCKING_RUNNER)
-    process = subprocess.Popen(
-        [sys.executable, str(runner), str(ready), *map(str, score_args(models, source, output, "--chunk-size", 7))],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 120
-    while not ready.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert ready.exists(), process.communicate()[0]
-    assert [p.name for p in output.parent.iterdir() if ".partial" in p.name]  # mid-run: partial files exist
-    process.send_signal(signal.SIGTERM)
-    console = process.communicate(timeout=60)[0]
+    args = score_args(models, source, output, "--chunk-size", 7)
+    with blocked_cli(args, tmp_path / "ready", after_writes=1) as process:  # the first chunk is written
+        assert [p.name for p in output.parent.iterdir() if ".partial" in p.name]  # mid-run: partial files exist
+        process.send_signal(signal.SIGTERM)
+        console = process.communicate(timeout=60)[0]
     assert process.returncode == 128 + signal.SIGTERM
     assert sorted(p.name for p in output.parent.iterdir()) == []  # no partial file, no output
     assert "Traceback" not in console and str(SENTINEL_ID) not in console

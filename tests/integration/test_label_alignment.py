@@ -66,6 +66,14 @@ def test_fit_with_other_patients_is_an_error(patients):
     _check_mismatch(lambda: MultiTaskMLP(**FAST).fit(X, other), 7, X.index)
 
 
+def test_labels_with_a_missing_patient_id_are_an_error(patients):
+    """A missing id (pd.NA) in Y's index is no patient's id: the mismatch error, not a TypeError."""
+    X, Y = patients
+    ids = list(X.index)
+    ids[5] = pd.NA
+    _check_mismatch(lambda: MultiTaskMLP(**FAST).fit(X, Y.set_axis(pd.Index(ids, dtype="string"))), 5, X.index)
+
+
 def test_a_reordered_series_is_an_error_too(patients):
     X, Y = patients
     diagnosis = Y["diagnosis"].iloc[::-1]

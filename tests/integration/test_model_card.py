@@ -1,17 +1,28 @@
 """Model cards: every section, escaped, no patient row, logged to MLflow."""
 
+import re
+
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 
 from clinical_mtl import MultiTaskMLP
 from clinical_mtl.datasets import make_synthetic_cohort
 from clinical_mtl.evaluation import band
-from clinical_mtl.model_card import build_model_card
+from clinical_mtl.model_card import build_model_card, found_limitations
+from clinical_mtl.negative_transfer import HELPED, HURT, NO_INTERVAL, UNCLEAR
 
 SECTIONS = ["Intended use", "Training data", "Missingness per feature", "Model settings",
             "Performance on held-out patients", "Calibration", "Subgroups", "Negative transfer", "Known limits"]
 SENTINEL_NUMBER, SENTINEL_CATEGORY = 98765.4321, "zz_sentinel_zz"
+
+
+@pytest.fixture(scope="module")
+def test_split():
+    """The fixture card's test rows, drawn again: the counts its limits state come from these."""
+    X, Y = make_synthetic_cohort(300, random_state=2)
+    return X[220:], Y[220:]
 
 
 @pytest.fixture(scope="module")
@@ -71,3 +82,91 @@ def test_card_is_logged_to_mlflow(card, tmp_path, monkeypatch):
     assert {"model_card/model_card.md", "model_card/model_card.html", "model_card/model_card_files"} == files
     text = mlflow.artifacts.load_text(f"{run.info.artifact_uri}/model_card/model_card.md")
     assert text.startswith("# Card")
+
+
+def test_card_limits_state_the_test_sets_own_counts(card, test_split):
+    X_test, Y_test = test_split
+    diagnosis, subtype = Y_test["diagnosis"].dropna(), Y_test["subtype"].dropna()
+    fewest = {  # each below 100 in this 80-row test split
+        "diagnosis": (min((diagnosis == 1).sum(), (diagnosis == 0).sum()), "events (or non-events) in the test set"),
+        "subtype": (subtype.value_counts().min(), "test rows in its rarest class"),
+        "prognosis": (Y_test["prognosis"].notna().sum(), "labelled test rows"),
+    }
+    assert card.limitations[0] == "Small | synthetic cohort"  # the limits given come first
+    for outcome, (count, what) in fewest.items():
+        assert f"{outcome}: only {count} {what}; with fewer than 100 the metrics are imprecise" in " ".join(
+            card.limitations), outcome
+    groups = {"sex": X_test["sex"].astype(object), "age_band": band(X_test["age"], [50, 65]).astype(object)}
+    small = {f"{outcome} in {name} = {value}"
+             for outcome in Y_test for name, column in groups.items()
+             for value, rows in [*Y_test.groupby(column)[outcome].count().items(),
+                                 ("missing", Y_test.loc[column.isna(), outcome].count())]
+             if rows < 30}
+    (listed,) = [limit for limit in card.limitations if limit.startswith("Subgroups with fewer than 30")]
+    assert set(listed.split(": ", 1)[1].rstrip(".").split("; ")) == small and small
+    hurt = card.transfer.index[card.transfer["verdict"] == HURT].tolist()
+    assert [limit.split(":")[0] for limit in card.limitations if "negative transfer" in limit] == hurt
+
+
+def _metrics(rows):
+    """A metrics table as ``evaluate_model`` gives it: (outcome, kind, labelled, events, calibration slope)."""
+    table = pd.DataFrame(rows, columns=["outcome", "kind", "n_labelled", "events", "calibration_slope"])
+    return table.set_index("outcome").astype({"n_labelled": int, "events": float, "calibration_slope": float})
+
+
+WELL_BEHAVED = _metrics([("a", "binary", 1000, 400, 1.0), ("b", "multiclass", 1000, 150, np.nan),
+                         ("c", "regression", 100, np.nan, np.nan)])
+
+
+def test_no_limit_is_found_for_a_large_calibrated_test_set_without_negative_transfer():
+    subgroups = pd.DataFrame({"n_labelled": [30, 400]}, index=pd.MultiIndex.from_tuples(
+        [("a", "sex", "f"), ("a", "sex", "m")], names=["outcome", "group", "value"]))
+    transfer = pd.DataFrame({"verdict": [HELPED, UNCLEAR, NO_INTERVAL]}, index=["a", "b", "c"])
+    assert found_limitations(WELL_BEHAVED, subgroups, transfer) == []
+    assert found_limitations(WELL_BEHAVED, None, None) == []
+
+
+def test_few_events_limit_counts_the_rarer_binary_class_the_rarest_class_or_the_labelled_rows():
+    metrics = _metrics([
+        ("rare_events", "binary", 500, 99, 1.0),
+        ("rare_non_events", "binary", 1000, 950, 1.0),  # 50 non-events
+        ("binary_enough", "binary", 250, 100, 1.0),  # 100 events, 150 non-events
+        ("rare_class", "multiclass", 600, 40, np.nan),
+        ("classes_enough", "multiclass", 600, 100, np.nan),
+        ("few_rows", "regression", 99, np.nan, np.nan),
+        ("rows_enough", "regression", 100, np.nan, np.nan),
+    ])
+    found = found_limitations(metrics, None, None)
+    stated = {limit.split(":")[0]: re.match(r"\w+: only (\d+) (.*?); with fewer than 100 ", limit).groups()
+              for limit in found}
+    assert stated == {"rare_events": ("99", "events (or non-events) in the test set"),
+                      "rare_non_events": ("50", "events (or non-events) in the test set"),
+                      "rare_class": ("40", "test rows in its rarest class"),
+                      "few_rows": ("99", "labelled test rows")}
+
+
+def test_calibration_limit_states_a_slope_outside_0_8_to_1_2_and_its_direction():
+    metrics = _metrics([(name, "binary", 1000, 500, slope) for name, slope in
+                        [("steep", 1.25), ("flat", 0.79), ("low_edge", 0.8), ("high_edge", 1.2), ("ideal", 1.0),
+                         ("undefined", np.nan)]])
+    assert found_limitations(metrics, None, None) == [
+        "steep: calibration slope 1.25 on the test set; predicted risks are too moderate.",
+        "flat: calibration slope 0.79 on the test set; predicted risks are too extreme.",
+    ]
+
+
+def test_subgroup_limit_lists_every_subgroup_under_30_labelled_rows():
+    index = pd.MultiIndex.from_tuples(
+        [("a", "sex", "f"), ("a", "sex", "m"), ("a", "age_band", ">=65"), ("c", "sex", "missing")],
+        names=["outcome", "group", "value"])
+    subgroups = pd.DataFrame({"n_labelled": [29, 30, 300, 0]}, index=index)
+    assert found_limitations(WELL_BEHAVED, subgroups, None) == [
+        "Subgroups with fewer than 30 labelled test rows, whose metrics are not reliable: "
+        "a in sex = f; c in sex = missing."]
+
+
+def test_negative_transfer_limit_names_only_the_outcomes_where_sharing_hurt():
+    transfer = pd.DataFrame({"verdict": [HURT, HELPED, HURT]}, index=["a", "b", "c"])
+    found = found_limitations(WELL_BEHAVED, None, transfer)
+    assert [limit.split(":")[0] for limit in found] == ["a", "c"]
+    assert all("single-task twin did better on the test set (negative transfer)" in limit for limit in found)

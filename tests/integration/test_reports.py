@@ -140,16 +140,64 @@ def test_base_rate_is_the_training_cohorts(synthetic):
     assert f"{counts['events'][1]:,} of {counts['n_labelled']:,} labelled patients" in diagnosis.standing
 
 
+def injected_markup(html: str) -> list[str]:
+    """The elements and event attributes that the hostile id and category would inject if not escaped."""
+    markup = _parsed(html)
+    return ([f"<{tag}>" for tag in markup.tags if tag in ("script", "img")]
+            + [name for name in markup.attributes if name.startswith("on")])
+
+
+def _hostile_pages(out) -> dict[str, str]:
+    """The page of the hostile id, the page of the hostile category and the index."""
+    return {"hostile id": _page({"out": out}, HOSTILE_ID), "hostile category": _page({"out": out}, "P0001"),
+            "index": (out / "index.html").read_text()}
+
+
 def test_values_from_data_are_escaped(written):
-    pages = [_page(written, HOSTILE_ID), _page(written, "P0001"), (written["out"] / "index.html").read_text()]
+    pages = list(_hostile_pages(written["out"]).values())
     for html in pages:
-        markup = _parsed(html)
-        assert "script" not in markup.tags and "img" not in markup.tags
-        assert not [name for name in markup.attributes if name.startswith("on")]
+        assert not injected_markup(html)
     assert HOSTILE_ID in "".join(_parsed(pages[0]).text)  # shown as text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in pages[0]
     assert "&lt;img src=x onerror=alert(1)&gt;" in pages[1]
     assert page_file_name(HOSTILE_ID).startswith("patient-script-alert-1-script-")
+
+
+@pytest.mark.parametrize("unsafe, flagged", [
+    ("autoescape off", ["hostile id", "hostile category", "index"]),
+    ("the id marked |safe", ["hostile id", "index"]),
+], ids=["autoescape-off", "safe-filter"])
+def test_the_escaping_check_flags_pages_of_an_unescaped_template(synthetic, tmp_path, monkeypatch, unsafe, flagged):
+    # The negative control of the test above: its check does see markup that a template lets through.
+    from jinja2 import FunctionLoader
+
+    from clinical_mtl.reporting import build
+
+    escaping = build._environment
+
+    def unescaped():
+        environment = escaping()
+        if unsafe == "autoescape off":
+            environment.autoescape = False
+        else:
+            package = environment.loader
+
+            def with_safe_ids(name):
+                source = package.get_source(environment, name)[0]
+                return source.replace("report.patient_id }}", "report.patient_id | safe }}").replace(
+                    "page.patient_id }}", "page.patient_id | safe }}")
+
+            environment.loader = FunctionLoader(with_safe_ids)
+        return environment
+
+    monkeypatch.setattr(build, "_environment", unescaped)
+    synthetic["patients"].head(2).to_csv(tmp_path / "patients.csv", index=False)  # the hostile id and category
+    write_reports(synthetic["loaded"], tmp_path / "patients.csv", tmp_path / "out")
+    found = {name: injected_markup(html) for name, html in _hostile_pages(tmp_path / "out").items()}
+    assert [name for name, injected in found.items() if injected] == flagged
+    assert "<script>" in found["hostile id"] and "<script>" in found["index"]
+    if unsafe == "autoescape off":
+        assert {"<img>", "onerror"} <= set(found["hostile category"])
 
 
 def test_a_page_holds_nothing_of_other_patients(written, synthetic):
@@ -236,11 +284,37 @@ def test_pages_render_in_chromium_without_errors_and_pass_axe(written, browser, 
 
 
 def test_pdf_output(synthetic, tmp_path):
+    """Each patient's PDF is the printed HTML page: A4, its id first, every headline in order."""
+    import html
+    import io
+    import re
+    import unicodedata
+
+    from pypdf import PdfReader
+
+    def plain(text):  # PDF text wraps lines and uses ligatures ("ﬁ"); compare words only
+        return " ".join(unicodedata.normalize("NFKC", text).split())
+
     patients = synthetic["patients"].head(2)
     patients.to_csv(tmp_path / "patients.csv", index=False)
     summary = write_reports(synthetic["loaded"], tmp_path / "patients.csv", tmp_path / "out", pdf=True)
     pdfs = sorted((tmp_path / "out" / "pdf").iterdir())
     assert summary.pdfs == 2 and [p.stem for p in pdfs] == sorted(page_file_name(i)[:-5] for i in patients["patient_id"])
-    for pdf in pdfs:
-        content = pdf.read_bytes()
+    for patient_id in patients["patient_id"]:
+        content = (tmp_path / "out" / "pdf" / f"{page_file_name(patient_id)[:-5]}.pdf").read_bytes()
         assert content.startswith(b"%PDF-") and len(content) > 5_000
+        page = _page({"out": tmp_path / "out"}, patient_id)
+        headlines = [html.unescape(h) for h in re.findall(r'<p class="headline">(.*?)</p>', page)]
+        assert len(headlines) == 3  # diagnosis, subtype, prognosis
+        reader = PdfReader(io.BytesIO(content))
+        texts = [plain(pdf_page.extract_text()) for pdf_page in reader.pages]
+        assert len(texts) >= 1 and all(texts)  # no blank page
+        for pdf_page in reader.pages:  # A4 is 210 x 297 mm, in points of 1/72 inch
+            assert [round(float(side) * 25.4 / 72) for side in pdf_page.mediabox[2:]] == [210, 297]
+        assert f"Patient {patient_id}" in texts[0] and plain(headlines[0]) in texts[0]
+        whole = " ".join(texts)
+        positions = [whole.find(plain(headline)) for headline in headlines]
+        assert -1 not in positions and positions == sorted(positions), (patient_id, headlines)
+        assert "Intended use and limits" in texts[-1]  # printed to the end of the page
+        other = next(i for i in patients["patient_id"] if i != patient_id)
+        assert f"Patient {other}" not in whole

@@ -1,26 +1,28 @@
 """Batch scoring of files: every row scored or rejected, predictions as the model's, atomic outputs."""
 
+import errno
+import hashlib
 import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import tempfile
-import textwrap
-import time
 from dataclasses import replace
 from functools import partial
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from blocking_runner import blocked_cli
 
 from clinical_mtl import MultiTaskMLP, scoring
+from clinical_mtl.batch_io import AtomicTableWriter
 from clinical_mtl.datasets import make_synthetic_cohort, synthetic_schema
+from clinical_mtl.exceptions import OutputPathError, RowAccountingError
 from clinical_mtl.explain import top_contribution_columns, top_contributions
 from clinical_mtl.persistence import save_model
 from clinical_mtl.schema import ROW_NUMBER, SchemaError
@@ -449,34 +451,123 @@ def test_a_model_saved_without_a_schema_is_scored_with_its_own_columns(tmp_path,
         score_files(default, tmp_path / "patients.parquet", tmp_path / "again.parquet")
 
 
-def test_a_killed_run_leaves_no_output(tmp_path, loaded):
-    X, _ = make_synthetic_cohort(200_000, random_state=5)
-    source = write(X.reset_index(), tmp_path / "big.parquet")
+def score_args(loaded, source, output):
+    return ["score", "--model", loaded.reference, "--input", source, "--output", output, "--chunk-size", 7]
+
+
+def test_a_killed_run_leaves_no_output(tmp_path, loaded, patients):
+    source = write(patients[1], tmp_path / "patients.parquet")  # 40 rows: 6 chunks of 7
     destination = tmp_path / "out"
-    script = textwrap.dedent(f"""
-        from clinical_mtl.scoring import load_model_for_scoring, score_files
-        loaded = load_model_for_scoring({loaded.reference!r})
-        score_files(loaded, {str(source)!r}, {str(destination / "scores.parquet")!r}, chunk_size=4096)
-    """)
-    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 60
-        while not (destination.exists() and any(".partial" in p.name for p in destination.iterdir())):
-            assert process.poll() is None, process.stderr.read().decode()
-            assert time.monotonic() < deadline, "no .partial file appeared"
-            time.sleep(0.005)
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
-    finally:
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait(timeout=30)
+    with blocked_cli(score_args(loaded, source, destination / "scores.parquet"), tmp_path / "ready") as process:
+        process.send_signal(signal.SIGKILL)  # the first chunk is written: nothing can clean up after this
+        process.communicate(timeout=30)
     assert process.returncode == -signal.SIGKILL  # killed, not finished
-    left = [p.name for p in destination.iterdir()]
-    assert "scores.parquet" not in left
-    assert "scores.summary.json" not in left
-    assert left and all(".partial" in name for name in left)
+    left = sorted(p.name for p in destination.iterdir())
+    assert [name.split("-")[0] for name in left] == [".scores.parquet.partial", ".scores.rejects.parquet.partial"]
+
+
+# -- committing: the output is renamed last, so that whoever sees it can trust what is beside it ---
+
+
+def visible_files(folder):
+    """Digest of each file of ``folder`` that a user sees (not the hidden ``.partial`` ones)."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in folder.iterdir() if not p.name.startswith(".")}
+
+
+@pytest.fixture
+def renames(monkeypatch):
+    """Each move of a ``.partial`` file into place while the test runs: (its destination's name, the
+    visible files of the destination's folder just before). A kill at that instant would leave those."""
+    moves = []
+    replace = os.replace
+
+    def recorded(source, destination, **kwargs):
+        if ".partial" in Path(source).name:
+            moves.append((Path(destination).name, visible_files(Path(destination).parent)))
+        return replace(source, destination, **kwargs)
+
+    monkeypatch.setattr(os, "replace", recorded)  # AtomicTableWriter's and pathlib's renames alike
+    return moves
+
+
+@pytest.mark.parametrize("earlier_run", [False, True], ids=["new folder", "over an earlier run"])
+def test_the_output_appears_only_once_its_rejects_and_summary_are_in_place(tmp_path, loaded, patients, renames,
+                                                                           earlier_run):
+    _, table = patients
+    output = tmp_path / "out" / "scores.parquet"
+    if earlier_run:  # its three files are replaced; its output must not be seen beside the new summary
+        score_files(loaded, write(table, tmp_path / "earlier.parquet"), output, chunk_size=7)
+        renames.clear()
+
+    score_files(loaded, write(table.iloc[:20], tmp_path / "patients.parquet"), output, chunk_size=7)
+
+    assert [name for name, _ in renames] == ["scores.rejects.parquet", "scores.summary.json", "scores.parquet"]
+    assert [name for name, before in renames if "scores.parquet" in before] == []  # no output seen before these moves
+    final = visible_files(output.parent)
+    assert sorted(final) == ["scores.parquet", "scores.rejects.parquet", "scores.summary.json"]
+    # Just before the output appears, the rejects and the summary beside it are this run's, complete.
+    assert renames[-1][1] == {name: digest for name, digest in final.items() if name != "scores.parquet"}
+    summary = json.loads((output.parent / "scores.summary.json").read_text())
+    assert (summary["rows_in"], summary["rows_rejected"]) == (20, len([row for row in PROBLEMS if row < 20]))
+
+
+@pytest.mark.parametrize("failing", ["scores.rejects.parquet", "scores.summary.json", "scores.parquet"])
+def test_a_failed_move_into_place_leaves_no_file_and_names_it_in_one_line(tmp_path, loaded, patients, monkeypatch,
+                                                                          failing):
+    replace = os.replace
+
+    def full_disk_for(source, destination, **kwargs):
+        if Path(destination).name == failing:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return replace(source, destination, **kwargs)
+
+    monkeypatch.setattr(os, "replace", full_disk_for)
+    destination = tmp_path / "out"
+    expected = f"Cannot write {destination / failing}: {os.strerror(errno.ENOSPC)}."
+    with pytest.raises(OutputPathError, match=f"^{re.escape(expected)}$"):
+        score_files(loaded, write(patients[1], tmp_path / "patients.parquet"), destination / "scores.parquet",
+                    chunk_size=7)
+    assert list(destination.iterdir()) == []  # neither the files moved before it nor any .partial file
+
+
+# -- row accounting: rows read = rows written, checked apart from the rows handed along ---------
+
+
+def lose_a_row_on_writing(monkeypatch):
+    write_rows = AtomicTableWriter.write
+
+    def losing(self, rows):
+        write_rows(self, rows[1:] if self.path.name == "scores.parquet" and self.rows == 0 else rows)
+
+    monkeypatch.setattr(AtomicTableWriter, "write", losing)
+
+
+def lose_a_row_on_reading(monkeypatch):
+    read_chunks = scoring.iter_chunks
+
+    def losing(*args, **kwargs):
+        for k, chunk in enumerate(read_chunks(*args, **kwargs)):
+            yield chunk.iloc[1:] if k == 0 else chunk
+
+    monkeypatch.setattr(scoring, "iter_chunks", losing)
+
+
+@pytest.mark.parametrize("lose_a_row, counts", [
+    # Row 0 is a good row: 29 scored rows less one, the 11 rejected rows all written.
+    (lose_a_row_on_writing, "40 rows read but 28 scored and 11 rejected rows written"),
+    (lose_a_row_on_reading, "39 rows read (the Parquet footers count 40) but 28 scored and 11 rejected rows written"),
+], ids=["writing", "reading"])
+def test_a_lost_row_fails_the_run_in_one_line_and_commits_nothing(tmp_path, loaded, patients, monkeypatch,
+                                                                  lose_a_row, counts):
+    assert (N_ROWS, len(GOOD), len(PROBLEMS)) == (40, 29, 11)
+    lose_a_row(monkeypatch)
+    destination = tmp_path / "out"
+    with pytest.raises(RowAccountingError) as error:  # a ClinicalMTLError: one line on the console
+        score_files(loaded, write(patients[1], tmp_path / "patients.parquet"), destination / "scores.parquet",
+                    chunk_size=7)
+    assert str(error.value) == f"Row accounting failed, a bug in clinical-mtl: {counts}; no output was committed."
+    assert list(destination.iterdir()) == []
 
 
 # -- the register of ids seen: exact, in bounded memory, its temporary files deleted ----------
@@ -566,3 +657,39 @@ def test_the_id_register_files_are_deleted_when_a_run_fails(tmp_path, loaded, pa
     with pytest.raises(SchemaError, match="b_bad"):
         score_files(loaded, folder, tmp_path / "scores.parquet", chunk_size=7)
     assert small_register and all(file.closed for file in small_register)
+
+
+def test_the_id_register_fills_its_memory_budget_before_spilling_to_disk(temporary_files):
+    with IdRegister(memory_budget=4, block_size=2) as register:
+        register.seen_before(pd.Series([1, 2]))
+        register.seen_before(pd.Series([3, 4]))
+        assert register.ids_in_memory == 4 and not temporary_files  # exactly the budget: all in memory
+        assert register.seen_before(pd.Series([5, 1])).tolist() == [False, True]
+        assert register.ids_in_memory == 1 and len(temporary_files) == 1  # beyond it: the 4 written as one run
+
+
+@pytest.fixture
+def block_reads(temporary_files, monkeypatch):
+    """The ids read back by each read of an id register's temporary files (8 bytes an id)."""
+    reads = []
+    make = tempfile.TemporaryFile  # the recording one of ``temporary_files``
+
+    def counted(*args, **kwargs):
+        file = make(*args, **kwargs)
+        read_into = file.readinto
+        file.readinto = lambda buffer: reads.append(read_into(buffer) // 8) or reads[-1] * 8
+        return file
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", counted)
+    return reads
+
+
+def test_the_default_id_register_holds_2_18_ids_in_memory_and_reads_2_16_at_a_time(temporary_files, block_reads):
+    first = pd.Series(np.arange(2**18))
+    with IdRegister() as register:
+        assert not register.seen_before(first).any()
+        assert register.ids_in_memory == 2**18 and not temporary_files
+        assert register.seen_before(pd.Series([-1])).tolist() == [False]  # one more: the 2**18 go to disk
+        assert register.ids_in_memory == 1 and len(temporary_files) == 1
+        assert register.seen_before(first).all()
+    assert block_reads == [2**16] * 4  # every block of the run holds an id looked up

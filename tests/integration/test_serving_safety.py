@@ -10,7 +10,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from test_mlflow_servers import MLFLOW, free_port, start, stop, wait_until_up
+from test_mlflow_servers import MLFLOW, serve, stop
 
 from clinical_mtl import MultiTaskMLP, tracking
 from clinical_mtl.datasets import load_pbc
@@ -130,13 +130,11 @@ def test_pyfunc_refuses_non_finite_outputs(served_model, monkeypatch):
 
 def test_models_serve_answers_bad_requests_without_values(served_model, tmp_path, server_env):
     model, X, folder = served_model
-    port = free_port()
-    log = tmp_path / "serve.log"
-    server = start([MLFLOW, "models", "serve", "-m", str(folder), "--env-manager", "local",
-                    "-h", "127.0.0.1", "-p", str(port)],
-                   server_env | {"CLINICAL_MTL_MAX_ROWS_PER_REQUEST": str(MAX_ROWS)}, log)
+    server, port = serve(lambda port: [MLFLOW, "models", "serve", "-m", str(folder), "--env-manager", "local",
+                                       "-h", "127.0.0.1", "-p", str(port)],
+                         server_env | {"CLINICAL_MTL_MAX_ROWS_PER_REQUEST": str(MAX_ROWS)}, tmp_path / "serve.log",
+                         "/ping")
     try:
-        wait_until_up(server, f"http://127.0.0.1:{port}/ping", log)
         answers = {case: post(port, split_body(bad_rows(model, X, case))) for case in CASES}
         answers["missing_column"] = post(port, split_body(good_rows(model, X).drop(columns="bili")))
         too_many = pd.concat([good_rows(model, X)] * 6, ignore_index=True).head(MAX_ROWS + 1)
@@ -162,12 +160,10 @@ def test_models_serve_answers_bad_requests_without_values(served_model, tmp_path
 
 def test_guarded_server_refuses_what_mlflow_would_quote(served_model, tmp_path, server_env):
     model, X, folder = served_model
-    port = free_port()
-    log = tmp_path / "guarded.log"
-    server = start([sys.executable, "-m", "clinical_mtl.cli", "serve", "--model", str(folder), "--host", "127.0.0.1",
-                    "-p", str(port), "--max-bytes", "20000"], server_env, log)
+    server, port = serve(lambda port: [sys.executable, "-m", "clinical_mtl.cli", "serve", "--model", str(folder),
+                                       "--host", "127.0.0.1", "-p", str(port), "--max-bytes", "20000"],
+                         server_env, tmp_path / "guarded.log", "/ping")
     try:
-        wait_until_up(server, f"http://127.0.0.1:{port}/ping", log)
         malformed = post(port, b'{"dataframe_split": {"columns": ["id"], "data": [["' + SENTINEL_ID.encode())
         not_utf8 = post(port, b'{"x": "\xff' + SENTINEL_ID.encode() + b'"}')
         csv = post(port, good_rows(model, X).assign(id=SENTINEL_ID).to_csv(index=False).encode(), "text/csv")

@@ -6,13 +6,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from clinical_mtl import MultiTaskMLP
-from clinical_mtl.datasets import make_synthetic_cohort, synthetic_schema
-from clinical_mtl.persistence import save_model
+from clinical_mtl.datasets import make_synthetic_cohort
 from clinical_mtl.pipelines import run_score
 from clinical_mtl.schema import SchemaError
 from clinical_mtl.scoring import load_model_for_scoring, score_files
 from clinical_mtl.spark_scoring import score_files_with_spark, spark_session
+from saved_models import save_schema_model
 
 
 @pytest.fixture(scope="module")
@@ -25,11 +24,8 @@ def spark():
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    X, Y = make_synthetic_cohort(300, random_state=1)
-    schema = synthetic_schema()
-    model = MultiTaskMLP(tasks=schema.tasks, hidden_layer_sizes=(16,), max_epochs=15, ensemble_size=2,
-                         random_state=0).fit(X, Y)
-    return save_model(model, tmp_path_factory.mktemp("model") / "synthetic_mtl", schema=schema)
+    return save_schema_model(tmp_path_factory.mktemp("model") / "synthetic_mtl", 300, random_state=1,
+                             hidden_layer_sizes=(16,), max_epochs=15, ensemble_size=2)
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 """MLflow tracking: autolog, the pyfunc model, no pickles, the registry."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -111,6 +112,51 @@ def test_fresh_process_loads_without_pickles_and_predicts_identically(tracked, t
                     str(tmp_path / "out.parquet")], check=True, env=env, cwd=tmp_path.parent)
     fresh = pd.read_parquet(tmp_path / "out.parquet")
     pd.testing.assert_frame_equal(fresh, flat_predictions(model, X), check_exact=True)
+
+
+class _RunsCodeWhenUnpickled:
+    """A model whose pickle runs code when it is loaded (it makes a folder), as a malicious model's would."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def predict(self, X):
+        return X
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+_LOAD_WITH_AND_WITHOUT_PICKLES = """
+import json, os, sys, mlflow
+model_uri, marker = sys.argv[1:]
+outcome = {}
+for allowed in ("false", "true"):
+    os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = allowed
+    try:
+        mlflow.pyfunc.load_model(model_uri)
+        outcome[allowed] = {"error": None}
+    except Exception as error:
+        outcome[allowed] = {"error": str(error)}
+    outcome[allowed]["payload_ran"] = os.path.exists(marker)
+print(json.dumps(outcome))
+"""
+
+
+def test_the_pickle_setting_refuses_a_pickled_flavour_that_would_run_code(store):
+    # The negative control of the test above: the setting it loads under does stop pickles.
+    marker = store / "payload-ran"
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(_RunsCodeWhenUnpickled(str(marker)), name="pickled",
+                                        serialization_format="cloudpickle", pip_requirements=[])
+    done = subprocess.run([sys.executable, "-c", _LOAD_WITH_AND_WITHOUT_PICKLES, info.model_uri, str(marker)],
+                          cwd=store.parent, capture_output=True, text=True, check=True)
+    outcome = json.loads(done.stdout.splitlines()[-1])
+    assert ("Deserializing this model is disallowed because 'MLFLOW_ALLOW_PICKLE_DESERIALIZATION' is not set to "
+            "'true'.") in str(outcome["false"]["error"])
+    assert not outcome["false"]["payload_ran"]
+    # The payload is real: allowed, the same load runs it.
+    assert outcome["true"]["payload_ran"]
 
 
 def test_native_model_loads_back(tracked):

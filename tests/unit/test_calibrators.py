@@ -1,6 +1,7 @@
 """Recalibration maps on data with known answers."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -114,3 +115,96 @@ def test_fit_calibrator_needs_the_classes_among_the_held_out_labels():
     assert fit_calibrator("temperature", proba, np.where(y == 2, 0, y)) is not None
     with pytest.raises(ValueError, match="calibration method must be one of"):
         fit_calibrator("platt", proba, y)
+
+
+def _two_level_binary(n_per_side, n_correct):
+    """Rows predicted 0.8 / 0.2, the predicted class right ``n_correct`` times out of ``n_per_side``
+    on each side: a frequency f below 0.8, so over-confident."""
+    proba = np.repeat([[0.2, 0.8], [0.8, 0.2]], n_per_side, axis=0)
+    y = np.r_[np.arange(n_per_side) < n_correct, np.arange(n_per_side) >= n_correct].astype(int)
+    return proba, y
+
+
+@pytest.mark.parametrize("n_per_side, rejects", [(30, False), (40, True)])
+def test_the_likelihood_ratio_statistic_is_twice_the_summed_log_likelihood_gain(n_per_side, rejects):
+    """Every row predicts its class with sigmoid(log 4 / T) and is right with frequency f = 0.7:
+    the best T gives sigmoid(log 4 / T) = f, T = log 4 / logit(f), and gains n KL(f || 0.8) nats
+    over T = 1 in summed log-likelihood. The statistic 2 n KL is 3.38 with 60 rows (below 3.84,
+    T stays 1) and 4.51 with 80 rows (T is used)."""
+    from scipy.optimize import minimize_scalar
+
+    proba, y = _two_level_binary(n_per_side, round(0.7 * n_per_side))
+    f, n = 0.7, len(y)
+    statistic = 2 * n * (f * np.log(f / 0.8) + (1 - f) * np.log((1 - f) / 0.2))
+    best = math.log(4) / math.log(f / (1 - f))
+
+    def summed_nll(t):  # the same NLL summed over the rows, by scipy's optimiser over T itself
+        p = 1 / (1 + np.exp(-np.log(proba[:, 1] / proba[:, 0]) / t))
+        return -np.sum(np.where(y == 1, np.log(p), np.log(1 - p)))
+
+    reference = minimize_scalar(summed_nll, bounds=(0.5, 5.0), method="bounded", options={"xatol": 1e-10})
+    assert reference.x == pytest.approx(best, rel=1e-6)
+    assert 2 * (summed_nll(1.0) - reference.fun) == pytest.approx(statistic, rel=1e-9)
+    assert (statistic >= 3.841458820694124) == rejects and 2.6 < statistic < 4.6
+    assert TemperatureScaling.fit(proba, y, test=False).temperature == pytest.approx(best, rel=1e-4)
+    expected = best if rejects else 1.0
+    assert TemperatureScaling.fit(proba, y).temperature == pytest.approx(expected, rel=1e-4)
+
+
+@pytest.mark.filterwarnings("error")  # no division by a zero total on the way either
+def test_isotonic_row_whose_classes_all_map_to_0_keeps_its_probabilities():
+    """Each class maps p below 0.5 to 0: a row without a class above 0.5 keeps its
+    probabilities, so its Jacobian is the identity (finite differences agree)."""
+    calibrator = IsotonicCalibration(tuple((np.array([0.0, 0.5, 1.0]), np.array([0.0, 0.0, 1.0]))
+                                           for _ in range(3)))
+    proba = np.array([[0.3, 0.3, 0.4], [0.1, 0.1, 0.8]])
+    # Row 2 maps to (0, 0, 0.6), which sums to 0.6: (0, 0, 1) once renormalised.
+    np.testing.assert_allclose(calibrator.transform(proba), [[0.3, 0.3, 0.4], [0.0, 0.0, 1.0]])
+    jacobian = calibrator.jacobian(proba[:1])
+    step = 1e-6
+    numeric = np.stack([(calibrator.transform(proba[:1] + step * np.eye(3)[d]) - calibrator.transform(proba[:1]))
+                        / step for d in range(3)], axis=-1)
+    np.testing.assert_allclose(numeric[0], np.eye(3), atol=1e-9)
+    np.testing.assert_array_equal(jacobian, np.eye(3)[None])
+
+
+def test_isotonic_jacobian_of_a_binary_map_is_its_one_sided_slope():
+    """Two held-out probability levels give a map with two thresholds, one linear piece between
+    (scikit-learn's IsotonicRegression, clipped beyond). Its derivative, shape (n, 2, 2): the
+    piece's slope for p_1 from the first threshold up to (not at) the last, 0 beyond either end,
+    one-sided (from above) at the thresholds: the forward difference of scikit-learn's map."""
+    from sklearn.isotonic import IsotonicRegression
+
+    p1 = np.repeat([0.2, 0.8], 4)
+    y = np.array([1, 0, 0, 0, 1, 1, 1, 0])  # frequencies 0.25 and 0.75
+    proba = np.column_stack([1 - p1, p1])
+    calibrator = IsotonicCalibration.fit(proba, y)
+    reference = IsotonicRegression(out_of_bounds="clip").fit(p1, y)
+    np.testing.assert_allclose(calibrator.thresholds[0][0], [0.2, 0.8])
+    at = np.array([0.0, 0.1, 0.2, 0.5, 0.7, 0.8, 0.95, 1.0])
+    np.testing.assert_allclose(calibrator.transform(np.column_stack([1 - at, at]))[:, 1], reference.predict(at))
+    step = 1e-7
+    slope = (reference.predict(np.minimum(at + step, 1.0)) - reference.predict(at)) / step
+    slope[at == 1.0] = 0.0  # p_1 cannot go above 1; the map is flat there anyway
+    np.testing.assert_allclose(slope, [0, 0, 0.5 / 0.6, 0.5 / 0.6, 0.5 / 0.6, 0, 0, 0], atol=1e-6)
+    expected = np.zeros((len(at), 2, 2))
+    expected[:, 0, 1], expected[:, 1, 1] = -slope, slope  # transform is (1 - g(p_1), g(p_1)): no p_0
+    np.testing.assert_allclose(calibrator.jacobian(np.column_stack([1 - at, at])), expected, atol=1e-6)
+
+
+def test_temperature_reads_a_probability_past_0_or_1_by_rounding_as_0_or_1():
+    """Explanations carry base + attributions through the map (``explain._through_calibration``),
+    which rounding can put a little past 0 or 1: fitted, transformed and differentiated, such a
+    vector gives what the probabilities clipped to [0, 1] give."""
+    rng = np.random.default_rng(0)
+    proba = softmax(rng.normal(0.0, 3.0, size=(300, 2)), axis=1)
+    y = (rng.random(300) < proba[:, 1] ** 1.5).astype(int)
+    past = proba.copy()
+    near_1 = past[:, 1] > 0.9
+    past[near_1] = [-1e-9, 1.0 + 1e-9]
+    clipped = np.clip(past, 0.0, 1.0)
+    assert near_1.sum() > 50
+    fitted = TemperatureScaling.fit(past, y, test=False)
+    assert fitted.temperature == TemperatureScaling.fit(clipped, y, test=False).temperature != 1.0
+    np.testing.assert_array_equal(fitted.transform(past), fitted.transform(clipped))
+    np.testing.assert_array_equal(fitted.jacobian(past), fitted.jacobian(clipped))

@@ -3,8 +3,10 @@ import math
 import pytest
 import torch
 
-from clinical_mtl.losses import FixedWeighting, UncertaintyWeighting, masked_task_loss
+from clinical_mtl.exceptions import TaskSpecificationError
+from clinical_mtl.losses import FixedWeighting, UncertaintyWeighting, masked_task_loss, weighting_factory
 from clinical_mtl.network import build_network
+from clinical_mtl.tasks import TaskSpec
 
 
 def test_loss_is_the_mean_over_labelled_rows_only():
@@ -88,3 +90,79 @@ def test_a_task_absent_from_the_batch_does_not_move_its_sigma():
         after = [p.detach() for p in weighting.log_variances]
         assert not torch.equal(before[0], after[0])
         assert torch.equal(before[1], after[1]) != present_second
+
+
+def _uncertainty_weighting(is_regression, sigmas):
+    """An ``UncertaintyWeighting`` whose sigma_t are set by hand (``s_t = log sigma_t^2``)."""
+    weighting = UncertaintyWeighting(is_regression)
+    with torch.no_grad():
+        for parameter, sigma in zip(weighting.log_variances, sigmas):
+            parameter.fill_(2 * math.log(sigma))
+    return weighting
+
+
+@pytest.mark.parametrize(
+    ("is_regression", "sigmas", "losses"),
+    [
+        ([False], [1.5], [0.8]),
+        ([True], [3.0], [2.5]),
+        ([False, True, False], [1.5, 3.0, 0.7], [0.8, 2.5, 1.3]),
+        ([True, False, True], [0.4, 2.2, 1.7], [1.1, 0.3, None]),
+    ],
+)
+def test_uncertainty_objective_and_its_sigma_gradient_match_the_formula(is_regression, sigmas, losses):
+    """L / sigma^2 + log sigma (classification), L / (2 sigma^2) + log sigma (regression).
+
+    The sigmas are asymmetric, so their log terms do not cancel; an absent task
+    (None) adds neither its loss nor its log sigma.
+    """
+    weighting = _uncertainty_weighting(is_regression, sigmas)
+    total = weighting([None if loss is None else torch.tensor(loss) for loss in losses])
+    expected = sum(
+        loss / ((2 if reg else 1) * sigma**2) + math.log(sigma)
+        for reg, sigma, loss in zip(is_regression, sigmas, losses)
+        if loss is not None
+    )
+    assert total.item() == pytest.approx(expected, rel=1e-6)
+    total.backward()
+    for reg, sigma, loss, s in zip(is_regression, sigmas, losses, weighting.log_variances):
+        if loss is None:
+            assert s.grad is None
+            continue
+        # d/d(log sigma) of c L exp(-2 log sigma) + log sigma is 1 - 2 c L / sigma^2, with
+        # c = 1/2 for regression; the parameter s = 2 log sigma gets half of it.
+        c = 0.5 if reg else 1.0
+        d_log_sigma = 1 - 2 * c * loss / sigma**2
+        assert s.grad.item() == pytest.approx(d_log_sigma / 2, rel=1e-6)
+
+
+@pytest.mark.parametrize("is_regression", [False, True])
+def test_uncertainty_sigma_gradient_vanishes_where_sigma_squared_matches_the_loss(is_regression):
+    """The stationary point of the objective in sigma: sigma^2 = L (regression), 2 L (classification)."""
+    loss = 0.37
+    sigma = math.sqrt(loss if is_regression else 2 * loss)
+    weighting = _uncertainty_weighting([is_regression], [sigma])
+    weighting([torch.tensor(loss)]).backward()
+    assert abs(weighting.log_variances[0].grad.item()) < 1e-6
+    for factor in (0.8, 1.25):  # below the optimum sigma the objective falls with sigma, above it rises
+        weighting = _uncertainty_weighting([is_regression], [sigma * factor])
+        weighting([torch.tensor(loss)]).backward()
+        assert math.copysign(1, weighting.log_variances[0].grad.item()) == math.copysign(1, factor - 1)
+
+
+SPECS = [TaskSpec("diagnosis", "binary", (0, 1)), TaskSpec("stage", "multiclass", (1, 2, 3)),
+         TaskSpec("bilirubin", "regression")]
+
+
+def test_equal_weighting_gives_every_outcome_weight_one():
+    weighting = weighting_factory("equal", SPECS)()
+    assert weighting.report() == {"weight": [1.0, 1.0, 1.0]}
+    assert weighting([torch.tensor(0.5), None, torch.tensor(2.0)]).item() == pytest.approx(2.5)
+
+
+def test_a_zero_weight_is_accepted_and_silences_its_outcome():
+    weighting = weighting_factory({"diagnosis": 0.0, "stage": 2.0, "bilirubin": 0.5}, SPECS)()
+    assert weighting.report() == {"weight": [0.0, 2.0, 0.5]}
+    assert weighting([torch.tensor(7.0), torch.tensor(1.0), torch.tensor(4.0)]).item() == pytest.approx(4.0)
+    with pytest.raises(TaskSpecificationError, match="non-negative"):
+        weighting_factory({"diagnosis": -0.5, "stage": 2.0, "bilirubin": 0.5}, SPECS)

@@ -1,4 +1,6 @@
+import hashlib
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -6,6 +8,7 @@ import pytest
 import torch
 
 from clinical_mtl import MultiTaskMLP
+from clinical_mtl.exceptions import ModelLoadError
 from clinical_mtl.persistence import CONFIG_FILE, WEIGHTS_FILE, load_model, save_model
 
 
@@ -56,3 +59,35 @@ def test_unknown_format_version_is_refused(tmp_path, fitted_model):
     (folder / CONFIG_FILE).write_text(json.dumps(config))
     with pytest.raises(ValueError, match="format_version 99"):
         load_model(folder)
+
+
+class _RunsCodeWhenUnpickled:
+    """A pickle payload that makes a folder when unpickled, as a malicious weights file would run code."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_weights_holding_a_pickle_payload_are_refused_without_running_it(tmp_path, fitted_model):
+    folder = save_model(fitted_model, tmp_path / "model")
+    marker = tmp_path / "payload-ran"
+    torch.save({"weights": _RunsCodeWhenUnpickled(str(marker))}, folder / WEIGHTS_FILE)
+    # Digests recomputed, as a forger would: only the tensors-only loading stands in the way.
+    config = json.loads((folder / CONFIG_FILE).read_text())
+    content = {key: value for key, value in config.items() if key != "integrity"}
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":")).encode()
+    config["integrity"] = {"weights_sha256": _digest((folder / WEIGHTS_FILE).read_bytes()),
+                           "config_sha256": _digest(canonical)}
+    (folder / CONFIG_FILE).write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match="holds something other than tensors"):
+        load_model(folder)
+    assert not marker.exists()
+    torch.load(folder / WEIGHTS_FILE, weights_only=False)  # the control: plain unpickling runs the payload
+    assert marker.exists()

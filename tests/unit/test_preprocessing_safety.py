@@ -244,3 +244,41 @@ def test_the_log_scale_is_no_patient_value():
     assert np.percentile(values, 5) == second_smallest
     assert pre.encodings_[0].log_scale == float(f"{second_smallest:.3g}") != second_smallest
     assert set(_stored_numbers(pre.to_dict())) & set(values.tolist()) == set()
+
+
+def test_a_standardised_value_of_exactly_max_abs_input_is_represented():
+    """Within 1e15 of 0 includes 1e15 itself; only the rows beyond it are named."""
+    pre = ClinicalPreprocessor(log_transform=None).fit(pd.DataFrame({"x": [-1.0, 1.0]}))  # mean 0, std 1
+    out = pre.transform(pd.DataFrame({"x": [1e15, -1e15, 0.5]}))
+    np.testing.assert_array_equal(out[:, 0], np.float32([1e15, -1e15, 0.5]))
+    new = pd.DataFrame({"x": [1e15, 2e15, -1e15, -3e15]}, index=["at", "beyond", "at_negative", "beyond_negative"])
+    with pytest.raises(InputDataError, match=r"Column 'x' .* in rows 'beyond', 'beyond_negative'; check"):
+        pre.transform(new)
+
+
+def test_the_representable_range_of_asinh_with_a_scale_below_1_keeps_x_over_s_finite():
+    """With s < 1, x / s overflows float64 for |x| beyond about float64-max * s: that is the
+    range's edge (a little inside), on both sides; values within it are transformed."""
+    values = np.array([0.02, 0.05, 0.1, 0.3, 1.0, 2.0, 5.0, 20.0])
+    pre = ClinicalPreprocessor(log_transform=["x"]).fit(pd.DataFrame({"x": values}))
+    s = float(f"{np.percentile(values, 5):.3g}")  # 0.02 + 0.35 * 0.03 = 0.0305
+    encoding = pre.encodings_[0]
+    assert encoding.log_scale == s == 0.0305
+    edge = np.finfo(np.float64).max * s
+    low, high = encoding.representable_range()
+    assert high == pytest.approx(edge, rel=1e-5) and high <= edge
+    assert low == -high
+    assert np.isfinite(pre.transform(pd.DataFrame({"x": [low, high]}))).all()
+    with pytest.raises(InputDataError, match=r"rows 0, 1"):
+        pre.transform(pd.DataFrame({"x": [1.01 * edge, -1.01 * edge, 3.0]}))
+
+
+def test_the_representable_range_of_asinh_with_a_scale_of_1_is_unbounded():
+    """With s = 1, x / s is finite for every finite x and asinh keeps it near 710 at most:
+    every finite value is representable, so the range has no bound (None, None)."""
+    values = np.r_[1.0, 1.0, np.arange(2.0, 21.0)]  # 21 values: the 5th percentile is the 2nd smallest, 1
+    pre = ClinicalPreprocessor(log_transform=["x"]).fit(pd.DataFrame({"x": values}))
+    assert pre.encodings_[0].log_scale == np.percentile(values, 5) == 1.0
+    assert pre.encodings_[0].representable_range() == (None, None)
+    largest = np.finfo(np.float64).max
+    assert np.isfinite(pre.transform(pd.DataFrame({"x": [-largest, largest, 0.0]}))).all()

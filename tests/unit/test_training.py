@@ -1,12 +1,19 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from clinical_mtl.exceptions import TrainingDivergedError
 from clinical_mtl.losses import FixedWeighting
 from clinical_mtl.network import build_network
-from clinical_mtl.training import TaskData, TrainingSettings, fit_module, predict_module, evaluate_losses
+from clinical_mtl.training import (
+    TaskData, TrainingSettings, evaluate_losses, fit_module, predict_module, resolve_device,
+)
+
+
+SETTINGS = {"learning_rate": 0.01, "weight_decay": 0.0, "batch_size": 8, "max_epochs": 100, "patience": 10,
+            "verbose": 0}
 
 
 def separable(n=40, seed=0):
@@ -24,7 +31,7 @@ def train(data, valid=None, seed=0, **settings):
     weighting = FixedWeighting([1.0, 1.0])
     result = fit_module(
         net, weighting, ["cls", "value"], ["binary", "regression"], data, valid,
-        TrainingSettings(**({"learning_rate": 0.01, "batch_size": 8} | settings)), seed=seed,
+        TrainingSettings(**(SETTINGS | settings)), seed=seed,
     )
     return net, result
 
@@ -105,6 +112,186 @@ def test_sigma_of_a_task_never_present_stays_put_with_the_fused_optimiser():
     net = build_network(3, (16,), [1, 1], 0.0, seed=0)
     weighting = UncertaintyWeighting([False, True])
     fit_module(net, weighting, ["cls", "value"], ["binary", "regression"], data, None,
-               TrainingSettings(learning_rate=0.05, weight_decay=0.1, batch_size=8, max_epochs=3), seed=0)
+               TrainingSettings(**(SETTINGS | {"learning_rate": 0.05, "weight_decay": 0.1, "max_epochs": 3})),
+               seed=0)
     assert weighting.log_variances[1].item() == 0.0
     assert weighting.log_variances[0].item() != 0.0
+
+
+NAMES, KINDS = ["cls", "value"], ["binary", "regression"]
+
+
+def _fit(net, weighting, data, valid=None, names=NAMES, kinds=KINDS, **settings):
+    return fit_module(net, weighting, names, kinds, data, valid, TrainingSettings(**(SETTINGS | settings)), seed=0)
+
+
+def _row_losses(logit, label, value, target):
+    """Per-row binary cross-entropy log(1 + e^z) - y z and squared error, in float64."""
+    logit, label, value, target = (np.asarray(a, dtype=np.float64) for a in (logit, label, value, target))
+    return np.logaddexp(0.0, logit) - label * logit, (value - target) ** 2
+
+
+def _weighted_means(net, data):
+    """Each task's weighted mean loss over its labelled rows, by hand."""
+    with torch.no_grad():
+        logit, value = (out[:, 0].numpy() for out in net(data.X))
+    cross_entropy, squared = _row_losses(logit, data.targets[0], value, data.targets[1])
+    weights = data.weights.numpy().astype(np.float64)
+    return [np.average(cross_entropy, weights=weights[:, 0]), np.average(squared, weights=weights[:, 1])]
+
+
+@pytest.mark.parametrize("batch_size", [1, 8, 64])
+def test_recorded_train_loss_is_each_tasks_weighted_mean_over_every_labelled_row(batch_size):
+    """With a learning rate of 0 the network is the same in every batch, so an epoch's loss of a task is
+    its weighted mean over all its labelled rows: one-row batches, uneven ones or one for all, rows
+    without any label in between (they end no epoch)."""
+    data = separable(42)
+    data.weights[:, 0] = torch.where(data.targets[0] == 1, 2.0, 1.0)  # class weights
+    data.weights[5:12] = 0.0  # rows without any label
+    net, result = train(data, learning_rate=0.0, max_epochs=1, batch_size=batch_size)
+    expected = _weighted_means(net, data)
+    record = result.history[0]
+    assert record["train_loss/cls"] == pytest.approx(expected[0], rel=1e-5)
+    assert record["train_loss/value"] == pytest.approx(expected[1], rel=1e-5)
+    assert record["train_loss"] == pytest.approx(sum(expected), rel=1e-5)
+
+
+def test_a_task_labelled_in_a_single_row_trains_and_records_that_rows_loss():
+    data = separable()
+    data.weights[:, 1] = 0.0
+    data.weights[3, 1] = 1.0
+    net, result = train(data, learning_rate=0.0, max_epochs=1)
+    with torch.no_grad():
+        value = net(data.X[3:4])[1][0, 0].item()
+    assert result.history[0]["train_loss/value"] == pytest.approx((value - data.targets[1][3].item()) ** 2, rel=1e-5)
+    trained, _ = train(data, max_epochs=1)
+    start = build_network(3, (16,), [1, 1], 0.0, seed=0)
+    assert not torch.equal(trained.heads[1].bias, start.heads[1].bias)
+
+
+def test_a_tasks_train_loss_stays_its_mean_when_another_tasks_loss_sum_overflows_float32():
+    """Squared errors near 1.2e37 sum to about 1e38 in a batch of 8 (finite) but overflow float32 over
+    the ten batches of an epoch; the other task, absent from most batches, must still record its own
+    mean, not NaN."""
+    data = separable(80)
+    huge = TaskData(data.X, [torch.full((80,), 3.5e18), data.targets[0]], torch.zeros(80, 2))
+    huge.weights[:, 0] = 1.0
+    huge.weights[[2, 9], 1] = 1.0
+    net = build_network(3, (16,), [1, 1], 0.0, seed=0)
+    result = _fit(net, FixedWeighting([1.0, 1.0]), huge, names=["value", "cls"], kinds=["regression", "binary"],
+                  learning_rate=0.0, max_epochs=1)
+    with torch.no_grad():
+        logit = net(huge.X[[2, 9]])[1][:, 0]
+    cross_entropy, _ = _row_losses(logit, huge.targets[1][[2, 9]], 0.0, 0.0)
+    assert result.history[0]["train_loss/cls"] == pytest.approx(cross_entropy.mean(), rel=1e-5)
+
+
+def test_a_validation_loss_that_never_improves_stops_after_patience_epochs_on_the_last_weights():
+    """Validation targets of 1e20 make the validation loss infinite (beyond float32) in every epoch, so
+    it never improves on the start: training stops after `patience` epochs and keeps the last weights."""
+    data, valid = separable(), separable(seed=1)
+    valid.targets[1][:], valid.weights[:, 1] = 1e20, 1.0
+    net, result = train(data, valid, max_epochs=20, patience=3)
+    assert all(math.isinf(record["valid_loss"]) for record in result.history)
+    assert result.n_epochs == 3
+    assert result.best_epoch == 3
+    last, _ = train(data, max_epochs=3)
+    for a, b in zip(net.parameters(), last.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_an_equal_validation_loss_is_no_improvement():
+    """With a learning rate of 0 every epoch has the same validation loss: the first one stays the best
+    and training stops `patience` epochs after it."""
+    _, result = train(separable(), separable(seed=1), learning_rate=0.0, max_epochs=20, patience=3)
+    assert len({record["valid_loss"] for record in result.history}) == 1
+    assert result.best_epoch == 1
+    assert result.n_epochs == 4
+
+
+def test_a_head_and_its_sigma_move_only_in_the_batches_where_their_task_is_labelled():
+    """Without a trunk the value head sees nothing but its own loss, so rows unlabelled for it must leave
+    it (and its sigma) where two epochs on its one labelled row alone put it: AdamW's momentum and
+    weight decay do not touch it in the other batches."""
+    from clinical_mtl.losses import UncertaintyWeighting
+
+    data = separable(10)
+    data.weights[:, 1] = 0.0
+    data.weights[4, 1] = 1.0
+
+    def value_head_and_sigma(rows):
+        net, weighting = build_network(3, (), [1, 1], 0.0, seed=0), UncertaintyWeighting([False, True])
+        _fit(net, weighting, rows, learning_rate=0.05, weight_decay=0.1, batch_size=1, max_epochs=2)
+        return [*net.heads[1].parameters(), weighting.log_variances[1]]
+
+    start = [*build_network(3, (), [1, 1], 0.0, seed=0).heads[1].parameters(), torch.zeros(())]
+    padded, alone = value_head_and_sigma(data), value_head_and_sigma(data.take(torch.tensor([4])))
+    for first, a, b in zip(start, padded, alone):
+        assert not torch.equal(first, b)
+        torch.testing.assert_close(a, b)
+
+
+def test_evaluate_losses_is_none_without_a_label_and_the_rows_loss_with_one():
+    net = build_network(3, (16,), [1, 1], 0.0, seed=0)
+    data = separable()
+    data.weights[:] = 0.0
+    data.weights[7, 0] = 1.0
+    cls, value = evaluate_losses(net, KINDS, data)
+    assert value is None
+    with torch.no_grad():
+        logit = net(data.X[7:8])[0][:, 0]
+    cross_entropy, _ = _row_losses(logit, data.targets[0][7:8], 0.0, 0.0)
+    assert cls.item() == pytest.approx(cross_entropy[0], rel=1e-5)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="torch finds a CUDA device here, so device='cuda' is usable")
+def test_cuda_without_a_cuda_device_is_a_clear_value_error():
+    with pytest.raises(ValueError, match="finds no CUDA device"):
+        resolve_device("cuda")
+
+
+@pytest.mark.parametrize("available", [False, True])
+def test_cuda_is_resolved_only_where_torch_finds_a_cuda_device(monkeypatch, available):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: available)
+    assert resolve_device("cpu") == torch.device("cpu")
+    if available:
+        assert resolve_device("cuda:0") == torch.device("cuda", 0)
+    else:
+        with pytest.raises(ValueError, match="finds no CUDA device"):
+            resolve_device("cuda:0")
+
+
+def test_weight_decay_shrinks_weight_matrices_only_never_biases_or_sigmas():
+    """AdamW's decoupled decay: after one step, a weight matrix trained with decay wd is the one trained
+    without it less lr * wd times its start; every bias and sigma is trained, alike with or without decay."""
+    from clinical_mtl.losses import UncertaintyWeighting
+
+    data, lr, wd = separable(), 0.01, 0.5
+
+    def one_step(weight_decay):
+        net, weighting = build_network(3, (16,), [1, 1], 0.0, seed=0), UncertaintyWeighting([False, True])
+        _fit(net, weighting, data, learning_rate=lr, weight_decay=weight_decay, batch_size=len(data), max_epochs=1)
+        return [*net.parameters(), *weighting.log_variances]
+
+    start = [*build_network(3, (16,), [1, 1], 0.0, seed=0).parameters(), torch.zeros(()), torch.zeros(())]
+    for first, plain, decayed in zip(start, one_step(0.0), one_step(wd)):
+        assert not torch.equal(plain, first)
+        if first.ndim > 1:
+            torch.testing.assert_close(decayed, plain - lr * wd * first)
+        else:
+            assert torch.equal(decayed, plain)
+
+
+def test_the_optimiser_is_the_fused_adamw_on_the_cpu(monkeypatch):
+    """The fused AdamW kernel, documented in ``_make_optimizer``: about 3.4x faster per step on the CPU
+    than the per-parameter loop for the tests' (64, 32) network, with the same maths up to rounding."""
+    made = []
+    adamw = torch.optim.AdamW
+
+    def recorded(*args, **kwargs):
+        made.append(kwargs)
+        return adamw(*args, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "AdamW", recorded)
+    train(separable(), max_epochs=1)
+    assert [kwargs.get("fused") for kwargs in made] == [True]
