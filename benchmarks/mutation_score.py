@@ -355,13 +355,13 @@ def _changed_line(mutant: Mutant) -> str:
     return next((new for old, new in zip(original, changed) if old != new), "(no change found)")
 
 
-def save(mutants: list[Mutant], kept: dict, equivalents: dict, baseline: dict) -> dict:
+def save(mutants: list[Mutant], kept: dict, reasons: dict, baseline: dict) -> dict:
     """Write the results of ``mutants`` over those ``kept`` from earlier runs; return the counts."""
     results = {m.id: {k: v for k, v in asdict(m).items() if k != "source"} | {"id": m.id} for m in mutants}
     merged = {**kept, **results}
     everything = [Mutant(**{k: v for k, v in row.items() if k != "id"}) for row in merged.values()]
     everything.sort(key=lambda m: (list(TARGETS).index(m.module), m.line, m.id))
-    score = write_report(everything, equivalents, baseline)
+    score = write_report(everything, reasons, baseline)
     RESULTS.write_text(json.dumps({"mutants": list(merged.values()), **score}, indent=1) + "\n")
     return score
 
@@ -370,11 +370,16 @@ def save(mutants: list[Mutant], kept: dict, equivalents: dict, baseline: dict) -
 
 
 ALIVE = ("survived", "not reached", "error")  # what the tests did not catch
-ALIVE_REASONS: dict[str, str] = {}  # id -> why a non-equivalent survivor has no killing test
 
 
-def write_report(mutants: list[Mutant], equivalents: dict[str, str], baseline: dict[str, float]) -> dict:
-    """Write the Markdown report; return the per-module and overall counts."""
+def write_report(mutants: list[Mutant], reasons: dict[str, tuple[str, str]], baseline: dict[str, float]) -> dict:
+    """Write the Markdown report; return the per-module and overall counts.
+
+    ``reasons``: id -> (kind, reason), kind "equivalent" or "alive" (not equivalent, left alive on
+    purpose: shown with its reason, counted as not killed).
+    """
+    equivalents = {key: reason for key, (kind, reason) in reasons.items() if kind == "equivalent"}
+    alive_reasons = {key: reason for key, (kind, reason) in reasons.items() if kind == "alive"}
     rows, summary = [], {}
     for module in TARGETS:
         own = [m for m in mutants if m.module == module]
@@ -394,7 +399,7 @@ def write_report(mutants: list[Mutant], equivalents: dict[str, str], baseline: d
     explained = [f"- `{m.id}` (line {m.line}: `{m.code}`): {equivalents[m.id]}" for m in mutants
                  if m.status in ALIVE and m.id in equivalents]
     gaps = [f"- `{m.id}` ({m.status}; line {m.line}: `{m.code}`)"
-            + (f": {ALIVE_REASONS[m.id]}" if m.id in ALIVE_REASONS else ": no test yet")
+            + f": {alive_reasons.get(m.id, 'no test yet')}"
             for m in mutants if m.status in ALIVE and m.id not in equivalents]
     lines = [
         "# Mutation score of the core modules",
@@ -438,15 +443,12 @@ def main(argv=None) -> int:
     if args.show or args.only:
         args.module = sorted({name.split(":")[0] for name in (args.show or args.only)})
     modules = args.module or list(TARGETS)
-    entries = [entry for path in sorted(EQUIVALENTS.glob("*.toml"))
-               for entry in tomllib.loads(path.read_text()).get("mutant", [])]
-    # kind = "alive": not equivalent, left alive on purpose; its reason is shown, its score counts it as not killed
-    equivalents = {e["id"]: e["reason"] for e in entries if e.get("kind", "equivalent") == "equivalent"}
-    ALIVE_REASONS.update({e["id"]: e["reason"] for e in entries if e.get("kind") == "alive"})
-
+    reasons = {entry["id"]: (entry.get("kind", "equivalent"), entry["reason"])
+               for path in sorted(EQUIVALENTS.glob("*.toml")) for entry in tomllib.loads(path.read_text())["mutant"]}
     if args.rewrite:
         rows = json.loads(RESULTS.read_text())["mutants"]
-        return print(json.dumps(save([], {row["id"]: row for row in rows}, equivalents, {})["total"])) or 0
+        print(json.dumps(save([], {row["id"]: row for row in rows}, reasons, {})["total"]))
+        return 0
     mutants = [m for module in modules for m in mutants_of(module, TARGETS[module][0])]
     previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"mutants": []}
     kept = {row["id"]: row for row in previous["mutants"] if row["module"] not in modules or args.survivors}
@@ -502,7 +504,7 @@ def main(argv=None) -> int:
         if mutant.status in ALIVE:
             print(f"[{done[0]}/{len(jobs)}] {mutant.status} {mutant.id} (line {mutant.line})", flush=True)
         if done[0] % 10 == 0 and not args.only:  # an interrupted run keeps what it found
-            save([m for m in mutants if m.status != "not run"], kept, equivalents, baseline)
+            save([m for m in mutants if m.status != "not run"], kept, reasons, baseline)
 
     run_all(jobs, copies, mutant_done)
 
@@ -511,7 +513,7 @@ def main(argv=None) -> int:
             print(f"{m.id}: {m.status} ({m.seconds} s)")
         shutil.rmtree(SCRATCH, ignore_errors=True)
         return 0
-    score = save(mutants, kept, equivalents, baseline)
+    score = save(mutants, kept, reasons, baseline)
     print(json.dumps(score["total"]), flush=True)
     shutil.rmtree(SCRATCH, ignore_errors=True)
     return 0

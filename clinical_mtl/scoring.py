@@ -722,8 +722,9 @@ def write_json_atomically(path: Path, data: dict) -> None:
     try:
         partial.write_text(json.dumps(data, indent=2, default=str))
         partial.replace(path)
-    except BaseException as error:
+    except OSError as error:
         partial.unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            raise OutputPathError(f"Cannot write {path}: {error.strerror or 'not writable'}.") from None
+        raise OutputPathError(f"Cannot write {path}: {error.strerror or 'not writable'}.") from None
+    except BaseException:
+        partial.unlink(missing_ok=True)
         raise

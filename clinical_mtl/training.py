@@ -179,6 +179,8 @@ def train_epoch(
     shuffled = data.take(order)
     loss_sums = torch.zeros(len(task_kinds), device=data.X.device)
     weight_sums = torch.zeros(len(task_kinds), device=data.X.device)
+    # An absent task adds 0 loss times its 0 weight: exactly 0, even once another task's sum is inf.
+    absent = loss_sums.new_zeros(())
     for start in range(0, len(data), batch_size):
         stop = start + batch_size
         batch_weights = shuffled.weights[start:stop]
@@ -203,8 +205,6 @@ def train_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        # An absent task adds 0 loss times its 0 weight: exactly 0, even once another task's sum is inf.
-        absent = loss_sums.new_zeros(())
         detached = torch.stack([l.detach() if l is not None else absent for l in losses])
         loss_sums += detached * weight_total
         weight_sums += weight_total
