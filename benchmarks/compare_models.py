@@ -32,7 +32,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from sklearn.compose import TransformedTargetRegressor
-from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+from sklearn.ensemble import (
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+)
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegressionCV, RidgeCV
 from sklearn.model_selection import RepeatedKFold
@@ -42,9 +45,10 @@ from sklearn.preprocessing import StandardScaler
 
 from clinical_mtl import MultiTaskMLP
 from clinical_mtl.datasets import load_pbc, make_synthetic_cohort
-from clinical_mtl.metrics import classification_metrics, regression_metrics
-from clinical_mtl.preprocessing import ClinicalPreprocessor
-from clinical_mtl.tasks import encode_targets, infer_tasks
+from clinical_mtl.model.labels import encode_targets
+from clinical_mtl.model.metrics import classification_metrics, regression_metrics
+from clinical_mtl.model.preprocessing import ClinicalPreprocessor
+from clinical_mtl.model.tasks import infer_tasks
 
 REPORTS = Path(__file__).resolve().parents[1] / "reports"
 HEADLINE = {"classification": ["auroc", "log_loss", "brier"], "regression": ["rmse", "r2"]}

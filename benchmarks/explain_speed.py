@@ -30,7 +30,7 @@ from scipy.stats import spearmanr
 
 from clinical_mtl import MultiTaskMLP
 from clinical_mtl.datasets import load_pbc
-from clinical_mtl.explain import RawFeatureCodec
+from clinical_mtl.model.feature_codec import RawFeatureCodec
 
 REPORTS = Path(__file__).resolve().parents[1] / "reports"
 

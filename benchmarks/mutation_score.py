@@ -34,9 +34,10 @@ import shutil
 import signal
 import sys
 import time
-import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 EQUIVALENTS = Path(__file__).with_name("mutation_equivalents")  # <module>.toml: [[mutant]] id, reason
@@ -47,12 +48,21 @@ ORIGINAL: dict[str, str] = {}  # module -> its source when the run started (muta
 
 # module -> (functions and classes to mutate, None for all; the tests that guard them)
 U, I = "tests/unit/", "tests/integration/"
+SOURCES = {  # module key -> its file under clinical_mtl/
+    "losses": "model/losses.py", "training": "model/training.py", "tasks": "model/tasks.py",
+    "labels": "model/labels.py", "preprocessing": "model/preprocessing.py", "calibration": "model/calibration.py",
+    "conformal": "model/conformal.py", "explain": "model/explanation.py", "scoring": "scoring/local.py",
+    "id_register": "data/id_register.py", "run_summary": "data/run_summary.py",
+    "evaluation": "model/metric_tables.py", "metrics": "model/metrics.py",
+}
 TARGETS = {
     "losses": (None, [U + "test_losses.py", U + "test_training.py", I + "test_estimator.py"]),
     "training": (None, [U + "test_training.py", U + "test_losses.py", I + "test_reproducibility.py",
                         I + "test_estimator.py"]),
     "tasks": (None, [U + "test_tasks.py", I + "test_label_alignment.py", I + "test_input_errors.py",
                      I + "test_estimator.py"]),
+    "labels": (None, [U + "test_tasks.py", I + "test_label_alignment.py", I + "test_input_errors.py",
+                      I + "test_estimator.py"]),
     "preprocessing": (None, [U + "test_preprocessing.py", U + "test_preprocessing_safety.py",
                              I + "test_estimator.py"]),
     "calibration": (None, [U + "test_calibrators.py", I + "test_calibration.py"]),
@@ -60,11 +70,13 @@ TARGETS = {
     "explain": (["Background", "summarise_background", "explain_model", "_grouped_output", "_in_fixed_blocks",
                  "_attribute", "fixed_blocks", "_deeplift", "_through_link", "_node_levels", "_gauss_legendre",
                  "_through_calibration", "_to_log_odds", "_group_matrix", "_raw_values", "global_importance",
-                 "top_contributions", "RawFeatureCodec"],
-                [I + "test_explain.py", I + "test_chunk_invariance.py"]),
-    "scoring": (["IdRegister", "_SortedRun", "_merged", "_id_keys", "_numbered", "validated_chunks",
-                 "_preprocessed_chunks", "reject_rows", "_check_row_accounting", "_commit"],
+                 "contribution_ranks", "RawFeatureCodec"],
+                [U + "test_explain_maths.py", U + "test_explain_small_model.py", I + "test_explain.py",
+                 I + "test_chunk_invariance.py"]),
+    "scoring": (["_numbered", "validated_chunks", "_preprocessed_chunks", "_commit"],
                 [I + "test_scoring.py", I + "test_chunk_invariance.py"]),
+    "id_register": (None, [I + "test_scoring.py"]),
+    "run_summary": (["check_row_accounting"], [I + "test_scoring.py", I + "test_report_accounting.py"]),
     "evaluation": (["evaluate_model", "group_columns", "band", "bootstrap_metrics", "percentile_interval",
                     "_outcome_table", "_subgroup_rows"],
                    [U + "test_evaluation_helpers.py", U + "test_negative_transfer.py", I + "test_evaluation.py",
@@ -108,7 +120,7 @@ class Mutant:
 
 def mutants_of(module: str, functions: list[str] | None) -> list[Mutant]:
     """Every mutant of ``module`` inside ``functions`` (top-level names), with its mutated source."""
-    text = ORIGINAL.setdefault(module, (ROOT / "clinical_mtl" / f"{module}.py").read_text())
+    text = ORIGINAL.setdefault(module, (ROOT / "clinical_mtl" / SOURCES[module]).read_text())
     tree, lines = ast.parse(text), text.splitlines()
     found, seen = [], {}
     for scope, edits in _edit_sites(tree, functions):
@@ -254,7 +266,7 @@ def preload() -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    import numpy, pandas, pyarrow.csv, pyarrow.parquet, pytest, scipy.stats, shap, sklearn.metrics, torch  # noqa: F401,E401
+    import numpy, pandas, pyarrow.csv, pyarrow.parquet, pytest, scipy.stats, shap, sklearn.metrics, torch  # noqa: F401,E401,I001
 
 
 @dataclass
@@ -271,7 +283,7 @@ class Job:
 def run_tests(copy_root: Path, job: Job) -> int:
     """Fork a child that runs the job's tests in ``copy_root``; return its pid."""
     if job.mutant is not None:
-        (copy_root / "clinical_mtl" / f"{job.module}.py").write_text(job.mutant.source)
+        (copy_root / "clinical_mtl" / SOURCES[job.module]).write_text(job.mutant.source)
     pid = os.fork()
     if pid:
         return pid
@@ -303,7 +315,7 @@ def _start_profile(copy_root: Path) -> set:
     """Record (module, qualified name) of every core-module function called from now on, in any thread."""
     import threading
 
-    files = {str(copy_root / "clinical_mtl" / f"{module}.py"): module for module in TARGETS}
+    files = {str(copy_root / "clinical_mtl" / SOURCES[module]): module for module in TARGETS}
     reached = set()
 
     def on_call(frame, event, arg):
@@ -338,7 +350,7 @@ def run_all(jobs: list[Job], copies: list[Path], on_done) -> None:
                 code = os.waitstatus_to_exitcode(status)
             del running[pid]
             if job.mutant is not None:
-                (copy_root / "clinical_mtl" / f"{job.module}.py").write_text(ORIGINAL[job.module])
+                (copy_root / "clinical_mtl" / SOURCES[job.module]).write_text(ORIGINAL[job.module])
             free.append(copy_root)
             on_done(job, code, elapsed)
 

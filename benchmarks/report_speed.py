@@ -25,12 +25,12 @@ import numpy as np
 import torch
 
 from clinical_mtl import MultiTaskMLP
+from clinical_mtl.data.persistence import save_model
+from clinical_mtl.data.schema import SCHEMAS, load_schema
 from clinical_mtl.datasets import load_pbc
-from clinical_mtl.persistence import save_model
 from clinical_mtl.reporting import write_reports
 from clinical_mtl.reporting.browser import chromium
 from clinical_mtl.reporting.content import page_file_name
-from clinical_mtl.schema import SCHEMAS, load_schema
 from clinical_mtl.scoring import load_model_for_scoring, score_files
 
 REPORTS = Path(__file__).resolve().parents[1] / "reports"

@@ -12,7 +12,7 @@ defaults (5 networks) trained on 5,000 patients:
   reported and the targets compare medians. A single run's peak is not a sound measurement: it
   varies between runs of the same input by more than the difference sought (the allocators'
   high-water mark; scoring hands their free memory back every ``RELEASE_EVERY_CHUNKS`` chunks,
-  see ``clinical_mtl.allocation.release_free_memory``);
+  see ``clinical_mtl.scoring.allocation.release_free_memory``);
 - the network's pure forward rate at its best batch size (preprocessed inputs in memory);
 - the IO floor: reading the input and writing an output of the same size (the run's own
   output table), streaming, with nothing in between.
@@ -40,9 +40,10 @@ import pyarrow.parquet as pq
 import torch
 
 from clinical_mtl import MultiTaskMLP
+from clinical_mtl.data.id_register import IdRegister
+from clinical_mtl.data.persistence import save_model
 from clinical_mtl.datasets import make_synthetic_cohort, synthetic_schema
-from clinical_mtl.persistence import save_model
-from clinical_mtl.scoring import RELEASE_EVERY_CHUNKS, IdRegister
+from clinical_mtl.scoring.local import RELEASE_EVERY_CHUNKS
 
 REPORTS = Path(__file__).resolve().parents[1] / "reports"
 NOISE_FEATURES = 28
@@ -208,7 +209,7 @@ def main() -> None:
         f"{large_peak:,.0f} MB against {small_peak:,.0f} MB, 2% tolerance for allocator noise).",
         "",
         "Most of the peak is the allocators' high-water mark, not memory in use: glibc's and pyarrow's "
-        "allocators are set to keep freed chunk buffers for reuse (`clinical_mtl.allocation.tune_for_streaming`, "
+        "allocators are set to keep freed chunk buffers for reuse (`clinical_mtl.scoring.allocation.tune_for_streaming`, "
         "which saves the page faults of fresh allocations), and since freed blocks are not all reused, what "
         "they hold would creep up with the input's length. Scoring therefore hands their free memory back to "
         f"the operating system every {RELEASE_EVERY_CHUNKS} chunks (`release_free_memory`: glibc's "

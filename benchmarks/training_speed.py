@@ -27,15 +27,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from clinical_mtl import MultiTaskMLP
 from clinical_mtl.datasets import make_synthetic_cohort
-from clinical_mtl.losses import FixedWeighting, masked_task_loss
-from clinical_mtl.network import MultiHeadNet, build_network
-from clinical_mtl.preprocessing import ClinicalPreprocessor
-from clinical_mtl.tasks import encode_targets, infer_tasks
-from clinical_mtl.training import TaskData, TrainingSettings, fit_module
+from clinical_mtl.model.labels import encode_targets
+from clinical_mtl.model.losses import FixedWeighting, masked_task_loss
+from clinical_mtl.model.network import MultiHeadNet, build_network
+from clinical_mtl.model.preprocessing import ClinicalPreprocessor
+from clinical_mtl.model.tasks import infer_tasks
+from clinical_mtl.model.training import TaskData, TrainingSettings, fit_module
 
 REPORTS = Path(__file__).resolve().parents[1] / "reports"
 HIDDEN = (256, 128)

@@ -5,8 +5,8 @@ a shared PyTorch trunk and one head per outcome. Cohorts live in
 :mod:`clinical_mtl.datasets`.
 """
 
-from .estimator import MultiTaskMLP
-
 __version__ = "0.1.0"
+
+from .model import MultiTaskMLP
 
 __all__ = ["MultiTaskMLP", "__version__"]

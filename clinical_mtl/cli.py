@@ -12,8 +12,18 @@ from pathlib import Path
 import click
 import pandas as pd
 
-from .allocation import tune_for_streaming
+from .config import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_COVERAGE,
+    DEFAULT_EXPLAIN_TOP_K,
+    DEFAULT_REPORT_OUTPUT,
+    DEFAULT_REPORT_TOP_K,
+    ReportConfig,
+    ScoreConfig,
+    parse_pipeline,
+)
 from .exceptions import ClinicalMTLError, one_line
+from .scoring.allocation import tune_for_streaming
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -29,11 +39,11 @@ def run(pipeline: str) -> None:
     from .pipelines import load_pipeline, run_report, run_score, run_train
 
     config = load_pipeline(pipeline)
-    if config["kind"] == "report":
+    if isinstance(config, ReportConfig):
         _echo_report_summary(run_report(config))
         return
-    if config["kind"] == "score":
-        tune_for_streaming()
+    if isinstance(config, ScoreConfig):
+        tune_for_streaming()  # for good: this process only scores now
         _echo_summary(run_score(config))
         return
     result = run_train(config)
@@ -70,8 +80,9 @@ def run(pipeline: str) -> None:
               help="Rejected rows file (default: <output>.rejects.<suffix>).")
 @click.option("--explain/--no-explain", default=False, show_default=True,
               help="Add the largest SHAP contributions per outcome.")
-@click.option("--top-k", default=3, show_default=True, type=click.IntRange(1), help="Contributions per outcome.")
-@click.option("--chunk-size", default=65_536, show_default=True, type=click.IntRange(1),
+@click.option("--top-k", default=DEFAULT_EXPLAIN_TOP_K, show_default=True, type=click.IntRange(1),
+              help="Contributions per outcome.")
+@click.option("--chunk-size", default=DEFAULT_CHUNK_SIZE, show_default=True, type=click.IntRange(1),
               help="Rows per chunk; bounds memory.")
 @click.option("--engine", type=click.Choice(["local", "spark"]), default="local", show_default=True,
               help="local: stream in this process; spark: Apache Spark (Parquet in and out).")
@@ -83,10 +94,10 @@ def score(model_reference, input_path, output, rejects, explain, top_k, chunk_si
     """Score patients: validate against the model's cohort schema, predict, write, account for every row."""
     from .pipelines import run_score
 
-    tune_for_streaming()
-    config = {"_folder": None, "model": model_reference, "input": input_path, "output": output,
-              "rejects": rejects, "top_k": top_k if explain else 0, "chunk_size": chunk_size, "engine": engine,
-              "spark_master": spark_master}
+    config = _config_from_options("score", model=model_reference, input=input_path, output=output, rejects=rejects,
+                                  top_k=top_k if explain else 0, chunk_size=chunk_size, engine=engine,
+                                  spark_master=spark_master)
+    tune_for_streaming()  # for good: this process only scores
     _echo_summary(run_score(config, id_column=id_column))
 
 
@@ -98,11 +109,12 @@ def score(model_reference, input_path, output, rejects, explain, top_k, chunk_si
 @click.option("--scores", type=click.Path(exists=True, dir_okay=False), default=None,
               help="A 'clinical-mtl score --explain' file of these patients: show its predictions and "
                    "contributions instead of computing them.")
-@click.option("--output", default="reports/patients", show_default=True, type=click.Path(file_okay=False),
+@click.option("--output", default=str(DEFAULT_REPORT_OUTPUT), show_default=True, type=click.Path(file_okay=False),
               help="Report folder (replaced when the new one is complete).")
-@click.option("--top-k", default=6, show_default=True, type=click.IntRange(1),
+@click.option("--top-k", default=DEFAULT_REPORT_TOP_K, show_default=True, type=click.IntRange(1),
               help="Contributions shown per outcome.")
-@click.option("--coverage", default=0.9, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
+@click.option("--coverage", default=DEFAULT_COVERAGE, show_default=True,
+              type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="Coverage of the prediction intervals of regression outcomes.")
 @click.option("--pdf/--no-pdf", default=False, show_default=True,
               help="Also print every page to PDF with headless Chromium.")
@@ -114,10 +126,16 @@ def report(model_reference, input_path, scores, output, top_k, coverage, pdf, in
     """Write one HTML page per patient (and an index) explaining every outcome's prediction."""
     from .pipelines import run_report
 
-    config = {"_folder": None, "model": model_reference, "input": input_path, "scores": scores, "output": output,
-              "top_k": top_k, "coverage": coverage, "pdf": pdf}
-    config |= {key: value for key, value in (("intended_use", intended_use), ("limits", limits)) if value}
+    config = _config_from_options("report", model=model_reference, input=input_path, scores=scores, output=output,
+                                  top_k=top_k, coverage=coverage, pdf=pdf, intended_use=intended_use or None,
+                                  limits=limits or None)
     _echo_report_summary(run_report(config, id_column=id_column))
+
+
+def _config_from_options(kind: str, **options):
+    """The configuration a pipeline file of ``kind`` with these options would give (paths read from the
+    working directory); an option that is None takes the pipeline's default."""
+    return parse_pipeline({"kind": kind} | {key: value for key, value in options.items() if value is not None})
 
 
 @cli.command()
@@ -131,7 +149,7 @@ def serve(model_uri, host, port, max_bytes) -> None:
     """Serve a model like 'mlflow models serve --env-manager local', with values-free error answers."""
     import uvicorn
 
-    from .serving import create_app
+    from .tracking.serving import create_app
 
     uvicorn.run(create_app(model_uri, max_bytes=max_bytes), host=host, port=port)
 

@@ -23,6 +23,14 @@ class InputDataError(ClinicalMTLError, ValueError):
     """
 
 
+class SchemaError(InputDataError):
+    """A cohort schema file, or an input table as a whole, does not have the expected form."""
+
+
+class InputFileError(InputDataError):
+    """An input file or folder is missing, unreadable, empty or not a supported table (CSV, Parquet)."""
+
+
 class TaskSpecificationError(ClinicalMTLError, ValueError):
     """An outcome cannot be learned as specified (no labels, one class, ...)."""
 
@@ -30,6 +38,14 @@ class TaskSpecificationError(ClinicalMTLError, ValueError):
 class TrainingDivergedError(ClinicalMTLError, FloatingPointError):
     """A training loss became NaN or infinite before reaching the optimiser."""
 
+
+
+class PipelineConfigError(ClinicalMTLError, ValueError):
+    """A pipeline file (or the options standing for one) cannot be read or says something unknown.
+
+    The message names the file, the dotted path of the key at fault (e.g.
+    ``outputs.model_card``) and what was expected instead.
+    """
 
 
 class OutputPathError(ClinicalMTLError, ValueError):

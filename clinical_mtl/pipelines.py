@@ -1,14 +1,15 @@
 """Pipelines as configuration: train or score as a YAML file describes.
 
-Relative paths in a pipeline file are read from the file's own folder. A
-training pipeline (``kind: train``)::
+A pipeline file is read into a typed configuration (:mod:`clinical_mtl.config`:
+unknown keys and wrong types are refused, naming the key); relative paths in
+it are read from the file's own folder. A training pipeline (``kind: train``)::
 
     kind: train
     schema: ../data_schemas/pbc.yaml
     data: {dataset: pbc}              # or {path: cohort.csv}: id, features and outcome columns
     split: {test_size: 0.25, random_state: 0, stratify: cirrhosis}
     model: {random_state: 0}          # MultiTaskMLP parameters
-    tracking: {experiment: clinical_mtl_pbc, registered_model_name: pbc_mtl, alias: champion}
+    tracking: {experiment: clinical_mtl_pbc, registered_model_name: pbc_mtl, alias: champion}   # or no tracking
     outputs:
       model_dir: ../reports/generated/pbc_model
       metrics: ../reports/generated/pbc_test_metrics.csv
@@ -25,20 +26,24 @@ training pipeline (``kind: train``)::
 validates the data with the schema (rejected rows are written beside the
 metrics and left out), fits ``MultiTaskMLP(tasks=<schema outcomes>)`` on the
 training split, evaluates it on the test split (with bootstrap intervals),
-writes its model card (see :mod:`clinical_mtl.model_card`), saves the model
+writes its model card (see :mod:`clinical_mtl.reporting.model_card`), saves the model
 with its schema, and tracks and registers it in MLflow with the card. A scoring pipeline
 (``kind: score``) names ``model``, ``input``, ``output`` and optionally
 ``rejects``, ``top_k``, ``chunk_size``, ``engine`` (``local`` or ``spark``) and
 ``spark_master``, as ``clinical-mtl score`` does. A report pipeline
-(``kind: report``) names ``model``, ``input`` (patient rows) and ``output`` (a
-folder), and optionally ``scores`` (a ``clinical-mtl score --explain`` file of
+(``kind: report``) names ``model`` and ``input`` (patient rows), and optionally
+``output`` (a folder; ``reports/patients`` of the working directory), ``scores`` (a ``clinical-mtl score --explain`` file of
 those patients), ``top_k``, ``coverage``, ``pdf``, ``intended_use`` and
-``limits``, as ``clinical-mtl report`` does.
+``limits``, as ``clinical-mtl report`` does. The local scoring engine runs
+with :func:`scoring_process_settings`.
 """
 
 from __future__ import annotations
 
+import gc
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from numbers import Real
 from pathlib import Path
@@ -46,21 +51,28 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import yaml
+import torch
 from sklearn.model_selection import train_test_split
 
-from .batch_io import formula_safe_frame
-from .estimator import MultiTaskMLP
-from .schema import CohortSchema, SchemaError, load_schema
-from .tasks import check_one_label_type
+from . import config as pipeline_config
+from .config import (
+    DataConfig,
+    ModelCardConfig,
+    PipelineConfig,
+    ReportConfig,
+    ScoreConfig,
+    SubgroupBand,
+    TrackingConfig,
+    TrainConfig,
+)
+from .data.schema import CohortSchema, load_schema
+from .data.writing import formula_safe_frame
+from .exceptions import SchemaError
+from .model.estimator import MultiTaskMLP
+from .model.tasks import check_one_label_type
 
 if TYPE_CHECKING:
-    from .model_card import ModelCard
-
-TRAIN_KEYS = {"kind", "name", "schema", "data", "split", "model", "tracking", "outputs", "model_card"}
-SCORE_KEYS = {"kind", "name", "model", "input", "output", "rejects", "top_k", "chunk_size", "engine", "spark_master"}
-REPORT_KEYS = {"kind", "name", "model", "input", "scores", "output", "top_k", "coverage", "pdf", "intended_use",
-               "limits"}
+    from .reporting import ModelCard
 
 
 @dataclass
@@ -78,39 +90,26 @@ class TrainResult:
     model_card_path: Path | None = None
 
 
-def load_pipeline(path: str | Path) -> dict:
-    """Read a pipeline file, resolve its paths and check its keys."""
-    path = Path(path)
-    try:
-        config = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as error:
-        raise SchemaError(f"Cannot read the pipeline file {path}: {error}") from error
-    kind = config.get("kind") if isinstance(config, dict) else None
-    allowed = {"train": TRAIN_KEYS, "score": SCORE_KEYS, "report": REPORT_KEYS}.get(kind)
-    if allowed is None:
-        raise SchemaError(f"{path}: 'kind' must be 'train', 'score' or 'report', got {kind!r}.")
-    unknown = set(config) - allowed
-    if unknown:
-        raise SchemaError(f"{path}: unknown keys {sorted(unknown)} for a {kind} pipeline (allowed: {sorted(allowed)}).")
-    config["_folder"] = path.parent
-    return config
+def load_pipeline(path: str | Path) -> PipelineConfig:
+    """Read a pipeline file into its typed configuration (see :func:`clinical_mtl.config.load_pipeline`).
+
+    Raises
+    ------
+    PipelineConfigError
+        If the file cannot be read, or has an unknown or missing key or a
+        value of the wrong type (naming the file and the key's dotted path).
+    """
+    return pipeline_config.load_pipeline(path)
 
 
-def resolve(config: dict, value: str | None) -> str | None:
-    """A path of the pipeline file, relative to its folder (MLflow URIs unchanged)."""
-    if value is None or config["_folder"] is None or "://" in value or value.startswith(("models:/", "runs:/")):
-        return value
-    return str((config["_folder"] / value).resolve())
-
-
-def run_train(config: dict) -> TrainResult:
+def run_train(config: TrainConfig) -> TrainResult:
     """Run a ``kind: train`` pipeline (see the module docstring)."""
-    schema = load_schema(resolve(config, config["schema"]))
-    frame = _training_frame(config.get("data", {}), config, schema)
+    schema = load_schema(config.schema)
+    frame = _training_frame(config.data, schema)
     result = schema.validate(frame)
-    outputs = config.get("outputs", {})
-    if len(result.rejected) and outputs.get("metrics"):
-        formula_safe_frame(result.rejected).to_csv(_output_path(config, outputs["metrics"]).with_suffix(".rejects.csv"),
+    outputs = config.outputs
+    if len(result.rejected) and outputs.metrics:
+        formula_safe_frame(result.rejected).to_csv(_output_path(outputs.metrics).with_suffix(".rejects.csv"),
                                                    index=False)
     features = result.valid.set_index(schema.id_column)[schema.feature_names]
     outcomes = [o.name for o in schema.outcomes]
@@ -121,114 +120,129 @@ def run_train(config: dict) -> TrainResult:
     # exactly those rows, in their order, then indexed by id like the features.
     labels = _check_classes(frame[outcomes].iloc[result.valid.index.to_numpy()], schema).set_axis(features.index)
 
-    split = config.get("split", {})
-    stratify = split.get("stratify")
-    strata = labels[stratify].astype("string").fillna("unlabelled") if stratify else None
+    split = config.split
+    strata = labels[split.stratify].astype("string").fillna("unlabelled") if split.stratify else None
     X_train, X_test, Y_train, Y_test = train_test_split(
-        features, labels, test_size=split.get("test_size", 0.25), random_state=split.get("random_state", 0),
-        stratify=strata,
+        features, labels, test_size=split.test_size, random_state=split.random_state, stratify=strata,
     )
     start = time.perf_counter()
-    model = MultiTaskMLP(tasks=schema.tasks, **config.get("model", {})).fit(X_train, Y_train)
+    model = MultiTaskMLP(tasks=schema.tasks, **config.model).fit(X_train, Y_train)
     seconds = time.perf_counter() - start
-    card = config.get("model_card") or {}
-    evaluation = {"n_bootstrap": int(card.get("n_bootstrap", 200)), "random_state": split.get("random_state", 0)}
+    card = config.model_card
+    evaluation = {"n_bootstrap": card.n_bootstrap, "random_state": split.random_state}
     metrics = model.evaluate(X_test, Y_test, **evaluation)
     train = TrainResult(model, metrics, len(result.rejected))
-    if outputs.get("model_card"):
+    if outputs.model_card:
         train.model_card = _model_card(card, model, X_train, Y_train, X_test, Y_test, metrics, evaluation)
-        train.model_card_path = _output_path(config, outputs["model_card"])
+        train.model_card_path = _output_path(outputs.model_card)
         train.model_card.save(train.model_card_path)
 
-    if outputs.get("model_dir"):
-        from .persistence import save_model
+    if outputs.model_dir:
+        from .data.persistence import save_model
 
-        train.model_dir = save_model(model, resolve(config, outputs["model_dir"]), schema=schema)
-    if outputs.get("metrics"):
-        formula_safe_frame(metrics.reset_index()).to_csv(_output_path(config, outputs["metrics"]), index=False)
-    if outputs.get("patients"):
-        _write_table(frame[[schema.id_column, *schema.feature_names]], _output_path(config, outputs["patients"]))
-    tracking = config.get("tracking")
-    if tracking and tracking.get("enabled", True):
-        _track(train, tracking, X_train, Y_train, seconds, schema)
+        train.model_dir = save_model(model, outputs.model_dir, schema=schema)
+    if outputs.metrics:
+        formula_safe_frame(metrics.reset_index()).to_csv(_output_path(outputs.metrics), index=False)
+    if outputs.patients:
+        _write_table(frame[[schema.id_column, *schema.feature_names]], _output_path(outputs.patients))
+    if config.tracking is not None and config.tracking.enabled:
+        _track(train, config.tracking, X_train, Y_train, seconds, schema)
     return train
 
 
-def _model_card(card: dict, model, X_train, Y_train, X_test, Y_test, metrics, evaluation: dict) -> ModelCard:
+def _model_card(card: ModelCardConfig, model, X_train, Y_train, X_test, Y_test, metrics,
+                evaluation: dict) -> ModelCard:
     """The model card of a training pipeline, as its ``model_card`` settings describe."""
     from .evaluation import band
-    from .model_card import DEFAULT_INTENDED_USE, build_model_card
+    from .reporting import build_model_card
 
     groups = {
-        name: band(X_test[spec["column"]], spec["cuts"], name=name) if isinstance(spec, dict) else X_test[spec]
-        for name, spec in (card.get("subgroups") or {}).items()
+        name: band(X_test[spec.column], spec.cuts, name=name) if isinstance(spec, SubgroupBand) else X_test[spec]
+        for name, spec in card.subgroups.items()
     }
     return build_model_card(
         model, X_train, Y_train, X_test, Y_test, groups=pd.DataFrame(groups) if groups else None,
-        single_task=bool(card.get("single_task_comparison", True)), metrics=metrics, **evaluation,
-        title=card.get("title", "Model card"), intended_use=card.get("intended_use", DEFAULT_INTENDED_USE),
-        limitations=card.get("limitations", ()),
+        single_task=card.single_task_comparison, metrics=metrics, **evaluation,
+        title=card.title, intended_use=card.intended_use, limitations=card.limitations,
     )
 
 
-def _output_path(config: dict, value: str) -> Path:
-    """An output path of the pipeline file, its folder created."""
-    path = Path(resolve(config, value))
+def _output_path(path: Path) -> Path:
+    """An output path of the pipeline, its folder created."""
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
 
 
-def run_score(config: dict, progress: bool | None = None, id_column: str | None = None):
-    """Run a ``kind: score`` pipeline; returns the ``ScoringSummary``."""
-    from .scoring import DEFAULT_CHUNK_SIZE, check_scoring_paths, load_model_for_scoring, score_files
+@contextmanager
+def scoring_process_settings() -> Iterator[None]:
+    """Tune this process for streaming scoring while the block runs, as the command line scores.
 
-    paths = [resolve(config, config.get(key)) for key in ("input", "output", "rejects")]
+    Torch computes on one thread fewer (one core reads and validates the next
+    chunk meanwhile), and the objects alive on entry (modules, the model) are
+    frozen out of the cyclic garbage collector, which scoring runs once a
+    chunk: about 10% of a run. Both are process-wide, so they belong to the
+    program that runs the pipeline, not to :func:`clinical_mtl.scoring.score_files`;
+    both are restored on exit (``gc.unfreeze`` also releases objects frozen
+    before entry).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads - 1))
+    gc.freeze()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        gc.unfreeze()
+
+
+def run_score(config: ScoreConfig, progress: bool | None = None, id_column: str | None = None):
+    """Run a ``kind: score`` pipeline; returns the ``RunSummary``.
+
+    The local engine runs with :func:`scoring_process_settings`.
+    """
+    from .scoring import check_scoring_paths, load_model_for_scoring, score_files
+
+    paths = (config.input, config.output, config.rejects)
     check_scoring_paths(*paths)  # before anything is read
-    loaded = load_model_for_scoring(resolve(config, config["model"]), id_column=id_column)
-    top_k = int(config.get("top_k", 0))
-    if config.get("engine", "local") == "spark":
-        from .spark_scoring import score_files_with_spark
+    loaded = load_model_for_scoring(config.model, id_column=id_column)
+    if config.engine == "spark":
+        from .scoring.spark import score_files_with_spark
 
-        return score_files_with_spark(loaded, *paths, top_k=top_k, master=config.get("spark_master"))
-    chunk_size = int(config.get("chunk_size", DEFAULT_CHUNK_SIZE))
-    return score_files(loaded, *paths, top_k=top_k, chunk_size=chunk_size, progress=progress)
+        return score_files_with_spark(loaded, *paths, top_k=config.top_k, master=config.spark_master)
+    with scoring_process_settings():
+        return score_files(loaded, *paths, top_k=config.top_k, chunk_size=config.chunk_size, progress=progress)
 
 
-def run_report(config: dict, id_column: str | None = None):
-    """Run a ``kind: report`` pipeline; returns the ``ReportSummary``."""
-    from .reporting import DEFAULT_INTENDED_USE, DEFAULT_LIMITS, write_reports
+def run_report(config: ReportConfig, id_column: str | None = None):
+    """Run a ``kind: report`` pipeline; returns the ``RunSummary``."""
+    from .reporting import write_reports
     from .scoring import load_model_for_scoring
 
-    loaded = load_model_for_scoring(resolve(config, config["model"]), id_column=id_column)
-    output = resolve(config, config.get("output") or "../reports/patients")
+    loaded = load_model_for_scoring(config.model, id_column=id_column)
     return write_reports(
-        loaded, resolve(config, config["input"]), output, scores=resolve(config, config.get("scores")),
-        top_k=int(config.get("top_k", 6)), coverage=float(config.get("coverage", 0.9)),
-        intended_use=" ".join(str(config.get("intended_use", DEFAULT_INTENDED_USE)).split()),
-        limits=" ".join(str(config.get("limits", DEFAULT_LIMITS)).split()), pdf=bool(config.get("pdf", False)),
+        loaded, config.input, config.output, scores=config.scores, top_k=config.top_k, coverage=config.coverage,
+        intended_use=" ".join(config.intended_use.split()), limits=" ".join(config.limits.split()),
+        pdf=config.pdf,
     )
 
 
-def _training_frame(data: dict, config: dict, schema: CohortSchema) -> pd.DataFrame:
+def _training_frame(data: DataConfig, schema: CohortSchema) -> pd.DataFrame:
     """The training table: the id, feature and outcome columns, indexed by row position."""
-    if data.get("dataset") == "pbc":
+    if data.dataset == "pbc":
         from .datasets import load_pbc
 
         X, Y = load_pbc()
         return X.join(Y).reset_index()
-    if data.get("dataset") == "synthetic":
+    if data.dataset == "synthetic":
         from .datasets import make_synthetic_cohort
 
-        X, Y = make_synthetic_cohort(int(data.get("n_patients", 1000)), random_state=data.get("random_state", 0))
+        X, Y = make_synthetic_cohort(data.n_patients, random_state=data.random_state)
         return X.join(Y).reset_index()
-    if "path" in data:
-        path = Path(resolve(config, data["path"]))
-        frame = pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pd.read_csv(path)
-        named = [name for name in frame.index.names if name is not None]
-        if named and not set(named) & set(frame.columns):
-            return frame.reset_index()  # a Parquet file's stored index (e.g. the id) is a column of the table
-        return frame.reset_index(drop=True)
-    raise SchemaError("The pipeline's data must be {dataset: pbc}, {dataset: synthetic} or {path: <file>}.")
+    frame = pd.read_parquet(data.path) if data.path.suffix.lower() in (".parquet", ".pq") else pd.read_csv(data.path)
+    named = [name for name in frame.index.names if name is not None]
+    if named and not set(named) & set(frame.columns):
+        return frame.reset_index()  # a Parquet file's stored index (e.g. the id) is a column of the table
+    return frame.reset_index(drop=True)
 
 
 def _check_classes(labels: pd.DataFrame, schema: CohortSchema) -> pd.DataFrame:
@@ -295,23 +309,24 @@ def _write_table(frame: pd.DataFrame, path: Path) -> None:
         formula_safe_frame(frame).to_csv(path, index=False)
 
 
-def _track(train: TrainResult, settings: dict, X_train, Y_train, seconds: float, schema: CohortSchema) -> None:
+def _track(train: TrainResult, settings: TrackingConfig, X_train, Y_train, seconds: float,
+           schema: CohortSchema) -> None:
     import mlflow
 
     from . import tracking
+    from .tracking.registry import register_model
 
-    name = settings.get("experiment", "clinical_mtl")
-    experiment = mlflow.get_experiment_by_name(name)
-    experiment_id = experiment.experiment_id if experiment else mlflow.create_experiment(name)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=settings.get("run_name", "train")) as run:
+    experiment = mlflow.get_experiment_by_name(settings.experiment)
+    experiment_id = experiment.experiment_id if experiment else mlflow.create_experiment(settings.experiment)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=settings.run_name) as run:
         tracking.log_fit(train.model, X_train, Y_train, training_seconds=seconds, schema=schema)
         tracking.log_metrics_table(train.metrics, prefix="test")
         if train.model_card is not None:
             train.model_card.log_to_mlflow()
         train.run_id = run.info.run_id
         train.model_uri = mlflow.get_run(run.info.run_id).data.tags["clinical_mtl.model_uri"]
-    if settings.get("registered_model_name"):
-        alias = settings.get("alias")
-        version = tracking.register_model(train.model_uri, settings["registered_model_name"], alias=alias)
-        train.registered = f"models:/{settings['registered_model_name']}" + (
-            f"@{alias}" if alias else f"/{version.version}") + f" (version {version.version})"
+    if settings.registered_model_name:
+        name, alias = settings.registered_model_name, settings.alias
+        version = register_model(train.model_uri, name, alias=alias)
+        train.registered = f"models:/{name}" + (f"@{alias}" if alias else f"/{version.version}") + (
+            f" (version {version.version})")

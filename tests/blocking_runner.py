@@ -21,11 +21,11 @@ SLEEP_SECONDS = 120
 
 
 def main(argv: list[str]) -> int:
-    from clinical_mtl import batch_io
     from clinical_mtl.cli import main as cli
+    from clinical_mtl.data import writing
 
     ready, after_writes, *args = argv
-    write = batch_io.AtomicTableWriter.write
+    write = writing.AtomicTableWriter.write
     writes = 0
 
     def write_then_stop(self, rows):
@@ -37,7 +37,7 @@ def main(argv: list[str]) -> int:
             time.sleep(SLEEP_SECONDS)  # a signal ends it here (SIGTERM unwinds through the run's cleanup)
             os._exit(NEVER_STOPPED)
 
-    batch_io.AtomicTableWriter.write = write_then_stop
+    writing.AtomicTableWriter.write = write_then_stop
     return cli(args)
 
 

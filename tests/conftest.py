@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from saved_models import save_schema_model
 
 from clinical_mtl import MultiTaskMLP
 from clinical_mtl.datasets import load_pbc, make_synthetic_cohort
-from saved_models import save_schema_model
 
 # The tests' networks are tiny: one intra-op thread is several times faster than two fighting
 # over two cores (and over parallel workers); subprocesses started by the tests inherit it.

@@ -1,8 +1,8 @@
 """Small models of the synthetic cohort saved with its cohort schema, shared by the scoring-side tests."""
 
 from clinical_mtl import MultiTaskMLP
+from clinical_mtl.data.persistence import save_model
 from clinical_mtl.datasets import make_synthetic_cohort, synthetic_schema
-from clinical_mtl.persistence import save_model
 
 
 def save_schema_model(folder, n_patients=200, random_state=0, **params):

@@ -210,7 +210,7 @@ def synthetic_schema(n_noise_features: int = 2):
     """
     from dataclasses import replace
 
-    from ..schema import SCHEMAS, load_schema
+    from ..data.schema import SCHEMAS, load_schema
 
     schema = load_schema(SCHEMAS / "synthetic.yaml")
     template = next(feature for feature in schema.features if feature.name == "noise_0")

@@ -17,42 +17,32 @@ import json
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
-from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from .. import __version__
-from ..batch_io import check_row_accounting, count_rows, formula_safe_frame, list_input_files
+from ..data.batch_io import count_rows, list_input_files
+from ..data.id_register import IdRegister
+from ..data.run_summary import REPORT, RunSummary, check_row_accounting
+from ..data.schema import ROW_NUMBER
+from ..data.writing import formula_safe_frame
 from ..exceptions import InputDataError, OutputPathError
-from ..schema import ROW_NUMBER
-from ..scoring import IdRegister, LoadedModel, ScoringSummary, reject_rows, validated_chunks
-from .content import DEFAULT_INTENDED_USE, DEFAULT_LIMITS, build_patient_reports, model_facts
+from ..scoring import LoadedModel
+from ..scoring.arrow_output import reject_rows
+from ..scoring.local import validated_chunks
+from .content import build_patient_reports, model_facts
+from .rendering import DEFAULT_INTENDED_USE, DEFAULT_LIMITS, template_environment
 
 PATIENTS_FOLDER = "patients"
 PDF_FOLDER = "pdf"
 MANIFEST = ".clinical-mtl-report.json"
 
 
-@dataclass
-class ReportSummary:
-    """What a report run did (also written as ``summary.json`` in the folder)."""
-
-    rows_in: int = 0
-    pages: int = 0
-    rows_rejected: int = 0
-    seconds: float = 0.0
-    pages_per_second: float = 0.0
-    output: str = ""
-    pdfs: int = 0
-    seconds_by_step: dict = field(default_factory=dict)
-    model: dict = field(default_factory=dict)
-
-
 def write_reports(loaded: LoadedModel, inputs: str | Path, output: str | Path, *, scores: str | Path | None = None,
                   top_k: int = 6, coverage: float = 0.9, intended_use: str = DEFAULT_INTENDED_USE,
-                  limits: str = DEFAULT_LIMITS, pdf: bool = False, chunk_size: int = 65_536) -> ReportSummary:
+                  limits: str = DEFAULT_LIMITS, pdf: bool = False, chunk_size: int = 65_536) -> RunSummary:
     """Write a page per patient, and an index of them, into the folder ``output``.
 
     Parameters
@@ -85,58 +75,50 @@ def write_reports(loaded: LoadedModel, inputs: str | Path, output: str | Path, *
 
     Returns
     -------
-    ReportSummary
+    RunSummary
+        ``engine="report"``: ``rows_scored`` (also ``pages``) counts the
+        pages, ``rows_rejected`` the rows listed instead; also written as
+        ``summary.json`` in the folder.
     """
     clock = time.perf_counter()
-    steps = {}
     output = Path(output)
     check_report_folder(output, inputs)  # before anything is read
     files = list_input_files(inputs)
+    summary = RunSummary(engine=REPORT, input_files=[str(path) for path in files], output=str(output),
+                         rejects=str(output / "rejected.csv"), model=loaded.identity(),
+                         started_at=datetime.now(timezone.utc).isoformat())
     footer_rows = [count_rows(path) for path in files]  # None for CSV
-    patients, rejected, rows_in = _read_patients(loaded, files, chunk_size)
+    patients, rejected = _read_patients(loaded, files, chunk_size, summary)  # counts rows_in; times read, validate
     score_rows = None
     if scores is not None:
-        patients, score_rows, unscored = _match_scores(loaded, patients, Path(scores))
-        rejected = pd.concat([rejected, unscored]).sort_values(ROW_NUMBER, kind="stable") if len(unscored) else rejected
-    steps["read"] = time.perf_counter() - clock
-    reports = build_patient_reports(loaded, patients, top_k=top_k, coverage=coverage, scores=score_rows)
-    steps["predict_and_explain"] = time.perf_counter() - clock - sum(steps.values())
+        with summary.timed("match_scores"):
+            patients, score_rows, unscored = _match_scores(loaded, patients, Path(scores))
+            rejected = (pd.concat([rejected, unscored]).sort_values(ROW_NUMBER, kind="stable") if len(unscored)
+                        else rejected)
+    with summary.timed("predict_and_explain"):
+        reports = build_patient_reports(loaded, patients, top_k=top_k, coverage=coverage, scores=score_rows)
     facts = model_facts(loaded)
-    environment = _environment()
+    environment = template_environment()
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     except OSError as error:
         raise OutputPathError(f"Cannot write the report folder {output}: {error.strerror}.") from None
     try:
-        (staging / PATIENTS_FOLDER).mkdir()
-        page = environment.get_template("patient.html.j2")
-        common = {"model": facts, "intended_use": intended_use, "limits": limits, "version": __version__}
-        for report in reports:
-            (staging / PATIENTS_FOLDER / report.file_name).write_text(page.render(report=report, **common),
-                                                                      encoding="utf-8")
-        rejected_rows = rejected.rename(columns={loaded.schema.id_column: "patient_id"})
-        index = environment.get_template("index.html.j2").render(
-            pages=reports, rejected=rejected_rows.to_dict(orient="records"),
-            outcome_names=[spec.name for spec in loaded.model._task_specs],
-            outcome_titles=[outcome.title for outcome in reports[0].outcomes] if reports else [],
-            source=", ".join(str(path) for path in files), **common)
-        (staging / "index.html").write_text(index, encoding="utf-8")
-        formula_safe_frame(rejected).to_csv(staging / "rejected.csv", index=False)
-        # What the folder holds, counted apart from the rows handed along; rows_in as the reader yielded them.
-        n_pages, n_rejected = _rows_written(staging)
-        check_row_accounting(rows_in, {"patient pages": n_pages, "rejected rows": n_rejected},
-                             None if None in footer_rows else sum(footer_rows), output="report")
-        steps["render_and_write"] = time.perf_counter() - clock - sum(steps.values())
-        n_pdfs = _print_pdfs(staging, reports) if pdf else 0
+        with summary.timed("render_and_write"):
+            _write_pages(staging, environment, reports, rejected, loaded, files,
+                         {"model": facts, "intended_use": intended_use, "limits": limits, "version": __version__})
+            # What the folder holds, counted apart from the rows handed along; rows_in as the reader yielded them.
+            n_pages, n_rejected = _rows_written(staging)
+            check_row_accounting(summary.rows_in, {"patient pages": n_pages, "rejected rows": n_rejected},
+                                 None if None in footer_rows else sum(footer_rows), output="report")
+            summary.rows_scored, summary.rows_rejected = n_pages, n_rejected
         if pdf:
-            steps["pdf"] = time.perf_counter() - clock - sum(steps.values())
-        seconds = time.perf_counter() - clock
-        summary = ReportSummary(rows_in=rows_in, pages=n_pages, rows_rejected=n_rejected, seconds=seconds,
-                                pages_per_second=n_pages / seconds if seconds else 0.0, output=str(output),
-                                pdfs=n_pdfs, seconds_by_step={k: round(v, 4) for k, v in steps.items()},
-                                model=loaded.identity())
-        (staging / "summary.json").write_text(json.dumps(asdict(summary), indent=1))
+            with summary.timed("pdf"):
+                summary.pdfs = _print_pdfs(staging, reports)
+        summary.seconds = time.perf_counter() - clock
+        summary.rows_per_second = summary.rows_in / summary.seconds if summary.seconds else 0.0
+        (staging / "summary.json").write_text(json.dumps(summary.to_dict(), indent=1))
         written = sorted(str(path.relative_to(staging)) for path in staging.rglob("*") if path.is_file())
         (staging / MANIFEST).write_text(json.dumps({"written_by": f"clinical-mtl {__version__}", "files": written}))
         _replace_folder(staging, output, inputs)
@@ -146,20 +128,34 @@ def write_reports(loaded: LoadedModel, inputs: str | Path, output: str | Path, *
     return summary
 
 
-def _environment() -> Environment:
-    # Autoescape everything: ids, categories and schema texts all come from data.
-    return Environment(loader=PackageLoader("clinical_mtl.reporting", "templates"), autoescape=True,
-                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+def _write_pages(staging: Path, environment, reports: list, rejected: pd.DataFrame, loaded: LoadedModel,
+                 files: list[Path], common: dict) -> None:
+    """Every patient's page, the index and ``rejected.csv``, into the folder ``staging``."""
+    (staging / PATIENTS_FOLDER).mkdir()
+    page = environment.get_template("patient.html.j2")
+    for report in reports:
+        (staging / PATIENTS_FOLDER / report.file_name).write_text(page.render(report=report, **common),
+                                                                  encoding="utf-8")
+    rejected_rows = rejected.rename(columns={loaded.schema.id_column: "patient_id"})
+    index = environment.get_template("index.html.j2").render(
+        pages=reports, rejected=rejected_rows.to_dict(orient="records"),
+        outcome_names=[spec.name for spec in loaded.model.task_specs_],
+        outcome_titles=[outcome.title for outcome in reports[0].outcomes] if reports else [],
+        source=", ".join(str(path) for path in files), **common)
+    (staging / "index.html").write_text(index, encoding="utf-8")
+    formula_safe_frame(rejected).to_csv(staging / "rejected.csv", index=False)
 
 
-def _read_patients(loaded: LoadedModel, files: list[Path], chunk_size: int) -> tuple[pd.DataFrame, pd.DataFrame, int]:
-    """The valid rows (with ``row_number``), the rejected rows with reasons, and the rows as the reader yielded them."""
-    valid, rejected, counts = [], [], ScoringSummary()
+def _read_patients(loaded: LoadedModel, files: list[Path], chunk_size: int,
+                   summary: RunSummary) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The valid rows (with ``row_number``) and the rejected rows with reasons; ``summary`` counts
+    the rows as the reader yielded them (``rows_in``) and times reading and validating them."""
+    valid, rejected = [], []
     with IdRegister() as ids:
-        for path, _, valid_rows, rejected_rows in validated_chunks(files, loaded.schema, chunk_size, counts, ids):
+        for path, _, valid_rows, rejected_rows in validated_chunks(files, loaded.schema, chunk_size, summary, ids):
             valid.append(valid_rows)
             rejected.append(reject_rows(rejected_rows, loaded.schema.id_column, path))
-    return pd.concat(valid), pd.concat(rejected, ignore_index=True), counts.rows_in
+    return pd.concat(valid), pd.concat(rejected, ignore_index=True)
 
 
 def _rows_written(folder: Path) -> tuple[int, int]:
@@ -236,6 +232,8 @@ def check_report_folder(output: Path, inputs: str | Path) -> None:
 
 def _replace_folder(staging: Path, output: Path, inputs: str | Path) -> None:
     """Move the finished folder into place, then delete the one it replaces (if still ours)."""
+    # Not batch_io.AtomicPath: that replaces one file in one os.replace; a folder cannot be renamed over
+    # a non-empty one, so this swap moves the old folder aside, the new one in, and deletes the old.
     check_report_folder(output, inputs)
     old = None
     if output.exists():

@@ -22,27 +22,26 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..calibration import IsotonicCalibration
-from ..estimator import LABEL_PERCENTILES
-from ..features import BOOLEAN, CATEGORICAL
-from ..preprocessing import NumericEncoding
-from ..schema import DISPLAY_TRANSFORMS, CohortSchema, OutcomeSpec
-from ..scoring import model_columns
-from ..tasks import BINARY, MULTICLASS, TaskSpec
+from ..data.schema import CohortSchema, OutcomeSpec
+from ..data.schema_entries import DISPLAY_TRANSFORMS
+from ..model.calibration import IsotonicCalibration
+from ..model.explanation import contribution_ranks
+from ..model.features import BOOLEAN, CATEGORICAL
+from ..model.fitting import LABEL_PERCENTILES
+from ..model.outputs import (
+    LOWER,
+    PRED,
+    PROBA,
+    TOP_CONTRIBUTION,
+    TOP_FEATURE,
+    UPPER,
+    column_name,
+)
+from ..model.preprocessing import NumericEncoding
+from ..model.tasks import BINARY, MULTICLASS, TaskSpec
+from ..scoring.model_source import model_columns
 from . import formatting as fmt
 from .waterfall import Step, WaterfallChart, waterfall
-
-DEFAULT_INTENDED_USE = (
-    "Decision support for clinicians reviewing patients of the cohort the model was trained on. "
-    "The predictions are statistical estimates from routinely collected values, not diagnoses: "
-    "read them with the patient's history, examination and other results."
-)
-DEFAULT_LIMITS = (
-    "Valid only for patients like those of the training cohort; values far outside its range, or "
-    "measured differently, make predictions unreliable. Contributions describe how the model uses each "
-    "value, not causes, and can shift when values are correlated. Missing values were imputed with the "
-    "training cohort's typical value."
-)
 
 
 @dataclass(frozen=True)
@@ -155,7 +154,7 @@ def build_patient_reports(loaded, patients: pd.DataFrame, *, top_k: int = 6, cov
             _outcome_report(spec, outcome_specs.get(spec.name) or OutcomeSpec(spec.name, spec.kind), model,
                             outputs[spec.name][row], explained[spec.name], row, intervals, coverage,
                             feature_labels, value_texts)
-            for spec in model._task_specs
+            for spec in model.task_specs_
         ]
         reports.append(PatientReport(
             patient_id=str(patient_id), file_name=page_file_name(patient_id), outcomes=outcomes,
@@ -190,20 +189,21 @@ def page_file_name(patient_id) -> str:
 def _outputs(model, features: pd.DataFrame, scores: pd.DataFrame | None) -> dict[str, np.ndarray]:
     """Per outcome: class probabilities (n, n_classes) or values (n,)."""
     if scores is None:  # what predict_proba (classification) and predict (regression) return, in one pass
-        _, outputs = model._predict_outputs(features)
-        return {spec.name: output for spec, output in zip(model._task_specs, outputs)}
+        _, outputs = model.predict_outputs(features)
+        return {spec.name: output for spec, output in zip(model.task_specs_, outputs)}
     outputs = {}
-    for spec in model._task_specs:
+    for spec in model.task_specs_:
         if spec.is_classification:
-            outputs[spec.name] = scores[[f"{spec.name}_proba_{label}" for label in spec.classes]].to_numpy(float)
+            outputs[spec.name] = scores[[column_name(spec.name, PROBA, label=label)
+                                         for label in spec.classes]].to_numpy(float)
         else:
-            outputs[spec.name] = scores[f"{spec.name}_pred"].to_numpy(float)
+            outputs[spec.name] = scores[column_name(spec.name, PRED)].to_numpy(float)
     return outputs
 
 
 def _intervals(model, features: pd.DataFrame, coverage: float) -> pd.DataFrame | None:
     """Prediction intervals of the regression outcomes, when the model has them."""
-    regression = [spec.name for spec in model._task_specs if not spec.is_classification]
+    regression = [spec.name for spec in model.task_specs_ if not spec.is_classification]
     if not regression or not all(name in getattr(model, "conformal_scores_", {}) for name in regression):
         return None
     return model.predict_interval(features, coverage=coverage)
@@ -216,7 +216,7 @@ def _explained(model, features: pd.DataFrame, top_k: int, scores: pd.DataFrame |
     n_features = features.shape[1]
     explanations = model.explain(features if scores is None else features.iloc[:1])
     explained = {}
-    for spec in model._task_specs:
+    for spec in model.task_specs_:
         explanation = explanations[spec.name]
         predicted = np.argmax(outputs[spec.name], axis=1) if spec.kind == MULTICLASS else None
         base = np.asarray(explanation.base_values, dtype=float)
@@ -228,15 +228,15 @@ def _explained(model, features: pd.DataFrame, top_k: int, scores: pd.DataFrame |
             values = explanation.values
             if predicted is not None:
                 values = values[np.arange(len(values)), :, predicted]
-            order = np.argsort(-np.abs(values), axis=1, kind="stable")[:, :min(top_k, n_features)]
+            order = contribution_ranks(values, top_k)
             names = np.asarray(explanation.feature_names, dtype=object)[order]
             amounts = np.take_along_axis(values, order, axis=1)
             output = base + values.sum(axis=1)
         else:
-            k = sum(1 for column in scores.columns
-                    if column.startswith(f"{spec.name}_top") and column.endswith("_feature"))
-            names = scores[[f"{spec.name}_top{j}_feature" for j in range(1, k + 1)]].to_numpy(dtype=object)
-            amounts = scores[[f"{spec.name}_top{j}_contribution" for j in range(1, k + 1)]].to_numpy(float)
+            ranks = range(1, 1 + sum(column_name(spec.name, TOP_FEATURE, j) in scores.columns
+                                     for j in range(1, n_features + 1)))
+            names = scores[[column_name(spec.name, TOP_FEATURE, j) for j in ranks]].to_numpy(dtype=object)
+            amounts = scores[[column_name(spec.name, TOP_CONTRIBUTION, j) for j in ranks]].to_numpy(float)
             output = _explained_output(spec, outputs[spec.name], predicted)
         explained[spec.name] = _Explained(base, output, names, amounts, n_features)
     return explained
@@ -380,8 +380,8 @@ def _interval_text(spec: TaskSpec, intervals: pd.DataFrame | None, row: int, cov
                    unit: str | None) -> str | None:
     if intervals is None:
         return None
-    low = transform(intervals[f"{spec.name}_lower"].iloc[row])
-    high = transform(intervals[f"{spec.name}_upper"].iloc[row])
+    low = transform(intervals[column_name(spec.name, LOWER)].iloc[row])
+    high = transform(intervals[column_name(spec.name, UPPER)].iloc[row])
     return f"{coverage:.0%} prediction interval: {fmt.number(low)} to {fmt.with_unit(fmt.number(high), unit)}"
 
 

@@ -9,12 +9,12 @@ import pytest
 from scipy.special import logit
 
 from clinical_mtl import MultiTaskMLP
-from clinical_mtl.calibration import IsotonicCalibration, TemperatureScaling
+from clinical_mtl.data.persistence import load_model, save_model
 from clinical_mtl.datasets import make_synthetic_cohort
-from clinical_mtl.metrics import calibration_target, expected_calibration_error
-from clinical_mtl.outputs import flat_predictions, output_columns
-from clinical_mtl.persistence import load_model, save_model
-from clinical_mtl.tasks import labelled_targets
+from clinical_mtl.model.calibration import IsotonicCalibration, TemperatureScaling
+from clinical_mtl.model.labels import labelled_targets
+from clinical_mtl.model.metrics import calibration_target, expected_calibration_error
+from clinical_mtl.model.outputs import flat_predictions, output_columns
 
 # Few epochs: the networks stop short of fitting the outcomes, so their probabilities are
 # too modest (under-confident), the miscalibration that recalibration has to repair.
@@ -62,7 +62,7 @@ def test_recalibration_lowers_calibration_error_on_new_patients(fitted, cohort, 
     assert all(isinstance(calibrator, kind) for calibrator in model.calibrators_.values())
     after, before = model.predict_proba(X_test), _uncalibrated(model).predict_proba(X_test)
     for name in ("diagnosis", "subtype"):
-        _, y = labelled_targets(Y_test, model._task_specs[list(model.tasks_).index(name)])
+        _, y = labelled_targets(Y_test, model.task_specs_[list(model.tasks_).index(name)])
         ece_before, ece_after = (expected_calibration_error(y, p[name]) for p in (before, after))
         assert ece_after < 0.6 * ece_before, (name, ece_before, ece_after)
         assert ece_after < 0.05, (name, ece_after)
@@ -132,7 +132,7 @@ def test_predict_interval_brackets_the_prediction(fitted, cohort):
     assert (model.predict_interval(patients, 0.95)["prognosis_upper"] > intervals["prognosis_upper"]).all()
     flat = flat_predictions(model, patients)
     pd.testing.assert_frame_equal(flat[["prognosis_lower", "prognosis_upper"]], intervals)
-    assert flat.columns.tolist() == [name for name, _ in output_columns(model)]
+    assert flat.columns.tolist() == [column.name for column in output_columns(model)]
     narrow = flat_predictions(model, patients, coverage=0.5)
     assert (narrow["prognosis_upper"] < flat["prognosis_upper"]).all()
 
@@ -176,7 +176,7 @@ def test_without_early_stopping_nothing_is_recalibrated_and_intervals_are_refuse
     with pytest.raises(ValueError, match="early_stopping=False"):
         model.predict_interval(X)
     assert "prognosis_lower" not in flat_predictions(model, X.head(2))
-    assert [name for name, _ in output_columns(model)] == flat_predictions(model, X.head(2)).columns.tolist()
+    assert [column.name for column in output_columns(model)] == flat_predictions(model, X.head(2)).columns.tolist()
 
     off = MultiTaskMLP(calibration=None, **params).fit(X, Y)
     assert off.calibrators_ == {}

@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from clinical_mtl import MultiTaskMLP
+from clinical_mtl.data.persistence import save_model
 from clinical_mtl.datasets import make_synthetic_cohort, synthetic_schema
-from clinical_mtl.explain import top_contributions
-from clinical_mtl.persistence import save_model
+from clinical_mtl.model.outputs import top_contributions
 from clinical_mtl.scoring import load_model_for_scoring, score_files
 
 pytestmark = pytest.mark.integration

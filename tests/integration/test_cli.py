@@ -1,5 +1,6 @@
-"""The command line: pipelines (train on PBC, register, batch-score) and ``clinical-mtl score``."""
+"""The command line: pipelines (train on PBC, register, batch-score), ``clinical-mtl score``, process settings."""
 
+import gc
 import json
 from pathlib import Path
 
@@ -7,10 +8,11 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from clinical_mtl.cli import main
-from clinical_mtl.outputs import flat_predictions
+from clinical_mtl.model.outputs import flat_predictions
 from clinical_mtl.tracking import load_native_model
 
 PIPELINES = Path(__file__).resolve().parents[2] / "pipelines"
@@ -173,3 +175,56 @@ def test_bad_option_is_a_usage_error(capsys):
 def test_help(argv, capsys):
     assert main(argv) == 0
     assert "Usage: clinical-mtl" in capsys.readouterr().out
+
+
+@pytest.fixture
+def process_state(monkeypatch, small_schema_model, tmp_path):
+    """Scoring of 20 synthetic patients one row a chunk, recording torch's threads and gc's frozen-object count
+    while it runs (when it hands free memory back, after its 16th chunk), under 3 torch threads."""
+    from clinical_mtl.datasets import make_synthetic_cohort
+    from clinical_mtl.scoring import local as scoring
+
+    make_synthetic_cohort(20, random_state=0)[0].reset_index().to_csv(tmp_path / "patients.csv", index=False)
+    seen = []
+    release = scoring.release_free_memory
+    probe = [[]]  # probe[0]: an object the gc tracks, made after any freeze of the caller's
+
+    def recording_release():
+        unfrozen = any(o is probe[0] for o in gc.get_objects())  # (frozen objects are in no generation)
+        seen.append((torch.get_num_threads(), gc.get_freeze_count(), unfrozen))
+        return release()
+
+    monkeypatch.setattr(scoring, "release_free_memory", recording_release)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)
+    yield {"model": str(small_schema_model), "input": tmp_path / "patients.csv", "seen": seen, "probe": probe}
+    torch.set_num_threads(threads)
+    gc.unfreeze()
+
+
+def test_score_files_leaves_the_callers_process_settings_alone(process_state, tmp_path):
+    from clinical_mtl.scoring import load_model_for_scoring, score_files
+
+    loaded = load_model_for_scoring(process_state["model"])
+    gc.freeze()  # the caller's own choice, which scoring must neither add to nor undo
+    frozen = gc.get_freeze_count()
+    process_state["probe"][0] = []  # made after the caller's freeze: frozen only if scoring freezes
+    summary = score_files(loaded, process_state["input"], tmp_path / "scores.parquet", chunk_size=1)
+    assert summary.rows_scored == 20
+    (threads, during, probe_unfrozen), = process_state["seen"]
+    assert threads == 3 and probe_unfrozen  # nothing new frozen
+    # Frozen objects that die leave the count (it may fall a little), but the caller's stay frozen.
+    assert torch.get_num_threads() == 3 and 0.9 * frozen <= gc.get_freeze_count() <= frozen
+
+
+def test_the_score_runner_tunes_the_process_while_it_scores(process_state, tmp_path):
+    from clinical_mtl.config import ScoreConfig
+    from clinical_mtl.pipelines import run_score
+
+    gc.unfreeze()
+    config = ScoreConfig(model=process_state["model"], input=process_state["input"],
+                         output=tmp_path / "scores.parquet", chunk_size=1)
+    assert run_score(config).rows_scored == 20
+    (threads, frozen, probe_unfrozen), = process_state["seen"]
+    assert threads == 2 and frozen > 0 and not probe_unfrozen  # a core left to the reader; no gc scans of the model
+    assert (torch.get_num_threads(), gc.get_freeze_count()) == (3, 0)  # and both given back

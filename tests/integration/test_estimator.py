@@ -200,7 +200,7 @@ def _balanced_row_weights(y):
 
 
 def test_balanced_class_weights_are_computed_on_each_outcomes_labelled_rows(monkeypatch):
-    from clinical_mtl import estimator as estimator_module
+    from clinical_mtl.model import fitting as estimator_module
 
     X, Y = _unbalanced_cohort()
     assert 0.03 < Y["rare"].mean() < 0.15 and Y.isna().any().all()
@@ -226,8 +226,8 @@ def test_balanced_validation_loss_is_the_class_weighted_mean_of_row_losses(monke
     import torch
     from scipy.special import log_expit, log_softmax
 
-    from clinical_mtl import estimator as estimator_module
-    from clinical_mtl.training import predict_module
+    from clinical_mtl.model import fitting as estimator_module
+    from clinical_mtl.model.training import predict_module
 
     X, Y = _unbalanced_cohort()
     held_out = []
@@ -278,7 +278,7 @@ def test_score_is_the_mean_of_per_outcome_skill_scores(fitted_model, cohort):
     X, Y = cohort
     table = fitted_model.evaluate(X, Y)
     proba = fitted_model.predict_proba(X)
-    from clinical_mtl.metrics import brier_skill_score
+    from clinical_mtl.model.metrics import brier_skill_score
 
     labelled = Y["diagnosis"].notna().to_numpy()
     diagnosis = brier_skill_score(Y["diagnosis"][labelled].astype(int).to_numpy(), proba["diagnosis"][labelled])
@@ -343,7 +343,7 @@ def test_stopping_at_max_epochs_while_improving_warns(cohort):
 def test_ensemble_averages_its_members(fitted_model, cohort):
     import torch
 
-    from clinical_mtl.training import predict_module
+    from clinical_mtl.model.training import predict_module
 
     X, Y = cohort
     inputs = torch.from_numpy(fitted_model.preprocessor_.transform(X))
@@ -356,13 +356,13 @@ def test_ensemble_averages_its_members(fitted_model, cohort):
         fitted_model.predict_proba(X)["diagnosis"][:, 1], np.mean(member_probabilities, axis=0), rtol=1e-6
     )
     regression = [predict_module(m, inputs)[2][:, 0].double().numpy() for m in fitted_model.module_.members]
-    spec = fitted_model._task_specs[2]
+    spec = fitted_model.task_specs_[2]
     expected = np.mean(regression, axis=0) * spec.target_scale + spec.target_mean
     np.testing.assert_allclose(fitted_model.predict(X)["prognosis"], expected, rtol=1e-6)
 
 
 def test_members_hold_out_different_rows(cohort, monkeypatch):
-    from clinical_mtl import estimator as estimator_module
+    from clinical_mtl.model import fitting as estimator_module
 
     X, Y = cohort
     seen = []

@@ -8,8 +8,15 @@ from sklearn.metrics import r2_score, roc_auc_score
 
 from clinical_mtl import MultiTaskMLP
 from clinical_mtl.datasets import make_synthetic_cohort
-from clinical_mtl.evaluation import band, reliability_diagrams, save_reliability_diagrams
-from clinical_mtl.negative_transfer import _single_task_twin, single_task_comparison
+from clinical_mtl.evaluation import band
+from clinical_mtl.evaluation.figures import (
+    reliability_diagrams,
+    save_reliability_diagrams,
+)
+from clinical_mtl.evaluation.negative_transfer import (
+    _single_task_twin,
+    single_task_comparison,
+)
 
 SMALL = {"hidden_layer_sizes": (16,), "max_epochs": 20, "ensemble_size": 1, "random_state": 0}
 

@@ -14,18 +14,18 @@ from scipy.special import logit  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
 from clinical_mtl import MultiTaskMLP  # noqa: E402
+from clinical_mtl.data.persistence import load_model, save_model  # noqa: E402
 from clinical_mtl.datasets import load_pbc, make_synthetic_cohort  # noqa: E402
-from clinical_mtl.explain import (  # noqa: E402
+from clinical_mtl.evaluation.figures import save_beeswarm_plots
+from clinical_mtl.model.explanation import (
     MIN_CLUSTER_SIZE,
     Background,
-    RawFeatureCodec,
     _deeplift,
     global_importance,
-    save_beeswarm_plots,
     summarise_background,
-    top_contributions,
 )
-from clinical_mtl.persistence import load_model, save_model  # noqa: E402
+from clinical_mtl.model.feature_codec import RawFeatureCodec
+from clinical_mtl.model.outputs import top_contributions  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +109,7 @@ def test_grouping_sums_one_hot_and_indicator_columns_exactly():
     weights = head.weight.detach().numpy()[0]
     background = model.explanation_background_
     reference = background.weights @ background.points
-    scale = model._task_specs[0].target_scale
+    scale = model.task_specs_[0].target_scale
     for feature, columns in model.preprocessor_.feature_groups_.items():
         expected = scale * (inputs[:, columns] - reference[columns]) @ weights[columns]
         np.testing.assert_allclose(explanation[:, feature].values, expected, rtol=1e-4, atol=1e-6)

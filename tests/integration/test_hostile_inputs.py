@@ -20,9 +20,14 @@ from blocking_runner import blocked_cli
 
 from clinical_mtl import MultiTaskMLP
 from clinical_mtl.cli import main
+from clinical_mtl.data.persistence import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    load_model,
+    save_model,
+)
 from clinical_mtl.datasets import make_synthetic_cohort, synthetic_schema
 from clinical_mtl.exceptions import ModelLoadError
-from clinical_mtl.persistence import CONFIG_FILE, WEIGHTS_FILE, load_model, save_model
 
 pytestmark = pytest.mark.integration
 

@@ -77,7 +77,7 @@ def test_predict_with_renamed_column(fitted_model, cohort):
 def test_predict_with_wrong_type_in_a_column(fitted_model, cohort):
     X, _ = cohort
     X = X.head(3).copy()
-    X["sex"] = [1.0, 2.0, 1.0]
+    X["sex"] = pd.to_datetime(["2020-01-01", "2020-01-02", "2020-01-03"])  # (numbers read as the categories "1", "2")
     with pytest.raises(ValueError, match=r"Column 'sex' is a categorical feature.*rows 0, 1, 2"):
         fitted_model.predict(X)
 

@@ -11,12 +11,12 @@ from sklearn.model_selection import cross_validate
 
 from clinical_mtl import MultiTaskMLP
 from clinical_mtl.datasets import load_pbc, make_synthetic_cohort
-from clinical_mtl.evaluation import reliability_diagrams
+from clinical_mtl.evaluation.figures import reliability_diagrams
+from clinical_mtl.evaluation.negative_transfer import single_task_comparison
 from clinical_mtl.exceptions import InputDataError
-from clinical_mtl.hooks import add_fit_listener, remove_fit_listener
-from clinical_mtl.model_card import build_model_card
-from clinical_mtl.negative_transfer import single_task_comparison
+from clinical_mtl.model.hooks import add_fit_listener, remove_fit_listener
 from clinical_mtl.pipelines import load_pipeline, run_train
+from clinical_mtl.reporting.model_card import build_model_card
 
 FAST = {"hidden_layer_sizes": (8,), "max_epochs": 15, "ensemble_size": 1, "random_state": 0}
 PIPELINES = Path(__file__).resolve().parents[2] / "pipelines"

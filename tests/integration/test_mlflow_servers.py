@@ -22,7 +22,7 @@ import pytest
 
 from clinical_mtl import MultiTaskMLP, tracking
 from clinical_mtl.datasets import load_pbc
-from clinical_mtl.outputs import flat_predictions
+from clinical_mtl.model.outputs import flat_predictions
 
 pytestmark = pytest.mark.integration
 MLFLOW = str(Path(sys.executable).with_name("mlflow"))

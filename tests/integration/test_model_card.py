@@ -10,8 +10,8 @@ import pytest
 from clinical_mtl import MultiTaskMLP
 from clinical_mtl.datasets import make_synthetic_cohort
 from clinical_mtl.evaluation import band
-from clinical_mtl.model_card import build_model_card, found_limitations
-from clinical_mtl.negative_transfer import HELPED, HURT, NO_INTERVAL, UNCLEAR
+from clinical_mtl.evaluation.negative_transfer import HELPED, HURT, NO_INTERVAL, UNCLEAR
+from clinical_mtl.reporting.model_card import build_model_card, found_limitations
 
 SECTIONS = ["Intended use", "Training data", "Missingness per feature", "Model settings",
             "Performance on held-out patients", "Calibration", "Subgroups", "Negative transfer", "Known limits"]

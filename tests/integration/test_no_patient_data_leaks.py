@@ -24,18 +24,25 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from sentinels import Sentinel, SentinelPatient, SentinelSearch, capture, describe, plant
+from sentinels import (
+    Sentinel,
+    SentinelPatient,
+    SentinelSearch,
+    capture,
+    describe,
+    plant,
+)
 
 from clinical_mtl import MultiTaskMLP, tracking
 from clinical_mtl.cli import main
+from clinical_mtl.data.persistence import save_model
 from clinical_mtl.datasets import make_synthetic_cohort, synthetic_schema
-from clinical_mtl.persistence import save_model
+from clinical_mtl.exceptions import SchemaError
 from clinical_mtl.reporting import write_reports
 from clinical_mtl.reporting.build import MANIFEST
 from clinical_mtl.reporting.content import page_file_name
-from clinical_mtl.schema import SchemaError
 from clinical_mtl.scoring import load_model_for_scoring, score_files
-from clinical_mtl.serving import create_app
+from clinical_mtl.tracking.serving import create_app
 
 pytestmark = pytest.mark.integration
 

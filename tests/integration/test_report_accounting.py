@@ -4,14 +4,13 @@ import hashlib
 import shutil
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from clinical_mtl import scoring
 from clinical_mtl.datasets import make_synthetic_cohort
 from clinical_mtl.exceptions import RowAccountingError
 from clinical_mtl.reporting import build, write_reports
 from clinical_mtl.scoring import load_model_for_scoring
+from clinical_mtl.scoring import local as scoring
 
 pytestmark = pytest.mark.integration
 

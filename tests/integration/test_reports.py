@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 
 from clinical_mtl import MultiTaskMLP
+from clinical_mtl.data.persistence import save_model
+from clinical_mtl.data.run_summary import RunSummary
 from clinical_mtl.datasets import make_synthetic_cohort, synthetic_schema
-from clinical_mtl.persistence import save_model
 from clinical_mtl.reporting import build_patient_reports, write_reports
 from clinical_mtl.reporting.content import page_file_name
 from clinical_mtl.reporting.formatting import number
@@ -90,6 +91,19 @@ def test_every_row_gets_a_page_or_is_listed_with_its_reason(synthetic, tmp_path)
     assert "Rows not reported" in index and "P0005" in index
     assert len(list((tmp_path / "out" / "patients").iterdir())) == 39
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["pages"] == 39
+
+
+def test_a_report_summary_is_a_scoring_runs_summary_with_its_own_steps(synthetic, tmp_path):
+    # One summary type for the scoring engines and reports (the report once counted its rows in a throwaway one).
+    synthetic["patients"].head(5).to_csv(tmp_path / "patients.csv", index=False)
+    report = write_reports(synthetic["loaded"], tmp_path / "patients.csv", tmp_path / "out")
+    scored = score_files(synthetic["loaded"], tmp_path / "patients.csv", tmp_path / "scores.parquet")
+    assert type(report) is type(scored) is RunSummary
+    assert (report.engine, scored.engine) == ("report", "local")
+    written = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert set(json.loads((tmp_path / "scores.summary.json").read_text())) <= set(written)
+    assert (written["rows_in"], written["rows_scored"], written["pages"], written["rows_rejected"]) == (5, 5, 5, 0)
+    assert {"read", "validate", "predict_and_explain", "render_and_write"} <= set(written["seconds_by_step"])
 
 
 def test_page_content_matches_the_model(synthetic):
@@ -173,7 +187,7 @@ def test_the_escaping_check_flags_pages_of_an_unescaped_template(synthetic, tmp_
 
     from clinical_mtl.reporting import build
 
-    escaping = build._environment
+    escaping = build.template_environment
 
     def unescaped():
         environment = escaping()
@@ -190,7 +204,7 @@ def test_the_escaping_check_flags_pages_of_an_unescaped_template(synthetic, tmp_
             environment.loader = FunctionLoader(with_safe_ids)
         return environment
 
-    monkeypatch.setattr(build, "_environment", unescaped)
+    monkeypatch.setattr(build, "template_environment", unescaped)
     synthetic["patients"].head(2).to_csv(tmp_path / "patients.csv", index=False)  # the hostile id and category
     write_reports(synthetic["loaded"], tmp_path / "patients.csv", tmp_path / "out")
     found = {name: injected_markup(html) for name, html in _hostile_pages(tmp_path / "out").items()}

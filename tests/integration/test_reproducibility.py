@@ -9,7 +9,6 @@ import pandas as pd
 import torch
 
 from clinical_mtl import MultiTaskMLP
-from clinical_mtl.datasets import load_pbc
 
 SCRIPT = """
 import sys

@@ -8,8 +8,8 @@ import re
 import signal
 import tempfile
 from dataclasses import replace
-from functools import partial
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -19,14 +19,21 @@ import pyarrow.parquet as pq
 import pytest
 from blocking_runner import blocked_cli
 
-from clinical_mtl import MultiTaskMLP, scoring
-from clinical_mtl.batch_io import AtomicTableWriter
+from clinical_mtl import MultiTaskMLP
+from clinical_mtl.data.id_register import IdRegister
+from clinical_mtl.data.persistence import save_model
+from clinical_mtl.data.schema import ROW_NUMBER
+from clinical_mtl.data.writing import AtomicTableWriter
 from clinical_mtl.datasets import make_synthetic_cohort, synthetic_schema
-from clinical_mtl.exceptions import OutputPathError, RowAccountingError
-from clinical_mtl.explain import top_contribution_columns, top_contributions
-from clinical_mtl.persistence import save_model
-from clinical_mtl.schema import ROW_NUMBER, SchemaError
-from clinical_mtl.scoring import IdRegister, load_model_for_scoring, score_files
+from clinical_mtl.exceptions import InputFileError, OutputPathError, RowAccountingError, SchemaError
+from clinical_mtl.model.outputs import (
+    TOP_CONTRIBUTION,
+    TOP_FEATURE,
+    output_columns,
+    top_contributions,
+)
+from clinical_mtl.scoring import load_model_for_scoring, score_files
+from clinical_mtl.scoring import local as scoring
 
 pytestmark = pytest.mark.integration
 
@@ -110,7 +117,7 @@ def check_predictions(loaded, output, features):
     """The output's predictions are the model's own ``predict``/``predict_proba`` of ``features``."""
     model = loaded.model
     predicted, probabilities = model.predict(features), model.predict_proba(features)
-    for spec in model._task_specs:
+    for spec in model.task_specs_:
         if spec.is_classification:
             assert output[f"{spec.name}_pred"].astype(str).tolist() == predicted[spec.name].astype(str).tolist()
             for k, label in enumerate(spec.classes):
@@ -286,7 +293,7 @@ def test_top_k_adds_the_largest_contributions(tmp_path, loaded, patients):
     source = write(table, tmp_path / "patients.parquet")
     score_files(loaded, source, tmp_path / "scores.parquet", top_k=2, chunk_size=7)
     scored = pd.read_parquet(tmp_path / "scores.parquet")
-    columns = top_contribution_columns(loaded.model, 2)
+    columns = [(c.name, c.dtype) for c in output_columns(loaded.model, 2) if c.part in (TOP_FEATURE, TOP_CONTRIBUTION)]
     assert len(columns) == 3 * 2 * 2
     assert all(name in scored.columns for name, _ in columns)
     expected = top_contributions(loaded.model, clean.loc[GOOD], 2)
@@ -368,18 +375,18 @@ def truncated_parquet(loaded, folder):
     return path
 
 
-@pytest.mark.parametrize("make_input, message", [
-    (empty_parquet, r"Input file .*empty.parquet has no rows"),
-    (header_only_csv, r"Input file .*empty.csv has no rows"),
-    (zero_byte_csv, r"Input file .*nothing.csv has no header line naming its columns"),
-    (lacking_a_column, r"Input file .*lacking.parquet lacks the required column\(s\) \['crp', 'smoking'\]"),
-    (lacking_a_column_csv, r"Input file .*lacking.csv lacks the required column\(s\) \['patient_id'\]"),
-    (truncated_parquet, r"Cannot read .*cut.parquet"),
+@pytest.mark.parametrize("make_input, error, message", [
+    (empty_parquet, InputFileError, r"Input file .*empty.parquet has no rows"),
+    (header_only_csv, InputFileError, r"Input file .*empty.csv has no rows"),
+    (zero_byte_csv, InputFileError, r"Input file .*nothing.csv has no header line naming its columns"),
+    (lacking_a_column, SchemaError, r"Input file .*lacking.parquet lacks the required column\(s\) \['crp', 'smoking'\]"),
+    (lacking_a_column_csv, SchemaError, r"Input file .*lacking.csv lacks the required column\(s\) \['patient_id'\]"),
+    (truncated_parquet, InputFileError, r"Cannot read .*cut.parquet"),
 ])
-def test_an_unusable_input_is_a_schema_error_and_leaves_nothing(tmp_path, loaded, make_input, message):
+def test_an_unusable_input_is_a_typed_error_and_leaves_nothing(tmp_path, loaded, make_input, error, message):
     source = make_input(loaded, tmp_path)
     destination = tmp_path / "out"
-    with pytest.raises(SchemaError, match=message):
+    with pytest.raises(error, match=message):
         score_files(loaded, source, destination / "scores.parquet", chunk_size=7)
     assert not destination.exists() or list(destination.iterdir()) == []
 
@@ -393,19 +400,19 @@ def test_a_bad_file_after_good_ones_in_a_folder_leaves_nothing(tmp_path, loaded,
     bad = make_input(loaded, tmp_path)
     bad.rename(folder / f"b_bad{bad.suffix}")
     destination = tmp_path / "out"
-    with pytest.raises(SchemaError, match="b_bad"):
+    with pytest.raises((InputFileError, SchemaError), match="b_bad"):  # unreadable, or lacking a column
         score_files(loaded, folder, destination / "scores.parquet", chunk_size=7)
     assert list(destination.iterdir()) == []
 
 
 def test_inputs_that_are_not_there_or_not_tables(tmp_path, loaded):
-    with pytest.raises(SchemaError, match="does not exist"):
+    with pytest.raises(InputFileError, match="does not exist"):
         score_files(loaded, tmp_path / "nowhere.parquet", tmp_path / "out.parquet")
     (tmp_path / "notes.txt").write_text("x")
-    with pytest.raises(SchemaError, match=r"is not a \.csv or \.parquet file"):
+    with pytest.raises(InputFileError, match=r"is not a \.csv or \.parquet file"):
         score_files(loaded, tmp_path / "notes.txt", tmp_path / "out.parquet")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(SchemaError, match="holds no .csv or .parquet file"):
+    with pytest.raises(InputFileError, match="holds no .csv or .parquet file"):
         score_files(loaded, tmp_path / "empty", tmp_path / "out.parquet")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "notes.txt"]
 
@@ -654,7 +661,7 @@ def test_the_id_register_files_are_deleted_when_a_run_fails(tmp_path, loaded, pa
     folder.mkdir()
     write(patients[1], folder / "a_good.parquet")
     truncated_parquet(loaded, tmp_path).rename(folder / "b_bad.parquet")
-    with pytest.raises(SchemaError, match="b_bad"):
+    with pytest.raises(InputFileError, match="b_bad"):
         score_files(loaded, folder, tmp_path / "scores.parquet", chunk_size=7)
     assert small_register and all(file.closed for file in small_register)
 

@@ -13,11 +13,11 @@ import pytest
 from test_mlflow_servers import MLFLOW, serve, stop
 
 from clinical_mtl import MultiTaskMLP, tracking
+from clinical_mtl.data.persistence import save_model
+from clinical_mtl.data.schema import SCHEMAS, load_schema
 from clinical_mtl.datasets import load_pbc
-from clinical_mtl.outputs import flat_predictions
-from clinical_mtl.persistence import save_model
-from clinical_mtl.schema import SCHEMAS, load_schema
-from clinical_mtl.serving import RequestRejected
+from clinical_mtl.model.outputs import flat_predictions
+from clinical_mtl.tracking.serving import RequestRejected
 
 pytestmark = pytest.mark.integration
 

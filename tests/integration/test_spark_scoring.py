@@ -5,13 +5,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from clinical_mtl.datasets import make_synthetic_cohort
-from clinical_mtl.pipelines import run_score
-from clinical_mtl.schema import SchemaError
-from clinical_mtl.scoring import load_model_for_scoring, score_files
-from clinical_mtl.spark_scoring import score_files_with_spark, spark_session
 from saved_models import save_schema_model
+
+from clinical_mtl.config import ScoreConfig
+from clinical_mtl.datasets import make_synthetic_cohort
+from clinical_mtl.exceptions import InputFileError, SchemaError
+from clinical_mtl.pipelines import run_score
+from clinical_mtl.scoring import load_model_for_scoring, score_files
+from clinical_mtl.scoring.spark import score_files_with_spark, spark_session
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +88,8 @@ def test_spark_output_equals_local_output(spark, model_dir, input_folder, tmp_pa
 
 
 def test_spark_engine_from_a_pipeline_with_explanations(spark, model_dir, input_folder, tmp_path):
-    config = {"_folder": None, "model": str(model_dir), "input": str(input_folder / "part_b.parquet"),
-              "output": str(tmp_path / "scores.parquet"), "top_k": 2, "engine": "spark"}
+    config = ScoreConfig(model=str(model_dir), input=input_folder / "part_b.parquet",
+                         output=tmp_path / "scores.parquet", top_k=2, engine="spark")
     summary = run_score(config)
     local = score_files(load_model_for_scoring(str(model_dir)), input_folder / "part_b.parquet",
                         tmp_path / "local.parquet", top_k=2, progress=False)
@@ -108,11 +109,11 @@ def test_spark_engine_errors_leave_no_output(spark, model_dir, input_folder, tmp
     with pytest.raises(SchemaError, match=r"lacking.parquet.*'age'"):
         score_files_with_spark(loaded, tmp_path / "lacking.parquet", tmp_path / "out.parquet", spark=spark)
     (tmp_path / "notes.csv").write_text("patient_id\n1\n")
-    with pytest.raises(SchemaError, match="Parquet only"):
+    with pytest.raises(InputFileError, match="Parquet only"):
         score_files_with_spark(loaded, tmp_path / "notes.csv", tmp_path / "out.parquet", spark=spark)
     data = (input_folder / "part_b.parquet").read_bytes()
     (tmp_path / "truncated.parquet").write_bytes(data[: len(data) // 2])
-    with pytest.raises(SchemaError, match="truncated.parquet"):
+    with pytest.raises(InputFileError, match="truncated.parquet"):
         score_files_with_spark(loaded, tmp_path / "truncated.parquet", tmp_path / "out.parquet", spark=spark)
     assert not list(tmp_path.glob("out*"))
     assert not list(tmp_path.glob(".out*"))

@@ -13,7 +13,7 @@ from mlflow.types.schema import AnyType
 
 from clinical_mtl import MultiTaskMLP, tracking
 from clinical_mtl.datasets import load_pbc
-from clinical_mtl.outputs import flat_predictions
+from clinical_mtl.model.outputs import flat_predictions
 
 pytestmark = pytest.mark.integration
 

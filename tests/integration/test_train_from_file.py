@@ -9,10 +9,10 @@ import pytest
 import yaml
 
 from clinical_mtl import MultiTaskMLP
+from clinical_mtl.data.schema import OutcomeSpec, load_schema
 from clinical_mtl.datasets import load_pbc, make_synthetic_cohort
-from clinical_mtl.exceptions import InputDataError
+from clinical_mtl.exceptions import InputDataError, SchemaError
 from clinical_mtl.pipelines import _check_classes, load_pipeline, run_train
-from clinical_mtl.schema import OutcomeSpec, SchemaError, load_schema
 
 PIPELINES = Path(__file__).resolve().parents[2] / "pipelines"
 SMALL = {"random_state": 0, "hidden_layer_sizes": [8], "max_epochs": 20, "ensemble_size": 2}
@@ -45,7 +45,7 @@ def test_pbc_from_a_file_trains_exactly_like_from_memory(tmp_path, from_memory, 
 
     memory, model = from_memory.model, from_file.model
     assert model.tasks_ == memory.tasks_ == {"cirrhosis": "binary", "log_survival_days": "regression"}
-    assert model._task_specs == memory._task_specs
+    assert model.task_specs_ == memory.task_specs_
     assert model.classes_["cirrhosis"].tolist() == [0, 1]  # the schema's classes, integers
     assert model.classes_["cirrhosis"].dtype == memory.classes_["cirrhosis"].dtype
     assert model.label_counts_ == memory.label_counts_

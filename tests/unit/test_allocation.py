@@ -7,7 +7,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from clinical_mtl.allocation import release_free_memory, tune_for_streaming
+from clinical_mtl.scoring.allocation import release_free_memory, tune_for_streaming
 
 GLIBC = platform.libc_ver()[0] == "glibc"
 LINUX_RSS = os.path.exists("/proc/self/statm")

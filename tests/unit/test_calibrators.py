@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 from scipy.special import softmax
 
-from clinical_mtl.calibration import (
+from clinical_mtl.model.calibration import (
     IsotonicCalibration,
     TemperatureScaling,
     calibrator_from_dict,
     fit_calibrator,
 )
-from clinical_mtl.metrics import expected_calibration_error
+from clinical_mtl.model.metrics import expected_calibration_error
 
 
 def _draw(n_classes, scale, n=20000, seed=0):

@@ -5,7 +5,11 @@ import math
 import numpy as np
 import pytest
 
-from clinical_mtl.conformal import check_coverage, conformal_quantile, conformal_scores
+from clinical_mtl.model.conformal import (
+    check_coverage,
+    conformal_quantile,
+    conformal_scores,
+)
 
 
 def test_conformal_quantile_is_the_finite_sample_rank():

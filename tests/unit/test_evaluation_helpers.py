@@ -6,10 +6,11 @@ import pytest
 from sklearn.metrics import r2_score, roc_auc_score
 from sklearn.utils import check_random_state
 
-from clinical_mtl import evaluation
-from clinical_mtl.evaluation import band, bootstrap_metrics, group_columns, percentile_interval
+from clinical_mtl.evaluation import band, bootstrap_metrics, group_columns
 from clinical_mtl.exceptions import InputDataError
-from clinical_mtl.metrics import classification_metrics
+from clinical_mtl.model import metric_tables as evaluation
+from clinical_mtl.model.metric_tables import percentile_interval
+from clinical_mtl.model.metrics import classification_metrics
 
 
 def _interval(n, seed=0):

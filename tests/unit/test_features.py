@@ -1,12 +1,14 @@
 import datetime
+from decimal import Decimal
 
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import sparse
 
+from clinical_mtl.data.schema import CohortSchema, FeatureSpec
 from clinical_mtl.exceptions import InputDataError
-from clinical_mtl.features import as_frame, infer_feature_kinds, prepare_features
+from clinical_mtl.model.features import as_frame, infer_feature_kinds, prepare_features
 
 
 def test_kinds_follow_dtypes(mixed_table):
@@ -79,7 +81,8 @@ def test_prepare_rejects_infinite_values_naming_rows():
 
 
 def test_prepare_reports_every_bad_column_at_once():
-    table = pd.DataFrame({"bili": [1.0, np.inf], "sex": [1.0, 2.0], "ascites": [0.0, 2.0]})
+    dates = [datetime.date(2020, 1, 1), datetime.date(2020, 1, 2)]  # (numbers would read as categories "1", "2")
+    table = pd.DataFrame({"bili": [1.0, np.inf], "sex": dates, "ascites": [0.0, 2.0]})
     kinds = {"bili": "numeric", "sex": "categorical", "ascites": "boolean"}
     with pytest.raises(InputDataError) as error:
         prepare_features(table, kinds)
@@ -89,10 +92,14 @@ def test_prepare_reports_every_bad_column_at_once():
     assert "Column 'ascites' is a boolean feature" in message
 
 
-def test_numeric_text_is_not_silently_parsed():
-    table = pd.DataFrame({"bili": ["1.5", "2.0"]})
-    with pytest.raises(InputDataError, match="Column 'bili' must hold numbers"):
+def test_numeric_text_reads_as_its_number_and_other_text_is_refused_naming_rows():
+    # As a CSV's cells are read (the schema path): the same value is the same number in either path.
+    values = prepare_features(pd.DataFrame({"bili": ["1.5", " 2 ", None]}), {"bili": "numeric"})["bili"]
+    np.testing.assert_array_equal(values, [1.5, 2.0, np.nan])
+    table = pd.DataFrame({"bili": ["1.5", "high", "nan"]}, index=["a", "b", "c"])
+    with pytest.raises(InputDataError, match=r"Column 'bili' must hold numbers.*rows 'b', 'c'\.$") as error:
         prepare_features(table, {"bili": "numeric"})
+    assert "high" not in str(error.value)
 
 
 def test_boolean_feature_accepts_zero_one_numbers():
@@ -126,3 +133,68 @@ def test_all_missing_training_column_warns():
     table = pd.DataFrame({"age": [50.0, 60.0], "copper": [np.nan, np.nan]})
     with pytest.warns(UserWarning, match=r"\['copper'\] have no observed value"):
         infer_feature_kinds(table)
+
+
+# -- one reading of values: the estimator and the cohort schema accept, refuse and read alike ----
+
+REFUSED = "refused"
+DATE = datetime.date(2020, 1, 1)
+# kind, value, what both paths read it as (a number, 1.0 / 0.0 for a boolean, a category's text, None for
+# missing) or REFUSED. The rules of the clinical_mtl.model.features docstring.
+SAME_READING = [
+    ("numeric", 1.5, 1.5), ("numeric", 2, 2.0), ("numeric", "1.5", 1.5), ("numeric", " 2 ", 2.0),
+    ("numeric", "1e3", 1000.0), ("numeric", True, 1.0), ("numeric", Decimal("1.5"), 1.5), ("numeric", None, None),
+    ("numeric", np.nan, None), ("numeric", "high", REFUSED), ("numeric", "", REFUSED), ("numeric", "nan", REFUSED),
+    ("numeric", np.inf, REFUSED), ("numeric", "-inf", REFUSED), ("numeric", DATE, REFUSED),
+    ("numeric", 1 + 1j, REFUSED),
+    ("boolean", True, 1.0), ("boolean", False, 0.0), ("boolean", 1, 1.0), ("boolean", 0.0, 0.0),
+    ("boolean", "true", 1.0), ("boolean", " FALSE ", 0.0), ("boolean", "1", 1.0), ("boolean", "0.0", 0.0),
+    ("boolean", None, None), ("boolean", 2, REFUSED), ("boolean", 0.5, REFUSED), ("boolean", "yes", REFUSED),
+    ("boolean", "", REFUSED), ("boolean", np.inf, REFUSED), ("boolean", DATE, REFUSED),
+    ("categorical", "a", "a"), ("categorical", " a", " a"), ("categorical", "1", "1"), ("categorical", 1, "1"),
+    ("categorical", 1.0, "1"), ("categorical", 1.5, "1.5"), ("categorical", True, "True"),
+    ("categorical", None, None), ("categorical", DATE, REFUSED), ("categorical", {"a": 1}, REFUSED),
+    ("categorical", 1 + 1j, REFUSED),
+]
+
+
+def _plain(value):
+    if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
+        return None
+    return value if isinstance(value, str) else float(value)
+
+
+def _through_estimator(kind, column):
+    try:
+        values = prepare_features(pd.DataFrame({"x": column}), {"x": kind})["x"]
+    except InputDataError:
+        return REFUSED
+    return _plain(values[0])
+
+
+def _through_schema(kind, column):
+    schema = CohortSchema("cohort", "id", (FeatureSpec("x", kind),))  # any category, any finite number
+    result = schema.validate(pd.DataFrame({"id": ["p1"], "x": column}))
+    return REFUSED if len(result.rejected) else _plain(result.valid["x"].iloc[0])
+
+
+@pytest.mark.parametrize("container", ["object", "inferred dtype"])
+@pytest.mark.parametrize(("kind", "value", "expected"), SAME_READING,
+                         ids=[f"{kind}-{value!r}" for kind, value, _ in SAME_READING])
+def test_the_estimator_and_the_schema_read_every_value_alike(kind, value, expected, container):
+    column = pd.Series([value], dtype=object if container == "object" else None)
+    assert (_through_estimator(kind, column), _through_schema(kind, column)) == (expected, expected)
+
+
+@pytest.mark.parametrize(("kind", "column", "expected"), [
+    ("numeric", pd.array([3, None], dtype="Int64"), [3.0, None]),
+    ("boolean", pd.array([True, None], dtype="boolean"), [1.0, None]),
+    ("boolean", pd.array([1.0, 0.0], dtype="Float64"), [1.0, 0.0]),
+    ("categorical", pd.Categorical([1.0, 2.0]), ["1", "2"]),
+    ("categorical", pd.array(["f", None], dtype="string"), ["f", None]),
+])
+def test_typed_columns_are_read_alike_too(kind, column, expected):
+    estimator = prepare_features(pd.DataFrame({"x": column}), {"x": kind})["x"]
+    schema = CohortSchema("cohort", "id", (FeatureSpec("x", kind),)).validate(
+        pd.DataFrame({"id": ["a", "b"], "x": column})).valid["x"]
+    assert [_plain(v) for v in estimator] == [_plain(v) for v in schema] == expected

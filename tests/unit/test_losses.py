@@ -4,9 +4,14 @@ import pytest
 import torch
 
 from clinical_mtl.exceptions import TaskSpecificationError
-from clinical_mtl.losses import FixedWeighting, UncertaintyWeighting, masked_task_loss, weighting_factory
-from clinical_mtl.network import build_network
-from clinical_mtl.tasks import TaskSpec
+from clinical_mtl.model.losses import (
+    FixedWeighting,
+    UncertaintyWeighting,
+    masked_task_loss,
+    weighting_factory,
+)
+from clinical_mtl.model.network import build_network
+from clinical_mtl.model.tasks import TaskSpec
 
 
 def test_loss_is_the_mean_over_labelled_rows_only():

@@ -6,7 +6,7 @@ from scipy.optimize import minimize_scalar
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss, log_loss, r2_score, roc_auc_score
 
-from clinical_mtl.metrics import (
+from clinical_mtl.model.metrics import (
     auroc,
     bin_edges,
     brier_skill_score,

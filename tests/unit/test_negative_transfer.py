@@ -8,8 +8,15 @@ import pytest
 from sklearn.metrics import r2_score, roc_auc_score
 
 from clinical_mtl import MultiTaskMLP
-from clinical_mtl import negative_transfer
-from clinical_mtl.negative_transfer import HELPED, HURT, NO_INTERVAL, UNCLEAR, _verdict, single_task_comparison
+from clinical_mtl.evaluation import negative_transfer
+from clinical_mtl.evaluation.negative_transfer import (
+    HELPED,
+    HURT,
+    NO_INTERVAL,
+    UNCLEAR,
+    _verdict,
+    single_task_comparison,
+)
 
 N = 100
 
@@ -66,11 +73,11 @@ def _compare(fitted, data, shared, alone, monkeypatch, **options):
     """``single_task_comparison`` with the shared model and the twins predicting ``shared`` and ``alone``."""
     X, Y = data
     model = copy.copy(fitted)
-    model._predict_outputs = lambda X_: (X_.index, list(_predictions(data, shared)))
+    model.predict_outputs = lambda X_: (X_.index, list(_predictions(data, shared)))
 
     def twin_of(model, name):
         twin = copy.copy(model)
-        twin._predict_outputs = lambda X_: (X_.index, list(_predictions(data, alone)))
+        twin.predict_outputs = lambda X_: (X_.index, list(_predictions(data, alone)))
         twin.fit = lambda *args, **kwargs: twin
         return twin
 

@@ -1,6 +1,6 @@
 import torch
 
-from clinical_mtl.network import MultiHeadNet, build_network
+from clinical_mtl.model.network import MultiHeadNet, build_network
 
 
 def test_heads_share_the_trunk():

@@ -1,6 +1,9 @@
+import errno
 import hashlib
 import json
 import os
+import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -8,8 +11,13 @@ import pytest
 import torch
 
 from clinical_mtl import MultiTaskMLP
-from clinical_mtl.exceptions import ModelLoadError
-from clinical_mtl.persistence import CONFIG_FILE, WEIGHTS_FILE, load_model, save_model
+from clinical_mtl.data.persistence import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    load_model,
+    save_model,
+)
+from clinical_mtl.exceptions import ModelLoadError, OutputPathError
 
 
 def test_round_trip_keeps_predictions_params_and_fitted_state(tmp_path, fitted_model, cohort):
@@ -91,3 +99,32 @@ def test_weights_holding_a_pickle_payload_are_refused_without_running_it(tmp_pat
     assert not marker.exists()
     torch.load(folder / WEIGHTS_FILE, weights_only=False)  # the control: plain unpickling runs the payload
     assert marker.exists()
+
+
+@pytest.mark.parametrize("failing", [WEIGHTS_FILE, CONFIG_FILE])
+def test_a_save_that_fails_midway_leaves_the_earlier_model_whole(tmp_path, fitted_model, cohort, monkeypatch,
+                                                                 failing):
+    X, _ = cohort
+    folder = save_model(fitted_model, tmp_path / "model")
+    before = {path.name: path.read_bytes() for path in folder.iterdir()}
+    full_disk = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    if failing == WEIGHTS_FILE:
+        def torn_save(weights, file, *args, **kwargs):  # half the file written, then the disk is full
+            Path(file).write_bytes(b"PK half a weights file")
+            raise full_disk
+        monkeypatch.setattr(torch, "save", torn_save)
+    else:
+        write_text = Path.write_text
+
+        def torn_write(self, text, *args, **kwargs):
+            if CONFIG_FILE in self.name:
+                write_text(self, text[:100], *args, **kwargs)
+                raise full_disk
+            return write_text(self, text, *args, **kwargs)
+        monkeypatch.setattr(Path, "write_text", torn_write)
+    expected = f"Cannot write {folder / failing}: {os.strerror(errno.ENOSPC)}."
+    with pytest.raises(OutputPathError, match=f"^{re.escape(expected)}$"):
+        save_model(fitted_model, folder)
+    # No torn file, no temporary file left: the earlier model loads (the same model's weights are the same bytes).
+    assert {path.name: path.read_bytes() for path in folder.iterdir()} == before
+    pd.testing.assert_frame_equal(load_model(folder).predict(X), fitted_model.predict(X))

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clinical_mtl.preprocessing import ClinicalPreprocessor
+from clinical_mtl.model.preprocessing import ClinicalPreprocessor
 
 
 def test_every_output_column_belongs_to_exactly_one_source(mixed_table):

@@ -11,13 +11,13 @@ import pytest
 import torch
 
 from clinical_mtl import MultiTaskMLP
+from clinical_mtl.data.persistence import save_model
+from clinical_mtl.data.schema import FeatureSpec, schema_for_model, schema_from_model
 from clinical_mtl.datasets import make_synthetic_cohort
 from clinical_mtl.exceptions import InputDataError
-from clinical_mtl.outputs import flat_predictions
-from clinical_mtl.persistence import save_model
-from clinical_mtl.preprocessing import ClinicalPreprocessor, NumericEncoding
+from clinical_mtl.model.outputs import flat_predictions
+from clinical_mtl.model.preprocessing import ClinicalPreprocessor, NumericEncoding
 from clinical_mtl.reporting.content import _imputed_text
-from clinical_mtl.schema import FeatureSpec, schema_for_model, schema_from_model
 from clinical_mtl.tracking import synthetic_input_example
 
 SMALL = dict(hidden_layer_sizes=(8,), max_epochs=20, ensemble_size=1, random_state=0)

@@ -1,9 +1,13 @@
 """Report building blocks: number formatting and the waterfall's geometry."""
 
+import inspect
+
 import pytest
 
+from clinical_mtl.reporting import DEFAULT_INTENDED_USE, build_model_card, write_reports
 from clinical_mtl.reporting import formatting as fmt
 from clinical_mtl.reporting.content import page_file_name
+from clinical_mtl.reporting.rendering import template_environment
 from clinical_mtl.reporting.waterfall import Step, waterfall
 
 
@@ -50,3 +54,15 @@ def test_page_file_names_are_safe_and_distinct():
     names = {page_file_name(i) for i in ["../../etc/passwd", "a/b", "a b", "a-b", 7, "7 "]}
     assert len(names) == 6
     assert all("/" not in name and " " not in name and name.endswith(".html") for name in names)
+
+
+def test_model_cards_and_patient_pages_state_one_intended_use_by_default():
+    defaults = {inspect.signature(function).parameters["intended_use"].default
+                for function in (build_model_card, write_reports)}
+    assert defaults == {DEFAULT_INTENDED_USE}
+    assert "Not a medical device" in DEFAULT_INTENDED_USE
+
+
+def test_cards_and_pages_are_drawn_from_one_template_folder():
+    names = set(template_environment().list_templates())
+    assert {"model_card.md.j2", "model_card.html.j2", "patient.html.j2", "index.html.j2", "base.html.j2"} <= names

@@ -8,18 +8,18 @@ import pandas as pd
 import pytest
 
 from clinical_mtl import MultiTaskMLP
-from clinical_mtl.datasets import make_synthetic_cohort, synthetic_schema
-from clinical_mtl.persistence import load_model, load_schema_of, save_model
-from clinical_mtl.schema import (
+from clinical_mtl.data.persistence import load_model, load_schema_of, save_model
+from clinical_mtl.data.schema import (
     ROW_NUMBER,
     SCHEMAS,
     CohortSchema,
     FeatureSpec,
     OutcomeSpec,
-    SchemaError,
     load_schema,
     schema_from_model,
 )
+from clinical_mtl.datasets import make_synthetic_cohort, synthetic_schema
+from clinical_mtl.exceptions import SchemaError
 
 FAST = {"hidden_layer_sizes": (8,), "max_epochs": 3, "ensemble_size": 1, "random_state": 0}
 
@@ -390,7 +390,7 @@ def test_the_synthetic_schema_drives_training(cohort):
 
 
 def test_positive_features_reject_zero_and_negative_values(pbc_schema):
-    from clinical_mtl.schema import CohortSchema, schema_for_model
+    from clinical_mtl.data.schema import CohortSchema, schema_for_model
 
     data = pbc_schema.to_dict()
     data["features"]["bili"].pop("min")
@@ -401,7 +401,7 @@ def test_positive_features_reject_zero_and_negative_values(pbc_schema):
     assert CohortSchema.from_dict(schema.to_dict()) == schema
     assert [f.describe_rule() for f in schema.features if f.name == "bili"] == ["0 < bili <= 50"]
 
-    from clinical_mtl.preprocessing import NumericEncoding
+    from clinical_mtl.model.preprocessing import NumericEncoding
 
     class LogModel:  # what schema_for_model reads of a fitted model: a plain log (a model stored
         class preprocessor_:  # before the asinh transform) requires positive values; asinh does not

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from clinical_mtl.exceptions import InputDataError
-from clinical_mtl.splitting import holdout_split
+from clinical_mtl.model.splitting import holdout_split
 
 
 def test_split_is_stratified_on_classes_and_label_availability():

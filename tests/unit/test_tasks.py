@@ -5,16 +5,14 @@ from scipy.special import softmax
 from sklearn.utils.class_weight import compute_class_weight
 
 from clinical_mtl.exceptions import InputDataError, TaskSpecificationError
-from clinical_mtl.tasks import (
-    TaskSpec,
+from clinical_mtl.model.labels import (
     align_labels,
     as_label_frame,
     check_label_index,
     class_weight_vectors,
-    decode_outputs,
     encode_targets,
-    infer_tasks,
 )
+from clinical_mtl.model.tasks import TaskSpec, decode_outputs, infer_tasks
 
 
 def labels(**columns):

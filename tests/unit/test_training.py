@@ -5,12 +5,16 @@ import pytest
 import torch
 
 from clinical_mtl.exceptions import TrainingDivergedError
-from clinical_mtl.losses import FixedWeighting
-from clinical_mtl.network import build_network
-from clinical_mtl.training import (
-    TaskData, TrainingSettings, evaluate_losses, fit_module, predict_module, resolve_device,
+from clinical_mtl.model.losses import FixedWeighting
+from clinical_mtl.model.network import build_network
+from clinical_mtl.model.training import (
+    TaskData,
+    TrainingSettings,
+    evaluate_losses,
+    fit_module,
+    predict_module,
+    resolve_device,
 )
-
 
 SETTINGS = {"learning_rate": 0.01, "weight_decay": 0.0, "batch_size": 8, "max_epochs": 100, "patience": 10,
             "verbose": 0}
@@ -105,7 +109,7 @@ def test_predict_module_batches_give_the_same_outputs():
 
 
 def test_sigma_of_a_task_never_present_stays_put_with_the_fused_optimiser():
-    from clinical_mtl.losses import UncertaintyWeighting
+    from clinical_mtl.model.losses import UncertaintyWeighting
 
     data = separable()
     data.weights[:, 1] = 0.0
@@ -213,7 +217,7 @@ def test_a_head_and_its_sigma_move_only_in_the_batches_where_their_task_is_label
     """Without a trunk the value head sees nothing but its own loss, so rows unlabelled for it must leave
     it (and its sigma) where two epochs on its one labelled row alone put it: AdamW's momentum and
     weight decay do not touch it in the other batches."""
-    from clinical_mtl.losses import UncertaintyWeighting
+    from clinical_mtl.model.losses import UncertaintyWeighting
 
     data = separable(10)
     data.weights[:, 1] = 0.0
@@ -264,7 +268,7 @@ def test_cuda_is_resolved_only_where_torch_finds_a_cuda_device(monkeypatch, avai
 def test_weight_decay_shrinks_weight_matrices_only_never_biases_or_sigmas():
     """AdamW's decoupled decay: after one step, a weight matrix trained with decay wd is the one trained
     without it less lr * wd times its start; every bias and sigma is trained, alike with or without decay."""
-    from clinical_mtl.losses import UncertaintyWeighting
+    from clinical_mtl.model.losses import UncertaintyWeighting
 
     data, lr, wd = separable(), 0.01, 0.5
 

@@ -1,0 +1,48 @@
+"""The estimator and its maths: tasks and labels, features and preprocessing, the network,
+losses and training, recalibration, conformal intervals, metrics and their tables,
+explanations and the flat output spec. No files, no MLflow, no plots."""
+
+from .estimator import MultiTaskMLP
+from .explanation import (
+    Background,
+    contribution_ranks,
+    explain_model,
+    global_importance,
+)
+from .feature_codec import RawFeatureCodec
+from .metric_tables import band, bootstrap_metrics, evaluate_model, group_columns
+from .metrics import metrics_table
+from .outputs import (
+    OutputColumn,
+    column_name,
+    flat_predictions,
+    output_columns,
+    top_contributions,
+)
+from .preprocessing import ClinicalPreprocessor
+from .tasks import BINARY, MULTICLASS, REGRESSION, TaskSpec, infer_tasks
+
+__all__ = [
+    "BINARY",
+    "Background",
+    "ClinicalPreprocessor",
+    "MULTICLASS",
+    "MultiTaskMLP",
+    "OutputColumn",
+    "REGRESSION",
+    "RawFeatureCodec",
+    "TaskSpec",
+    "band",
+    "bootstrap_metrics",
+    "column_name",
+    "contribution_ranks",
+    "evaluate_model",
+    "explain_model",
+    "flat_predictions",
+    "global_importance",
+    "group_columns",
+    "infer_tasks",
+    "metrics_table",
+    "output_columns",
+    "top_contributions",
+]

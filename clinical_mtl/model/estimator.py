@@ -1,0 +1,461 @@
+"""``MultiTaskMLP``: the scikit-learn face of the multi-task network.
+
+The estimator checks its inputs and wires the rooms together: features and
+preprocessing, tasks, the network, the losses and the training loop. It holds
+parameters and fitted state; the rooms do the work.
+"""
+
+from __future__ import annotations
+
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted
+
+from ._compat import Interval, StrOptions, fit_context
+from .calibration import ISOTONIC, TEMPERATURE
+from .explanation import PROBABILITY, explain_model, summarise_background
+from .fitted_state import restore_state, state_of
+from .fitting import fit_ensemble, fit_held_out, label_summaries
+from .hooks import notify_fit
+from .labels import as_label_frame
+from .losses import EQUAL, UNCERTAINTY
+from .metric_tables import evaluate_model
+from .metrics import skill_score
+from .network import MultiHeadEnsemble
+from .prediction import PredictionCoreMixin
+from .preprocessing import ClinicalPreprocessor
+from .tasks import TaskSpec, infer_tasks
+
+
+class MultiTaskMLP(PredictionCoreMixin, BaseEstimator):
+    """Predict several clinical outcomes of the same patients with one network.
+
+    A shared multi-layer perceptron trunk feeds one head per outcome: a
+    binary or multi-class classification head (a diagnosis) or a regression
+    head (a prognosis). Raw clinical tables go in: numeric, boolean and
+    categorical columns with missing values are log-transformed where
+    right-skewed, imputed (with missing-value indicators), scaled and one-hot
+    encoded inside the model, all learned in ``fit``. Each outcome learns from
+    the patients labelled for it; a missing label (NaN) adds nothing to that
+    outcome's loss or gradient.
+
+    By default ``ensemble_size=5`` such networks are trained, each with its
+    own seed and its own early-stopping split (so together they learn from
+    every training row), and their probabilities or values are averaged. On
+    small clinical tables this beat a single network on every outcome we
+    benchmarked (see ``reports/model_comparison.md``).
+
+    Parameters
+    ----------
+    tasks : dict of str to {"binary", "multiclass", "regression"}, default=None
+        Kind of every outcome, keyed by the columns of ``Y``. None infers them
+        from the labels (see :mod:`clinical_mtl.model.tasks`).
+    hidden_layer_sizes : tuple of int, default=(64,)
+        Widths of the shared trunk's hidden layers. ``()`` gives one linear
+        model per outcome.
+    dropout : float, default=0.3
+        Dropout probability after every hidden layer.
+    learning_rate : float, default=1e-3
+        AdamW learning rate.
+    weight_decay : float, default=1e-2
+        AdamW decoupled weight decay, applied to weight matrices only.
+    batch_size : int, default=32
+        Rows per optimisation step.
+    max_epochs : int, default=500
+        Upper bound on passes over the training rows.
+    early_stopping : bool, default=True
+        Hold out ``validation_fraction`` of the rows, stop when the validation
+        loss has not improved for ``patience`` epochs and restore the weights
+        of the best epoch. The split is stratified on the classification
+        labels where their counts allow.
+    validation_fraction : float, default=0.15
+        Share of training rows held out for early stopping.
+    patience : int, default=20
+        Epochs without validation improvement before stopping.
+    loss_weighting : "equal", "uncertainty" or dict of str to float, default="equal"
+        How outcome losses add up: equally, with learned homoscedastic
+        uncertainty weights (Kendall, Gal and Cipolla 2018), or with fixed
+        non-negative weights per outcome (clinical priorities).
+    class_weight : "balanced", dict or None, default=None
+        Per-class loss weights of classification outcomes. "balanced" weights
+        every class of every classification outcome by
+        ``n_labelled / (n_classes * n_in_class)``; a dict maps outcome names to
+        "balanced" or to a dict of class label -> weight.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the weights, the validation split, the batch order and dropout.
+        An int gives identical predictions for identical data.
+    device : str, default="cpu"
+        Torch device used for fitting and predicting, e.g. "cuda". The fitted
+        network is kept on the CPU.
+    verbose : int, default=0
+        Print the losses of every epoch when positive.
+    ensemble_size : int, default=5
+        Number of networks trained and averaged.
+    log_transform : "auto", list of str or None, default="auto"
+        Numeric columns replaced by their logarithm before scaling; "auto"
+        picks positive columns with skewness above 1 (see
+        :class:`~clinical_mtl.model.preprocessing.ClinicalPreprocessor`).
+    calibration : {"temperature", "isotonic"} or None, default="temperature"
+        Recalibration of every classification outcome's probabilities after
+        training, fitted on the early-stopping rows (each predicted only by
+        the networks that held it out): temperature scaling (one parameter per
+        outcome; never changes the predicted class or the ranking of
+        patients; kept at 1 unless a likelihood-ratio test on the held-out
+        rows shows miscalibration at the 5% level) or isotonic maps (more
+        flexible, needs thousands of held-out rows); see
+        :mod:`clinical_mtl.model.calibration`. ``predict_proba``,
+        ``predict``, ``score``, ``evaluate`` and ``explain`` all speak of the
+        recalibrated probabilities. Applies only with ``early_stopping=True``
+        (without held-out rows nothing is recalibrated); None turns it off.
+
+    Attributes
+    ----------
+    n_features_in_ : int
+        Number of feature columns seen in fit.
+    feature_names_in_ : ndarray of str
+        Names of the feature columns, when ``X`` was a DataFrame.
+    tasks_ : dict of str to str
+        Outcome -> kind, as learned in fit.
+    classes_ : dict of str to ndarray
+        Classification outcome -> its class labels, sorted.
+    label_counts_ : dict of str to dict
+        Per outcome: ``n_labelled`` rows, and for classification ``events``,
+        the number of labelled rows per class.
+    label_percentiles_ : dict of str to ndarray of shape (91,)
+        Regression outcome -> the ``LABEL_PERCENTILES`` (5th to 95th)
+        percentiles of its training labels, in its units, rounded to 3
+        significant digits: where a prediction stands in the training cohort.
+        Neither the extremes (the minimum and maximum are one patient's exact
+        labels) nor exact quantiles are stored: the model is shared.
+    preprocessor_ : ClinicalPreprocessor
+        The fitted transformer from raw columns to network inputs.
+    module_ : MultiHeadEnsemble
+        The trained torch networks, on the CPU.
+    history_ : list of dict
+        One record per network (``member``) and epoch: total and per-outcome
+        training loss (``train_loss/<outcome>``), validation losses with early
+        stopping, and the weight of every outcome (``weight/<outcome>``;
+        ``sigma/<outcome>`` for uncertainty weighting).
+        ``pandas.DataFrame(history_)`` tabulates it.
+    best_epoch_ : ndarray of int, shape (ensemble_size,)
+        Per network, the epoch whose weights it holds.
+    n_iter_ : ndarray of int, shape (ensemble_size,)
+        Per network, the epochs run.
+    explanation_background_ : Background
+        Reference points of ``explain``: at most 20 weighted k-means centres
+        of the training inputs, each summarising 5 or more patients.
+    validation_metrics_ : DataFrame or None
+        ``evaluate``-style metrics on the early-stopping rows, each row
+        predicted by the networks that held it out (so never by a network that
+        trained on it), after recalibration. Somewhat optimistic, since these
+        rows also chose the stopping epochs and fitted the recalibration. None
+        without early stopping.
+    calibrators_ : dict of str to TemperatureScaling or IsotonicCalibration
+        Classification outcome -> its fitted recalibration (see
+        :mod:`clinical_mtl.model.calibration`); a temperature of 1 where the
+        held-out rows showed no miscalibration. Empty without early stopping
+        or with ``calibration=None``; an outcome is left out when its held-out
+        labels cannot support the fit (one class only; for isotonic, a class
+        missing).
+    conformal_scores_ : dict of str to ndarray
+        Regression outcome -> the sorted absolute residuals, in its units, of
+        its labelled early-stopping rows, each predicted only by the networks
+        that held it out: what ``predict_interval`` takes its quantiles from
+        (see :mod:`clinical_mtl.model.conformal`). Empty without early stopping.
+
+    See Also
+    --------
+    sklearn.neural_network.MLPClassifier : Single-output scikit-learn MLP.
+
+    Examples
+    --------
+    >>> from clinical_mtl import MultiTaskMLP
+    >>> from clinical_mtl.datasets import make_synthetic_cohort
+    >>> X, Y = make_synthetic_cohort(300, random_state=0)
+    >>> model = MultiTaskMLP(max_epochs=20, random_state=0).fit(X, Y)
+    >>> model.tasks_
+    {'diagnosis': 'binary', 'subtype': 'multiclass', 'prognosis': 'regression'}
+    >>> model.predict(X.head(2)).columns.tolist()
+    ['diagnosis', 'subtype', 'prognosis']
+    """
+
+    _parameter_constraints: dict = {
+        "tasks": [dict, None],
+        "hidden_layer_sizes": [tuple, list],
+        "dropout": [Interval(Real, 0, 1, closed="left")],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "patience": [Interval(Integral, 1, None, closed="left")],
+        "loss_weighting": [StrOptions({EQUAL, UNCERTAINTY}), dict],
+        "class_weight": [StrOptions({"balanced"}), dict, None],
+        "random_state": ["random_state"],
+        "device": [str],
+        "verbose": ["verbose"],
+        "ensemble_size": [Interval(Integral, 1, None, closed="left")],
+        "log_transform": [StrOptions({"auto"}), list, None],
+        "calibration": [StrOptions({TEMPERATURE, ISOTONIC}), None],
+    }
+
+    def __init__(
+        self,
+        tasks=None,
+        hidden_layer_sizes=(64,),
+        dropout=0.3,
+        learning_rate=1e-3,
+        weight_decay=1e-2,
+        batch_size=32,
+        max_epochs=500,
+        early_stopping=True,
+        validation_fraction=0.15,
+        patience=20,
+        loss_weighting="equal",
+        class_weight=None,
+        random_state=None,
+        device="cpu",
+        verbose=0,
+        ensemble_size=5,
+        log_transform="auto",
+        calibration=TEMPERATURE,
+    ):
+        self.tasks = tasks
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.dropout = dropout
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.patience = patience
+        self.loss_weighting = loss_weighting
+        self.class_weight = class_weight
+        self.random_state = random_state
+        self.device = device
+        self.verbose = verbose
+        self.ensemble_size = ensemble_size
+        self.log_transform = log_transform
+        self.calibration = calibration
+
+    @fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y):
+        """Fit the network on a clinical table and its outcome labels.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like of shape (n_samples, n_features)
+            Raw features: numeric, boolean and categorical columns, NaN for
+            missing values.
+        y : DataFrame, Series or array-like of shape (n_samples,) or (n_samples, n_outcomes)
+            The label table: one column per outcome, NaN where a patient has
+            no label. Arrays name their outcomes ``y`` (1-d) or ``y0, y1, ...``
+            (2-d).
+
+        Returns
+        -------
+        self : MultiTaskMLP
+            The fitted estimator.
+        """
+        with notify_fit(self, X, y):
+            return self._fit(X, y)
+
+    def _fit(self, X, y):
+        features = self._feature_frame(X, reset=True)
+        labels = as_label_frame(y, features.index, match_index=isinstance(X, pd.DataFrame))
+        specs = tuple(infer_tasks(labels, self.tasks))
+        self._set_task_specs(specs)
+        self.label_counts_, self.label_percentiles_ = label_summaries(labels, specs)
+        self.preprocessor_ = ClinicalPreprocessor(log_transform=self.log_transform).fit(features)
+        inputs = np.ascontiguousarray(self.preprocessor_.transform(features))
+        rng = check_random_state(self.random_state)
+        ensemble = fit_ensemble(self, specs, inputs, labels, rng.randint(np.iinfo(np.int32).max,
+                                                                         size=self.ensemble_size))
+        self.module_, self.history_ = MultiHeadEnsemble(ensemble.networks), ensemble.history
+        self.best_epoch_, self.n_iter_ = ensemble.best_epochs, ensemble.n_epochs
+        self.explanation_background_ = summarise_background(inputs, int(rng.randint(np.iinfo(np.int32).max)))
+        self.calibrators_, self.conformal_scores_, self.validation_metrics_ = fit_held_out(
+            specs, ensemble, torch.from_numpy(inputs), labels, self.calibration)
+        if self.early_stopping and (self.n_iter_ == self.max_epochs).any():
+            warnings.warn(
+                f"The validation loss was still improving at max_epochs={self.max_epochs} "
+                f"(best epochs {self.best_epoch_.tolist()}); increase max_epochs.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        return self
+
+    def score(self, X, y, sample_weight=None):
+        """Mean over outcomes of a per-outcome skill score on labelled rows.
+
+        Per outcome the score is R^2 for regression and the Brier skill score
+        ``1 - Brier / Brier of the observed class frequencies`` for
+        classification: 1 is perfect, 0 is no better than a constant, higher
+        is better. Outcomes whose score is undefined on ``Y`` (one class, or
+        fewer than two labels) are left out of the mean.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like of shape (n_samples, n_features)
+            Raw features.
+        y : DataFrame, Series or array-like
+            Labels of some or all outcomes, NaN where unlabelled.
+        sample_weight : None
+            Not supported; must be None.
+
+        Returns
+        -------
+        float
+        """
+        if sample_weight is not None:
+            raise ValueError("MultiTaskMLP.score does not support sample_weight.")
+        scores = [
+            skill_score(y_true, output, spec.is_classification)
+            for spec, y_true, output in self.labelled_pairs(X, y)
+        ]
+        defined = [s for s in scores if not np.isnan(s)]
+        return float(np.mean(defined)) if defined else np.nan
+
+    def evaluate(self, X, y, groups=None, *, n_bootstrap=0, confidence=0.95, random_state=None):
+        """Metrics of every outcome on its labelled rows, overall or per subgroup.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like of shape (n_samples, n_features)
+            Raw features.
+        y : DataFrame, Series or array-like
+            Labels of some or all outcomes, NaN where unlabelled.
+        groups : str, list of str, Series, DataFrame or array-like, default=None
+            Subgroups to evaluate separately (e.g. sex, age band): column
+            names of ``X``, or one value per row of ``X`` (see
+            :func:`clinical_mtl.model.metric_tables.evaluate_model`).
+        n_bootstrap : int, default=0
+            Bootstrap resamples of each outcome's labelled rows for percentile
+            confidence intervals of the headline metrics; 0 gives none.
+        confidence : float, default=0.95
+            Coverage of the intervals.
+        random_state : int, RandomState instance or None, default=None
+            Seeds the resampling.
+
+        Returns
+        -------
+        DataFrame
+            One row per outcome present in ``Y`` (with ``groups``: per outcome,
+            grouping variable and subgroup), with its ``kind``, ``n_labelled``,
+            ``events`` (positive-class rows; the rarest class's rows for
+            several classes) and AUROC, log loss, Brier score, accuracy,
+            expected calibration error, calibration slope and intercept
+            (classification; slope and intercept for binary outcomes) or
+            RMSE, MAE and R^2 (regression, in the outcome's units); with
+            ``n_bootstrap``, ``<metric>_lower`` and ``<metric>_upper`` for
+            AUROC, Brier, ECE, RMSE and R^2. NaN where a metric does not apply
+            or is undefined.
+        """
+        return evaluate_model(
+            self, X, y, groups, n_bootstrap=n_bootstrap, confidence=confidence, random_state=random_state
+        )
+
+    def explain(self, X, outcomes=None, *, output=PROBABILITY):
+        """SHAP values of every outcome, on the original clinical features.
+
+        The networks' outputs are attributed with DeepLIFT's rescale rule
+        (what ``shap.DeepExplainer`` computes), batched over patients and over
+        a background of weighted k-means centres of the training rows fixed
+        at fit time; the output link (sigmoid, softmax, target scale) is
+        carried through exactly, and the columns that each clinical variable
+        produced (value and missing indicator, one-hot columns) are summed
+        back into it. Where the outcome is recalibrated (``calibrators_``),
+        the attributions are carried through the recalibration map too. So
+        for every patient and output, ``base_values + values summed over
+        features`` equals the model's output, the (recalibrated) probability
+        of ``predict_proba`` or the value of ``predict`` (see
+        :mod:`clinical_mtl.model.explanation` for why).
+
+        Parameters
+        ----------
+        X : DataFrame or array-like of shape (n_samples, n_features)
+            Raw features of the patients to explain.
+        outcomes : list of str, default=None
+            Outcomes to explain; None explains all.
+        output : {"probability", "log_odds"}, default="probability"
+            Scale of classification explanations: the predicted probability
+            (what ``predict_proba`` returns), or its log-odds. Regression
+            outcomes are always explained in their units.
+
+        Returns
+        -------
+        dict of str to shap.Explanation
+            Per outcome: ``values`` of shape (n_samples, n_features) (binary:
+            the probability of ``classes_[outcome][1]``; regression: the value)
+            or (n_samples, n_features, n_classes) (multi-class), ``base_values``
+            per row, ``feature_names`` the columns of ``X``, ``data`` the
+            patients' values (categories as their index among the training
+            categories), ``display_data`` the values as given (category
+            labels, True/False, None for missing), ``output_names`` naming the
+            outcome and class.
+        """
+        check_is_fitted(self)
+        return explain_model(self, X, outcomes, output=output)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        tags.input_tags.categorical = True
+        tags.input_tags.string = True
+        tags.target_tags.required = True
+        tags.target_tags.multi_output = True
+        tags.target_tags.single_output = True
+        return tags
+
+    # -- the fitted state, for persistence ---------------------------------------------------
+
+    def fitted_state(self) -> tuple[dict, dict]:
+        """Everything ``fit`` learnt, to be stored (see :mod:`clinical_mtl.model.fitted_state`).
+
+        Returns
+        -------
+        state : dict
+            Plain JSON-ready data: numbers, strings, lists and dicts.
+        weights : dict of str to Tensor
+            The networks' ``state_dict``.
+        """
+        check_is_fitted(self)
+        return state_of(self), self.module_.state_dict()
+
+    @classmethod
+    def from_fitted_state(cls, params: dict, state: dict, weights: dict) -> MultiTaskMLP:
+        """A fitted estimator from its parameters and what ``fitted_state`` returned.
+
+        Parameters
+        ----------
+        params : dict
+            As ``get_params`` returns them.
+        state : dict
+        weights : dict of str to Tensor
+
+        Returns
+        -------
+        MultiTaskMLP
+            Predicting exactly as the estimator whose state it was.
+        """
+        model = cls(**params)
+        restore_state(model, state, weights)
+        model._set_task_specs(model.task_specs_)
+        return model
+
+    # -- private helpers -------------------------------------------------------------------
+
+    def _set_task_specs(self, specs: tuple[TaskSpec, ...]) -> None:
+        """``task_specs_`` and what is read from it: ``tasks_`` and ``classes_``."""
+        self.task_specs_ = specs
+        self.tasks_ = {spec.name: spec.kind for spec in specs}
+        self.classes_ = {spec.name: np.asarray(spec.classes) for spec in specs if spec.classes}

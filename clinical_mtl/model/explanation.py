@@ -1,0 +1,460 @@
+"""SHAP explanations per outcome, on the original clinical features, exact and batched.
+
+Method
+------
+Every network of the ensemble is a stack of linear layers and ReLUs under a
+link (sigmoid, softmax or the regression scale). Its outputs are explained
+with DeepLIFT's rescale rule against each point of a small background, the
+way ``shap.DeepExplainer`` does, but batched over patients and background
+points in plain torch:
+
+1. For a patient ``x`` and a background point ``r``, every ReLU gets the
+   multiplier ``(relu(z(x)) - relu(z(r))) / (z(x) - z(r))`` (its slope where
+   ``z(x) = z(r)``); multiplying the linear layers' weights and these
+   multipliers from the heads down gives, per input column ``i``, a multiplier
+   ``m_i`` with ``sum_i m_i (x_i - r_i) = h(x) - h(r)`` exactly, for every
+   head output ``h``. The attribution of column ``i`` is ``m_i (x_i - r_i)``.
+2. The link is carried through exactly: for a sigmoid, the attributions are
+   multiplied by ``(s(h(x)) - s(h(r))) / (h(x) - h(r))``; for a softmax, by the
+   softmax Jacobian integrated along the straight line from ``h(r)`` to
+   ``h(x)`` (Gauss-Legendre quadrature with more nodes the larger the logit
+   change, error below 1e-8), whose product with ``h(x) - h(r)`` is
+   ``p(x) - p(r)``; regression values are multiplied by the target's scale.
+3. Attributions are averaged over the background points (weighted by cluster
+   size) and over the networks; the base value is the same average of the
+   outputs at the background points. Hence, for every patient and output,
+   ``base value + sum of attributions = model output`` up to float32 rounding
+   (about 1e-6; checked to 1e-4 in the tests).
+4. The columns that one clinical variable produced (its value and missing
+   indicator, or its one-hot columns) are summed into that variable, which is
+   exact as well.
+
+Recalibration
+-------------
+Where the model recalibrates an outcome's probabilities (see
+:mod:`clinical_mtl.model.calibration`), the probability attributions are carried
+through that map ``g`` as well, so that they add up to the recalibrated
+probability that ``predict_proba`` returns. The map acts on the ensemble's
+probability, so it is applied at the ensemble level: the base value becomes
+``g(b)`` of the base value ``b`` above, and for a binary outcome every
+attribution is multiplied by ``(g(p(x)) - g(b)) / (p(x) - b)`` (the rescale
+rule once more; ``g`` is increasing, so the ranking of the features is
+kept). For several classes the attributions are multiplied by the Jacobian of
+``g`` integrated along the straight line from ``b`` to ``p(x)`` (Gauss-Legendre
+quadrature), plus a rank-one correction of the quadrature's remainder, which
+makes the sum exact and keeps the attributions of the classes summing to 0.
+
+Log-odds explanations rescale the probability attributions once more through
+``logit``: ``(logit p(x) - logit b) / (p(x) - b)``, so they add up to the
+log-odds of the ensemble's (recalibrated) probability.
+
+Background
+----------
+Fixed at fit time by ``summarise_background``: k-means centres of the
+training rows in the network's input space (at most 20), every centre the
+mean of at least ``MIN_CLUSTER_SIZE`` patients and weighted by its cluster's
+size. The background is a summary, not patient rows, and it is stored with
+the model, so explanations need no training data later and are reproducible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache, partial
+
+import numpy as np
+import pandas as pd
+import torch
+from numpy.polynomial.legendre import leggauss
+from scipy.special import logit
+from sklearn.cluster import KMeans
+
+from .features import BOOLEAN, prepare_features
+from .network import MultiHeadNet
+from .preprocessing import CategoricalEncoding
+from .tasks import BINARY, MULTICLASS, TaskSpec
+
+BACKGROUND_CLUSTERS = 20
+MIN_CLUSTER_SIZE = 5
+MAX_CLUSTERING_ROWS = 5000
+CHUNK_ROWS = 256
+CALIBRATION_NODES = 32
+PROBABILITY, LOG_ODDS = "probability", "log_odds"
+
+
+@dataclass(frozen=True)
+class Background:
+    """Reference points of the explanations, in the network's input space.
+
+    Attributes
+    ----------
+    points : ndarray of shape (n_points, n_inputs), float32
+        k-means centres of the training inputs.
+    weights : ndarray of shape (n_points,)
+        Share of training rows in each centre's cluster (sums to 1).
+    """
+
+    points: np.ndarray
+    weights: np.ndarray
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready data."""
+        return {"points": self.points.tolist(), "weights": self.weights.tolist()}
+
+    @classmethod
+    def from_dict(cls, state: dict) -> Background:
+        """Inverse of ``to_dict``."""
+        return cls(np.asarray(state["points"], dtype=np.float32), np.asarray(state["weights"]))
+
+
+def summarise_background(inputs: np.ndarray, seed: int) -> Background:
+    """Summarise training inputs into weighted k-means centres (see module docstring).
+
+    Parameters
+    ----------
+    inputs : ndarray of shape (n_samples, n_inputs)
+        Preprocessed training rows.
+    seed : int
+        Seeds the row sample and k-means.
+
+    Returns
+    -------
+    Background
+    """
+    rng = np.random.default_rng(seed)
+    sample = inputs if len(inputs) <= MAX_CLUSTERING_ROWS else inputs[
+        rng.choice(len(inputs), MAX_CLUSTERING_ROWS, replace=False)
+    ]
+    n_clusters = max(1, min(BACKGROUND_CLUSTERS, len(sample) // MIN_CLUSTER_SIZE))
+    labels = np.zeros(len(sample), dtype=int)
+    if n_clusters > 1:
+        labels = KMeans(n_clusters, n_init=3, random_state=seed).fit(sample).labels_
+        sizes = np.bincount(labels, minlength=n_clusters)
+        kept = np.flatnonzero(sizes >= MIN_CLUSTER_SIZE)
+        if len(kept) < n_clusters:  # fold small clusters into the nearest kept centre
+            centres = np.stack([sample[labels == k].mean(axis=0) for k in kept])
+            distances = ((sample[:, None, :] - centres[None]) ** 2).sum(axis=2)
+            labels = np.argmin(distances, axis=1)
+    ids, counts = np.unique(labels, return_counts=True)
+    points = np.stack([sample[labels == k].mean(axis=0) for k in ids]).astype(np.float32)
+    return Background(points, counts / counts.sum())
+
+
+def explain_model(model, X, outcomes: Sequence[str] | None = None, *, output: str = PROBABILITY) -> dict:
+    """SHAP values of every requested outcome; see ``MultiTaskMLP.explain``."""
+    import shap
+
+    if output not in (PROBABILITY, LOG_ODDS):
+        raise ValueError(f"output must be {PROBABILITY!r} or {LOG_ODDS!r}, got {output!r}.")
+    specs = _requested(model, outcomes)
+    features = model.feature_frame(X)
+    inputs = torch.from_numpy(np.ascontiguousarray(model.preprocessor_.transform(features)))
+    groups = _group_matrix(model.preprocessor_)
+    values, bases = _attribute(model, inputs, specs, model.explanation_background_)
+    data, display = _raw_values(model, features)
+    names = list(model.feature_names_in_) if hasattr(model, "feature_names_in_") else list(groups.columns)
+    explanations = {}
+    for spec in specs:
+        grouped, base = _in_fixed_blocks(partial(_grouped_output, model, spec, groups.to_numpy(), output),
+                                         values[spec.name], bases[spec.name])
+        output_names = _output_names(spec)
+        if grouped.shape[2] == 1:
+            grouped, base, output_names = grouped[:, :, 0], base[:, 0], output_names[0]
+        explanations[spec.name] = shap.Explanation(
+            values=grouped, base_values=base, data=data, display_data=display,
+            feature_names=names, output_names=output_names,
+        )
+    return explanations
+
+
+def _grouped_output(model, spec: TaskSpec, groups: np.ndarray, output: str, values: np.ndarray, base: np.ndarray):
+    """Attributions per input column (n, k, d) -> per feature (n, f, k), through the
+    recalibration and, if asked, into log-odds; with the base values (n, k)."""
+    grouped = np.einsum("nkd,df->nfk", values, groups)
+    if spec.name in model.calibrators_:
+        grouped, base = _through_calibration(spec, model.calibrators_[spec.name], grouped, base)
+    if spec.is_classification and output == LOG_ODDS:
+        grouped, base = _to_log_odds(grouped, base)
+    return grouped, base
+
+
+def _in_fixed_blocks(function, *arrays: np.ndarray):
+    """``function`` of row blocks of ``arrays`` padded to ``CHUNK_ROWS`` rows (see
+    ``fixed_blocks``: numpy's reductions and einsum also loop by shape), padding dropped."""
+    tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in arrays]
+    parts = []
+    for blocks in zip(*(fixed_blocks(t, CHUNK_ROWS) for t in tensors)):
+        n_rows = blocks[0][1]
+        parts.append([result[:n_rows] for result in function(*(block.numpy() for block, _ in blocks))])
+    return tuple(np.concatenate(results) for results in zip(*parts))
+
+
+def _requested(model, outcomes: Sequence[str] | None) -> list[TaskSpec]:
+    specs = {spec.name: spec for spec in model.task_specs_}
+    if outcomes is None:
+        return list(specs.values())
+    unknown = [name for name in outcomes if name not in specs]
+    if unknown:
+        raise ValueError(f"outcomes {unknown} are not outcomes of this model; its outcomes are {list(specs)}.")
+    return [specs[name] for name in outcomes]
+
+
+def _attribute(model, inputs: torch.Tensor, specs: list[TaskSpec], background: Background):
+    """Attributions per input column (n, n_outputs, n_inputs) and base values (n, n_outputs)."""
+    points = torch.from_numpy(background.points)
+    weights = torch.from_numpy(background.weights).float()
+    members = model.module_.members
+    task_index = {spec.name: t for t, spec in enumerate(model.task_specs_)}
+    values = {spec.name: [] for spec in specs}
+    bases = {spec.name: None for spec in specs}
+    for chunk, n_rows in fixed_blocks(inputs, CHUNK_ROWS):
+        sums = {spec.name: 0.0 for spec in specs}
+        base_sums = {spec.name: 0.0 for spec in specs}
+        for member in members:
+            member.eval()
+            logit_attributions, logits_x, logits_r = _deeplift(member, chunk, points)
+            for spec in specs:
+                t = task_index[spec.name]
+                phi, f_r = _through_link(spec, logit_attributions[t], logits_x[t], logits_r[t])
+                sums[spec.name] = sums[spec.name] + torch.einsum("nmkd,m->nkd", phi, weights)
+                base_sums[spec.name] = base_sums[spec.name] + f_r.T @ weights
+        for spec in specs:
+            values[spec.name].append((sums[spec.name][:n_rows] / len(members)).double().numpy())
+            base = (base_sums[spec.name] / len(members)).double().numpy()
+            bases[spec.name] = np.broadcast_to(base, (len(inputs), len(base))).copy()
+    return {name: np.concatenate(parts) for name, parts in values.items()}, bases
+
+
+def fixed_blocks(rows: torch.Tensor, size: int):
+    """Yield ``(block, n_real)``: ``rows`` cut into fresh tensors of exactly ``size``
+    rows, the last one padded with copies of its last row.
+
+    Why: float32 kernels (matrix products, vectorised loops) pick their blocking,
+    and so their rounding, by a tensor's shape and alignment, so a patient's result
+    would depend on how many others came with it. Fixed shapes make the output
+    the same whatever the caller's chunking; each row's result depends only on the
+    row (checked in ``tests/integration/test_chunk_invariance.py``).
+    """
+    for start in range(0, len(rows), size):
+        part = rows[start : start + size]
+        block = torch.empty((size, *rows.shape[1:]), dtype=rows.dtype)
+        block[: len(part)] = part
+        block[len(part) :] = part[-1]
+        yield block, len(part)
+
+
+@torch.no_grad()
+def _deeplift(member: MultiHeadNet, x: torch.Tensor, r: torch.Tensor):
+    """DeepLIFT-rescale attributions of every head output of one network.
+
+    Returns, per head: attributions (n, m, width, n_inputs) of ``h(x) - h(r)``,
+    logits at x (n, width) and at the background points (m, width). float32:
+    float64 is several times slower here and the sums agree to ~1e-6.
+    """
+    linears = [layer for layer in member.trunk if isinstance(layer, torch.nn.Linear)]
+    a_x, a_r, slopes = x, r, []
+    for layer in linears:
+        # Patients along the product's columns, as in predict_feature_major: with
+        # patients along its rows, a row's rounding depended on its place in the block.
+        z_x, z_r = torch.addmm(layer.bias[:, None], layer.weight, a_x.T).T.contiguous(), layer(a_r)
+        a_x, a_r = torch.relu(z_x), torch.relu(z_r)
+        delta_z = z_x[:, None, :] - z_r[None, :, :]
+        delta_a = a_x[:, None, :] - a_r[None, :, :]
+        flat = delta_z.abs() < 1e-6
+        slope = torch.where(flat, (z_x[:, None, :] > 0).float(), delta_a / torch.where(flat, 1.0, delta_z))
+        slopes.append(slope)
+    head_weight = torch.cat([head.weight for head in member.heads])  # (outputs, width)
+    head_bias = torch.cat([head.bias for head in member.heads])
+    n, m, n_outputs = len(x), len(r), len(head_weight)
+    multipliers = head_weight[None, None]  # (1, 1, outputs, width), broadcast over (n, m)
+    for layer, slope in zip(reversed(linears), reversed(slopes)):
+        weight = layer.weight  # (width, previous width)
+        scaled = (multipliers * slope[:, :, None, :]).reshape(-1, weight.shape[0])
+        multipliers = (scaled @ weight).reshape(n, m, n_outputs, weight.shape[1])
+    attributions = multipliers * (x[:, None, :] - r[None, :, :])[:, :, None, :]
+    out_x, out_r = torch.addmm(head_bias[:, None], head_weight, a_x.T).T.contiguous(), a_r @ head_weight.T + head_bias
+    widths = [head.out_features for head in member.heads]
+    return (
+        torch.split(attributions, widths, dim=2),
+        torch.split(out_x, widths, dim=1),
+        torch.split(out_r, widths, dim=1),
+    )
+
+
+def _through_link(spec: TaskSpec, phi: torch.Tensor, h_x: torch.Tensor, h_r: torch.Tensor):
+    """Carry logit attributions (n, m, width, d) through the outcome's link.
+
+    Returns attributions of the explained output (n, m, k, d) and its values at
+    the background points (m, k): k = 1 for binary (the positive class) and
+    regression, k = n_classes for multi-class.
+    """
+    if spec.kind == BINARY:
+        p_x, p_r = torch.sigmoid(h_x), torch.sigmoid(h_r)  # (n, 1), (m, 1)
+        delta_h = h_x[:, None, :] - h_r[None, :, :]
+        flat = delta_h.abs() < 1e-6
+        slope = torch.where(flat, (p_x * (1 - p_x))[:, None, :], (p_x[:, None, :] - p_r[None, :, :])
+                            / torch.where(flat, 1.0, delta_h))
+        return phi * slope[..., None], p_r
+    if spec.kind == MULTICLASS:
+        delta_h = h_x[:, None, :] - h_r[None, :, :]  # (n, m, k)
+        # Nodes per patient (its largest logit change), not per chunk: each level is
+        # computed for the whole block and kept where it is the patient's own.
+        levels = _node_levels(delta_h.abs().amax(dim=(1, 2)))
+        jacobian = None
+        for level in torch.unique(levels).tolist():
+            t, w = _gauss_legendre(level)
+            p = torch.softmax(h_r[None, None, :, :] + t[:, None, None, None] * delta_h[None], dim=-1)  # (q, n, m, k)
+            # Integral over the path of the softmax Jacobian diag(p) - p p^T.
+            at_level = torch.diag_embed(torch.einsum("q,qnmc->nmc", w, p)) - torch.einsum(
+                "q,qnmc,qnmd->nmcd", w, p, p
+            )
+            jacobian = at_level if jacobian is None else torch.where(
+                (levels == level)[:, None, None, None], at_level, jacobian)
+        return torch.einsum("nmcd,nmdi->nmci", jacobian, phi), torch.softmax(h_r, dim=-1)
+    return phi * spec.target_scale, h_r * spec.target_scale + spec.target_mean
+
+
+NODE_LEVELS = (12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
+
+
+def _node_levels(largest_change: torch.Tensor) -> torch.Tensor:
+    """Gauss-Legendre node counts for integrating the softmax along paths whose
+    logits move by up to ``largest_change`` (one per patient): the nearest
+    singularity is pi / largest_change away, so the count grows with it
+    (``1.2 * change + 8``), rounded up to one of ``NODE_LEVELS``."""
+    needed = torch.ceil(1.2 * largest_change.double()) + 8
+    levels = torch.tensor(NODE_LEVELS)
+    return levels[torch.searchsorted(levels.double(), needed).clamp(max=len(NODE_LEVELS) - 1)]
+
+
+@lru_cache(maxsize=32)
+def _gauss_legendre(n_nodes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    nodes, weights = leggauss(n_nodes)
+    return torch.from_numpy((nodes + 1) / 2).float(), torch.from_numpy(weights / 2).float()
+
+
+def _through_calibration(spec: TaskSpec, calibrator, values: np.ndarray, base: np.ndarray):
+    """Carry probability attributions (n, f, k) and base values (n, k) through the
+    recalibration map of a classification outcome (see the module docstring); k = 1
+    (the positive class) for a binary outcome."""
+    total = base + values.sum(axis=1)  # the explained probabilities
+    if spec.kind == BINARY:
+
+        def calibrated(p: np.ndarray) -> np.ndarray:
+            p = np.clip(p, 0.0, 1.0)
+            return calibrator.transform(np.column_stack([1.0 - p, p]))[:, 1]
+
+        p, b = total[:, 0], base[:, 0]
+        delta = p - b
+        flat = np.abs(delta) < 1e-9
+        jacobian = calibrator.jacobian(np.column_stack([1.0 - p, p]))
+        derivative = jacobian[:, 1, 1] - jacobian[:, 1, 0]  # d g(1 - p, p)_1 / dp
+        slope = np.where(flat, derivative, (calibrated(p) - calibrated(b)) / np.where(flat, 1.0, delta))
+        return values * slope[:, None, None], calibrated(b)[:, None]
+    delta = total - base
+    nodes, weights = leggauss(CALIBRATION_NODES)
+    nodes, weights = (nodes + 1) / 2, weights / 2  # on [0, 1]
+    jacobian = sum(w * calibrator.jacobian(base + t * delta) for t, w in zip(nodes, weights))
+    remainder = calibrator.transform(total) - calibrator.transform(base) - np.einsum("ncd,nd->nc", jacobian, delta)
+    norm = np.einsum("nd,nd->n", delta, delta)
+    correction = remainder[:, :, None] * delta[:, None, :] / np.where(norm > 0, norm, 1.0)[:, None, None]
+    jacobian = jacobian + np.where(norm[:, None, None] > 0, correction, 0.0)
+    return np.einsum("ncd,nfd->nfc", jacobian, values), calibrator.transform(base)
+
+
+def _to_log_odds(values: np.ndarray, base: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rescale probability attributions (n, f, k) and bases (n, k) through logit."""
+    total = base + values.sum(axis=1)  # the explained probabilities
+    p = np.clip(total, 1e-12, 1 - 1e-12)
+    b = np.clip(base, 1e-12, 1 - 1e-12)
+    delta = p - b
+    flat = np.abs(delta) < 1e-12
+    slope = np.where(flat, 1 / (b * (1 - b)), (logit(p) - logit(b)) / np.where(flat, 1.0, delta))
+    return values * slope[:, None, :], logit(b)
+
+
+def _group_matrix(preprocessor) -> pd.DataFrame:
+    """(n_inputs, n_features) indicator of which input column belongs to which feature."""
+    matrix = np.zeros((preprocessor.n_features_out_, len(preprocessor.feature_groups_)))
+    for f, columns in enumerate(preprocessor.feature_groups_.values()):
+        matrix[columns, f] = 1.0
+    return pd.DataFrame(matrix, columns=list(preprocessor.feature_groups_))
+
+
+def _raw_values(model, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The patients' own values: numeric ``data`` (categories as their index in the
+    training categories, -1 if unseen, NaN if missing) and ``display_data``
+    (numbers, True/False, category labels; None where missing)."""
+    preprocessor = model.preprocessor_
+    columns = prepare_features(features, preprocessor.feature_kinds_)
+    data = np.empty((len(features), len(columns)))
+    display = np.empty((len(features), len(columns)), dtype=object)
+    for f, encoding in enumerate(preprocessor.encodings_):
+        values = columns[encoding.name]
+        kind = preprocessor.feature_kinds_[encoding.name]
+        if isinstance(encoding, CategoricalEncoding):
+            missing = values.codes < 0
+            codes = values.set_categories(list(encoding.categories)).codes.astype(float)
+            data[:, f] = np.where(missing, np.nan, codes)
+            display[:, f] = np.where(missing, None, np.asarray(values, dtype=object))
+        else:
+            missing = np.isnan(values)
+            data[:, f] = values
+            shown = values == 1.0 if kind == BOOLEAN else values
+            display[:, f] = np.where(missing, None, shown.astype(object))
+    return data, display
+
+
+def _output_names(spec: TaskSpec) -> list[str]:
+    if spec.kind == BINARY:
+        return [f"{spec.name}={spec.classes[1]}"]
+    if spec.kind == MULTICLASS:
+        return [f"{spec.name}={label}" for label in spec.classes]
+    return [spec.name]
+
+
+def global_importance(explanations: dict) -> pd.DataFrame:
+    """Mean absolute SHAP value of every feature, per outcome (and class).
+
+    Parameters
+    ----------
+    explanations : dict of str to shap.Explanation
+        As returned by ``MultiTaskMLP.explain``.
+
+    Returns
+    -------
+    DataFrame
+        Index: features; columns: outcomes (``outcome=class`` for multi-class);
+        sorted by the first column.
+    """
+    columns = {}
+    for name, explanation in explanations.items():
+        values = np.abs(explanation.values).mean(axis=0)
+        if values.ndim == 1:
+            columns[name] = values
+        else:
+            for k, output_name in enumerate(explanation.output_names):
+                columns[output_name] = values[:, k]
+    first = next(iter(explanations.values()))
+    table = pd.DataFrame(columns, index=pd.Index(first.feature_names, name="feature"))
+    return table.sort_values(table.columns[0], ascending=False)
+
+
+def contribution_ranks(values: np.ndarray, top_k: int) -> np.ndarray:
+    """Positions of the ``top_k`` largest contributions by absolute value, row by row.
+
+    Parameters
+    ----------
+    values : ndarray of shape (n_samples, n_features)
+    top_k : int
+        Capped at the number of features.
+
+    Returns
+    -------
+    ndarray of shape (n_samples, min(top_k, n_features)), int
+        Largest first; ties keep the features' order.
+    """
+    return np.argsort(-np.abs(values), axis=1, kind="stable")[:, : min(top_k, values.shape[1])]
+
+

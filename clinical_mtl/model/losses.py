@@ -1,0 +1,182 @@
+"""Masked per-task losses and the strategies that weight tasks against each other.
+
+Every task loss is a weighted mean over the rows labelled for that task:
+``sum(w_i * l_i) / sum(w_i)``, where ``w_i`` is 0 for an unlabelled row and
+otherwise 1 (or the class weight of the row's label). An unlabelled row thus
+contributes exactly zero to the loss and to its gradient, and a sparse task is
+not down-weighted by the rows it lacks. A task with no labelled row in a batch
+has no loss at all (``None``): it adds nothing and moves none of its own
+parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from numbers import Real
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..exceptions import TaskSpecificationError
+from .tasks import BINARY, MULTICLASS, REGRESSION, TaskSpec
+
+EQUAL = "equal"
+UNCERTAINTY = "uncertainty"
+
+
+def masked_task_loss(output: Tensor, target: Tensor, weight: Tensor, kind: str) -> Tensor:
+    """Weighted mean loss of one task over its labelled rows.
+
+    Parameters
+    ----------
+    output : Tensor of shape (n, 1) or (n, n_classes)
+        Head output: logit(s) or the standardised regression value.
+    target : Tensor of shape (n,)
+        Class index (int64) or standardised value (float); any finite value
+        where the row is unlabelled.
+    weight : Tensor of shape (n,)
+        0 for unlabelled rows, else the row's weight. Must not sum to 0.
+    kind : {"binary", "multiclass", "regression"}
+        Binary cross-entropy on one logit, cross-entropy on a softmax, or
+        squared error.
+
+    Returns
+    -------
+    Tensor
+        Scalar loss.
+    """
+    if kind == BINARY:
+        per_row = F.binary_cross_entropy_with_logits(
+            output.squeeze(-1), target.to(output.dtype), reduction="none"
+        )
+    elif kind == MULTICLASS:
+        per_row = F.cross_entropy(output, target, reduction="none")
+    elif kind == REGRESSION:
+        per_row = F.mse_loss(output.squeeze(-1), target, reduction="none")
+    else:
+        raise ValueError(f"Unknown task kind {kind!r}.")
+    return (per_row * weight).sum() / weight.sum()
+
+
+class TaskWeighting(nn.Module):
+    """Combine per-task losses into the training objective."""
+
+    def forward(self, losses: Sequence[Tensor | None]) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def validation_objective(self, losses: Sequence[Tensor | None]) -> Tensor:
+        """The quantity early stopping minimises, comparable across epochs."""
+        return self(losses)
+
+    def report(self) -> dict[str, list[float]]:
+        """Current per-task weights (and any other learned quantity) for the history."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+
+class FixedWeighting(TaskWeighting):
+    """A fixed weight per task: ``sum_t w_t * L_t`` over the tasks present.
+
+    Parameters
+    ----------
+    weights : sequence of float
+        One non-negative weight per task (all 1 for ``loss_weighting="equal"``).
+    """
+
+    def __init__(self, weights: Sequence[float]) -> None:
+        super().__init__()
+        self.register_buffer("weights", torch.as_tensor(list(weights), dtype=torch.float32))
+
+    def forward(self, losses: Sequence[Tensor | None]) -> Tensor:
+        terms = [self.weights[t] * loss for t, loss in enumerate(losses) if loss is not None]
+        return torch.stack(terms).sum()
+
+    def report(self) -> dict[str, list[float]]:
+        return {"weight": self.weights.tolist()}
+
+
+class UncertaintyWeighting(TaskWeighting):
+    """Learned homoscedastic-uncertainty weights (Kendall, Gal and Cipolla, 2018).
+
+    With ``s_t = log sigma_t^2`` learned per task, the objective is
+    ``sum_t c_t * exp(-s_t) * L_t + s_t / 2`` over the tasks present in the
+    batch, with ``c_t = 1`` for a classification loss (``L / sigma^2``) and
+    ``c_t = 1/2`` for a squared-error regression loss (``L / (2 sigma^2)``);
+    ``s_t / 2`` is ``log sigma_t``. Each ``s_t`` is a parameter of its own, so
+    a task absent from a batch leaves its gradient unset and the optimiser
+    does not move it.
+
+    Parameters
+    ----------
+    is_regression : sequence of bool
+        Per task, whether its loss is a squared error.
+    """
+
+    def __init__(self, is_regression: Sequence[bool]) -> None:
+        super().__init__()
+        self.log_variances = nn.ParameterList(nn.Parameter(torch.zeros(())) for _ in is_regression)
+        self.register_buffer(
+            "factors", torch.tensor([0.5 if reg else 1.0 for reg in is_regression])
+        )
+
+    def forward(self, losses: Sequence[Tensor | None]) -> Tensor:
+        terms = [
+            self.factors[t] * torch.exp(-self.log_variances[t]) * loss + 0.5 * self.log_variances[t]
+            for t, loss in enumerate(losses)
+            if loss is not None
+        ]
+        return torch.stack(terms).sum()
+
+    def validation_objective(self, losses: Sequence[Tensor | None]) -> Tensor:
+        return torch.stack([loss for loss in losses if loss is not None]).sum()
+
+    def report(self) -> dict[str, list[float]]:
+        log_var = torch.stack(list(self.log_variances)).detach()
+        return {
+            "weight": (self.factors * torch.exp(-log_var)).tolist(),
+            "sigma": torch.exp(0.5 * log_var).tolist(),
+        }
+
+
+def weighting_factory(
+    loss_weighting: str | Mapping[str, float], specs: Sequence[TaskSpec]
+) -> Callable[[], TaskWeighting]:
+    """Check a ``loss_weighting`` setting and return a maker of fresh weightings.
+
+    Parameters
+    ----------
+    loss_weighting : "equal", "uncertainty" or mapping of str to float
+        Equal weights, learned uncertainty weights, or one fixed non-negative
+        weight per outcome.
+    specs : sequence of TaskSpec
+        The outcomes.
+
+    Returns
+    -------
+    callable
+        Returns a new, untrained ``TaskWeighting`` at each call (one per network).
+
+    Raises
+    ------
+    TaskSpecificationError
+        If a mapping does not give exactly one finite non-negative weight per
+        outcome, or gives only zeros.
+    """
+    names = [spec.name for spec in specs]
+    if loss_weighting == EQUAL:
+        return lambda: FixedWeighting([1.0] * len(specs))
+    if loss_weighting == UNCERTAINTY:
+        return lambda: UncertaintyWeighting([spec.kind == REGRESSION for spec in specs])
+    if set(loss_weighting) != set(names):
+        raise TaskSpecificationError(
+            f"loss_weighting gives weights for {sorted(map(str, loss_weighting))} but the "
+            f"outcomes are {names}; pass one weight per outcome, 'equal' or 'uncertainty'."
+        )
+    values = [loss_weighting[name] for name in names]
+    if not all(isinstance(v, Real) and np.isfinite(v) and v >= 0 for v in values) or not any(values):
+        raise TaskSpecificationError(
+            "loss_weighting values must be finite, non-negative and not all 0, "
+            f"got {dict(loss_weighting)}."
+        )
+    return lambda: FixedWeighting([float(v) for v in values])

@@ -1,0 +1,308 @@
+"""The prediction core of ``MultiTaskMLP``: raw features in, every outcome's output out.
+
+Scoring, explanations, evaluation and reports build on these public methods
+(``task_specs_``, ``transform_inputs`` then ``outputs_from_inputs``), never on
+the estimator's private members.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from ..exceptions import InputDataError
+from .conformal import DEFAULT_COVERAGE, check_coverage, conformal_quantile
+from .features import as_frame, describe_rows
+from .labels import align_labels, labelled_targets
+from .outputs import LOWER, UPPER, column_values, output_columns, predicted_labels
+from .tasks import REGRESSION, decode_outputs
+from .training import resolve_device
+
+
+class PredictionCoreMixin:
+    """Prediction from raw features, for a fitted ``MultiTaskMLP``.
+
+    Reads the fitted ``task_specs_``, ``preprocessor_``, ``module_``,
+    ``calibrators_`` and ``conformal_scores_`` and the ``device`` parameter.
+    """
+
+    def predict(self, X):
+        """Predict every outcome.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like of shape (n_samples, n_features)
+            Raw features with the columns seen in fit.
+
+        Returns
+        -------
+        DataFrame of shape (n_samples, n_outcomes)
+            Indexed like ``X``: the most probable class label of every
+            classification outcome (by the recalibrated probabilities of
+            ``predict_proba``) and the predicted value, in its units, of every
+            regression outcome.
+        """
+        index, outputs = self.predict_outputs(X)
+        columns = {}
+        for spec, output in zip(self.task_specs_, outputs):
+            if spec.is_classification:
+                columns[spec.name] = predicted_labels(spec, output)
+            else:
+                columns[spec.name] = output
+        return pd.DataFrame(columns, index=index)
+
+    def predict_proba(self, X):
+        """Class probabilities of every classification outcome.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like of shape (n_samples, n_features)
+            Raw features with the columns seen in fit.
+
+        Returns
+        -------
+        dict of str to ndarray of shape (n_samples, n_classes)
+            Classification outcome -> probabilities (float64, rows sum to 1),
+            columns in the order of ``classes_[outcome]``: the average of the
+            networks' probabilities, recalibrated by ``calibrators_[outcome]``
+            where there is one (see the ``calibration`` parameter).
+        """
+        _, outputs = self.predict_outputs(X)
+        return {
+            spec.name: output
+            for spec, output in zip(self.task_specs_, outputs)
+            if spec.is_classification
+        }
+
+    def predict_interval(self, X, coverage=DEFAULT_COVERAGE):
+        """Prediction intervals of every regression outcome (split-conformal).
+
+        The interval is ``predict(X)[outcome] +- q``, where ``q`` is the
+        finite-sample ``ceil((n + 1) * coverage) / n`` quantile of the ``n``
+        absolute residuals of the outcome's labelled early-stopping rows, each
+        row predicted only by the networks that held it out
+        (``conformal_scores_``; see :mod:`clinical_mtl.model.conformal`). For
+        patients like the training cohort, about ``coverage`` of the
+        intervals hold the true value. The width is the same for every
+        patient; it is infinite when there are too few residuals for the
+        coverage asked (``ceil((n + 1) * coverage) > n``).
+
+        Parameters
+        ----------
+        X : DataFrame or array-like of shape (n_samples, n_features)
+            Raw features with the columns seen in fit.
+        coverage : float, default=0.9
+            Share of patients whose interval should hold the true value, in
+            (0, 1).
+
+        Returns
+        -------
+        DataFrame of shape (n_samples, 2 * n_regression_outcomes)
+            Indexed like ``X``; per regression outcome, ``<outcome>_lower``
+            and ``<outcome>_upper`` in its units.
+
+        Raises
+        ------
+        ValueError
+            If ``coverage`` is not strictly between 0 and 1, if the model has
+            no regression outcome, or if it was fitted with
+            ``early_stopping=False`` (no held-out rows, so no residuals).
+        """
+        check_is_fitted(self)
+        half_widths = self.interval_half_widths(coverage)
+        if not any(spec.kind == REGRESSION for spec in self.task_specs_):
+            raise ValueError(
+                f"predict_interval needs a regression outcome; this model's outcomes {self.tasks_} "
+                "are all classification outcomes (use predict_proba)."
+            )
+        if not half_widths:
+            raise ValueError(
+                "This model has no held-out residuals to calibrate intervals on: it was fitted with "
+                "early_stopping=False. Refit with early_stopping=True (the early-stopping rows, which "
+                "no network trained on, give the residuals)."
+            )
+        index, outputs = self.predict_outputs(X)
+        by_outcome = {spec.name: (spec, output) for spec, output in zip(self.task_specs_, outputs)}
+        columns = {column.name: column_values(column, *by_outcome[column.outcome], half_widths)
+                   for column in output_columns(self) if column.part in (LOWER, UPPER)}
+        return pd.DataFrame(columns, index=index)
+
+    # -- the core: what scoring, explanations, evaluation and reports build on ---------------
+
+    def feature_frame(self, X) -> pd.DataFrame:
+        """Check ``X`` against the fitted columns and name them as the model does inside.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like of shape (n_samples, n_features)
+            Raw features, with the columns seen in ``fit`` (by name for a
+            DataFrame, by position for an array).
+
+        Returns
+        -------
+        DataFrame
+            ``X`` with the model's internal column names and ``X``'s index.
+        """
+        check_is_fitted(self)
+        return self._feature_frame(X, reset=False)
+
+    def transform_inputs(self, X, out: np.ndarray | None = None) -> tuple[pd.Index, np.ndarray]:
+        """Check and preprocess raw features into the network's input.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like of shape (n_samples, n_features)
+            Raw features.
+        out : ndarray of shape (n_inputs, n_samples), float32, default=None
+            Written in place when given (see ``ClinicalPreprocessor.transform``).
+
+        Returns
+        -------
+        index : Index
+            The rows' labels.
+        inputs : ndarray of shape (n_samples, n_inputs), float32, column-major
+        """
+        features = self.feature_frame(X)
+        return features.index, self.preprocessor_.transform(features, out=out)
+
+    def outputs_from_inputs(self, inputs: np.ndarray, index: pd.Index | None = None) -> list[np.ndarray]:
+        """Forward preprocessed inputs and decode, recalibrated, every outcome's output.
+
+        Parameters
+        ----------
+        inputs : ndarray of shape (n_samples, n_inputs), float32
+            As ``transform_inputs`` returns them (column-major is fastest).
+        index : Index, default=None
+            Row labels used in errors; positions when None.
+
+        Returns
+        -------
+        list of ndarray
+            In the order of ``task_specs_``: probabilities of shape
+            (n_samples, n_classes) for a classification outcome, values in the
+            target's units of shape (n_samples,) for regression.
+
+        Raises
+        ------
+        InputDataError
+            Naming the rows where an output is not finite: no class or value
+            comes of it.
+        """
+        check_is_fitted(self)
+        device = resolve_device(self.device)
+        module = self.module_.to(device)
+        try:  # the transpose of the column-major input is contiguous: fed feature by feature
+            raw = module.predict_feature_major(torch.from_numpy(inputs.T).to(device))
+            raw = [out.cpu().numpy() for out in raw]
+        finally:
+            self.module_.cpu()
+        outputs = self._recalibrated([decode_outputs(spec, out) for spec, out in zip(self.task_specs_, raw)])
+        _check_finite_outputs(self.task_specs_, outputs, index if index is not None else pd.RangeIndex(len(inputs)))
+        return outputs
+
+    def predict_outputs(self, X) -> tuple[pd.Index, list[np.ndarray]]:
+        """``outputs_from_inputs`` of raw features, with their index.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        index : Index
+        outputs : list of ndarray
+            As ``outputs_from_inputs`` returns them.
+        """
+        index, inputs = self.transform_inputs(X)
+        return index, self.outputs_from_inputs(inputs, index)
+
+    def interval_half_widths(self, coverage: float) -> dict[str, float]:
+        """Half-width of the split-conformal ``coverage`` interval of every regression outcome.
+
+        Parameters
+        ----------
+        coverage : float in (0, 1)
+
+        Returns
+        -------
+        dict of str to float
+            Per regression outcome with conformal scores (none without early
+            stopping).
+        """
+        check_is_fitted(self)
+        coverage = check_coverage(coverage)
+        return {name: conformal_quantile(scores, coverage) for name, scores in self.conformal_scores_.items()}
+
+    def labelled_pairs(self, X, y):
+        """Predictions beside the true labels, outcome by outcome, on labelled rows only.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like of shape (n_samples, n_features)
+        y : DataFrame or array-like
+            The label table, aligned with ``X`` as in ``score``.
+
+        Yields
+        ------
+        spec : TaskSpec
+        y_true : ndarray
+            Class indices (classification) or values (regression) of the rows
+            labelled for the outcome.
+        output : ndarray
+            The model's outputs on those rows (see ``outputs_from_inputs``).
+        """
+        index, outputs = self.predict_outputs(X)
+        labels = align_labels(y, index, self.task_specs_, match_index=isinstance(X, pd.DataFrame))
+        for spec, output in zip(self.task_specs_, outputs):
+            if spec.name in labels.columns:
+                present, y_true = labelled_targets(labels, spec)
+                yield spec, y_true, output[present]
+
+    # -- private helpers -------------------------------------------------------------------
+
+    def _feature_frame(self, X, *, reset: bool) -> pd.DataFrame:
+        """``X`` as a DataFrame with the model's internal column names.
+
+        Column names are checked the scikit-learn way (same names, same order
+        as in fit); arrays are matched by position.
+        """
+        frame = as_frame(X)
+        validate_data(self, X if isinstance(X, pd.DataFrame) else frame.to_numpy(),
+                      reset=reset, skip_check_array=True)
+        if len(frame) == 0:
+            raise InputDataError(
+                f"X has 0 rows (shape={frame.shape}) while a minimum of 1 is required."
+            )
+        if frame.shape[1] == 0:
+            raise InputDataError(
+                f"0 feature(s) (shape={frame.shape}) while a minimum of 1 is required."
+            )
+        names = getattr(self, "feature_names_in_", None)
+        if reset:
+            names = names if names is not None else [f"x{i}" for i in range(frame.shape[1])]
+        else:
+            names = list(self.preprocessor_.feature_kinds_)
+        if list(frame.columns) != list(names):
+            frame = frame.set_axis(list(names), axis=1)
+        return frame
+
+    def _recalibrated(self, outputs: list[np.ndarray]) -> list[np.ndarray]:
+        """Decoded outputs with every classification outcome's recalibration applied."""
+        return [
+            self.calibrators_[spec.name].transform(output) if spec.name in self.calibrators_ else output
+            for spec, output in zip(self.task_specs_, outputs)
+        ]
+
+
+def _check_finite_outputs(specs, outputs: list[np.ndarray], index: pd.Index) -> None:
+    """Raise an ``InputDataError`` naming the rows where any outcome's output is not finite."""
+    bad = np.zeros(len(index), dtype=bool)
+    for output in outputs:
+        bad |= ~np.isfinite(output).all(axis=tuple(range(1, output.ndim)))
+    if bad.any():
+        raise InputDataError(
+            f"The network's output is not finite for {describe_rows(index, bad)}, so no prediction is "
+            f"given for them; their inputs are too far from the training values (check the units)."
+        )

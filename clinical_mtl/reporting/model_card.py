@@ -1,0 +1,419 @@
+"""Model cards: what a fitted model is for, what it learned from and how well it does.
+
+``build_model_card`` gathers, at training time, what a reader needs before
+trusting the model, in the spirit of TRIPOD+AI (Collins et al., BMJ 2024) and
+Model Cards (Mitchell et al., FAT* 2019): intended use; the training data as
+counts (rows, label availability and class balance per outcome, missingness
+per feature; never a patient's row); the model's settings; per-outcome test
+metrics with bootstrap confidence intervals; calibration (ECE, slope,
+intercept and reliability diagrams); the same metrics per subgroup; the
+negative-transfer check against single-task twins; and known limits.
+``ModelCard`` renders it as Markdown and as a self-contained HTML page
+(templates in ``clinical_mtl/reporting/templates``, drawn by
+:func:`~clinical_mtl.reporting.rendering.template_environment`) and logs both
+to MLflow.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import io
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import __version__
+from ..evaluation import evaluate_model
+from ..evaluation.figures import (
+    reliability_diagrams,
+    reliability_file_name,
+    save_reliability_diagrams,
+)
+from ..evaluation.negative_transfer import HURT, single_task_comparison
+from ..model.labels import check_label_index
+from ..model.metrics import HEADLINE_METRICS
+from ..model.tasks import BINARY, REGRESSION
+from .rendering import DEFAULT_INTENDED_USE, template_environment
+
+ARTIFACT_PATH = "model_card"
+# Fewer labelled rows or events than these make an estimate too imprecise to lean on (Riley et al.,
+# BMJ 2024, and Collins et al., Stat Med 2016, ask for at least 100 events when validating).
+MIN_EVENTS = 100
+MIN_SUBGROUP_ROWS = 30
+REFERENCES = (
+    "Collins GS et al. TRIPOD+AI statement: updated guidance for reporting clinical prediction models "
+    "that use regression or machine learning methods. BMJ 2024;385:e078378.",
+    "Mitchell M et al. Model cards for model reporting. FAT* 2019:220-229.",
+    "Van Calster B et al. Calibration: the Achilles heel of predictive analytics. BMC Med 2019;17:230.",
+)
+_LABELS = {
+    "auroc": "AUROC", "brier": "Brier", "ece": "ECE", "log_loss": "Log loss", "accuracy": "Accuracy",
+    "calibration_slope": "Calibration slope", "calibration_intercept": "Calibration intercept",
+    "rmse": "RMSE", "mae": "MAE", "r2": "R²",
+}
+_KEY_LABELS = {"outcome": "Outcome", "group": "Group", "value": "Subgroup"}
+_TABLE_METRICS = {
+    "classification": ("auroc", "brier", "ece", "log_loss", "accuracy", "calibration_slope", "calibration_intercept"),
+    "regression": ("rmse", "mae", "r2"),
+}
+
+
+@dataclass
+class Table:
+    """A table ready to render: column headers and rows of text."""
+
+    columns: list[str]
+    rows: list[list[str]]
+
+
+@dataclass
+class ModelCard:
+    """The content of a model card; ``to_markdown``, ``to_html`` and ``save`` render it.
+
+    Build it with :func:`build_model_card`.
+
+    Attributes
+    ----------
+    title : str
+    intended_use : str
+    limitations : list of str
+        Known limits: those given, then those the evaluation found.
+    training_data : dict
+        Counts only, as :func:`clinical_mtl.tracking.training_data_summary`.
+    settings : dict of str to str
+        The estimator's parameters.
+    training : dict
+        Networks trained, epochs run and best epochs.
+    metrics : DataFrame
+        Test metrics per outcome with intervals (``MultiTaskMLP.evaluate``).
+    subgroups : DataFrame or None
+        Test metrics per outcome and subgroup.
+    transfer : DataFrame or None
+        The negative-transfer table of
+        :func:`clinical_mtl.evaluation.negative_transfer.single_task_comparison`.
+    diagrams : dict of str to matplotlib.figure.Figure
+        Reliability diagram per classification outcome, on the test rows.
+    n_test : int
+        Rows of the test split.
+    n_bootstrap, confidence : int, float
+        How the intervals were computed.
+    created : str
+        Date (ISO format).
+    """
+
+    title: str
+    intended_use: str
+    limitations: list[str]
+    training_data: dict
+    settings: dict
+    training: dict
+    metrics: pd.DataFrame
+    subgroups: pd.DataFrame | None
+    transfer: pd.DataFrame | None
+    diagrams: dict
+    n_test: int
+    n_bootstrap: int
+    confidence: float
+    created: str = field(default_factory=lambda: datetime.date.today().isoformat())
+
+    def to_markdown(self, images: str | None = None) -> str:
+        """The card as Markdown.
+
+        Parameters
+        ----------
+        images : str, default=None
+            Folder, relative to the Markdown file, holding the reliability
+            diagrams as ``reliability_<outcome>.png`` (what :meth:`save`
+            writes); None leaves the images out (the tables stay).
+
+        Returns
+        -------
+        str
+        """
+        return template_environment(markdown=True).get_template("model_card.md.j2").render(
+            self._context(), images={name: f"{images}/{file}" for name, file in self._image_files().items()}
+            if images is not None else {},
+        )
+
+    def to_html(self) -> str:
+        """The card as one self-contained HTML page (diagrams inline as SVG data).
+
+        Returns
+        -------
+        str
+        """
+        images = {name: _svg_data(figure) for name, figure in self.diagrams.items()}
+        return template_environment().get_template("model_card.html.j2").render(self._context(), images=images)
+
+    def save(self, path: str | Path) -> list[Path]:
+        """Write ``<path>`` (Markdown), the same name with ``.html``, and the diagrams
+        in ``<stem>_files/``.
+
+        Parameters
+        ----------
+        path : str or Path
+            The Markdown file; its folder is created.
+
+        Returns
+        -------
+        list of Path
+            The files written.
+        """
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        folder = path.with_name(f"{path.stem}_files")
+        written = save_reliability_diagrams(self.diagrams, folder, formats=("png",)) if self.diagrams else []
+        path.write_text(self.to_markdown(images=folder.name if self.diagrams else None), encoding="utf-8")
+        html = path.with_suffix(".html")
+        html.write_text(self.to_html(), encoding="utf-8")
+        return [path, html, *written]
+
+    def log_to_mlflow(self, artifact_path: str = ARTIFACT_PATH) -> None:
+        """Log the saved card (Markdown, HTML, diagrams) to the active MLflow run
+        (or a new one) under ``artifact_path``."""
+        import mlflow
+
+        from ..tracking.runs import _active_run
+
+        with _active_run(), tempfile.TemporaryDirectory() as folder:
+            self.save(Path(folder) / "model_card.md")
+            mlflow.log_artifacts(folder, artifact_path=artifact_path)
+
+    def _image_files(self) -> dict[str, str]:
+        return {name: reliability_file_name(name) for name in self.diagrams}
+
+    def _context(self) -> dict:
+        level = f"{self.confidence:.0%}"
+        return {
+            "card": self,
+            "version": __version__,
+            "interval": f"{level} percentile bootstrap intervals ({self.n_bootstrap} resamples)"
+            if self.n_bootstrap else "no intervals",
+            "data": self.training_data,
+            "outcome_table": _outcome_table(self.training_data),
+            "feature_table": _feature_table(self.training_data),
+            "settings_table": Table(["Parameter", "Value"], [[k, v] for k, v in self.settings.items()]),
+            "performance": _metric_tables(self.metrics),
+            "calibration": _calibration_table(self.metrics),
+            "subgroup_tables": _metric_tables(self.subgroups) if self.subgroups is not None else {},
+            "transfer_table": _transfer_table(self.transfer) if self.transfer is not None else None,
+            "references": REFERENCES,
+        }
+
+
+def build_model_card(
+    model,
+    X_train,
+    Y_train,
+    X_test,
+    Y_test,
+    *,
+    groups=None,
+    single_task: bool = True,
+    metrics: pd.DataFrame | None = None,
+    n_bootstrap: int = 200,
+    confidence: float = 0.95,
+    random_state=None,
+    title: str = "Model card",
+    intended_use: str = DEFAULT_INTENDED_USE,
+    limitations: Sequence[str] = (),
+) -> ModelCard:
+    """Evaluate a fitted model on a test split and gather its model card.
+
+    Parameters
+    ----------
+    model : MultiTaskMLP
+        Fitted on ``X_train``, ``Y_train``.
+    X_train, Y_train : DataFrame or array-like
+        The training split; only counts and fractions reach the card.
+    X_test, Y_test : DataFrame or array-like
+        The held-out split every metric is computed on.
+    groups : as ``groups`` of ``MultiTaskMLP.evaluate``, default=None
+        Subgroups of the test rows (e.g. ``["sex", band(X_test["age"], [50, 65])]``
+        as a DataFrame); None leaves the subgroup section empty.
+    single_task : bool, default=True
+        Fit the single-task twin of every outcome for the negative-transfer
+        table (about one more fit per outcome).
+    metrics : DataFrame, default=None
+        The test evaluation, if already computed with
+        ``model.evaluate(X_test, Y_test, n_bootstrap=...)``.
+    n_bootstrap : int, default=200
+        Bootstrap resamples for every interval.
+    confidence : float, default=0.95
+    random_state : int, RandomState instance or None, default=None
+        Seeds the resampling.
+    title, intended_use : str
+    limitations : sequence of str, default=()
+        Known limits to state; the card adds those its evaluation finds
+        (small test samples or subgroups, miscalibration, negative transfer).
+
+    Returns
+    -------
+    ModelCard
+    """
+    from ..tracking import training_data_summary
+
+    check_label_index(X_train, Y_train)
+    check_label_index(X_test, Y_test)
+    options = {"n_bootstrap": n_bootstrap, "confidence": confidence, "random_state": random_state}
+    if metrics is None:
+        metrics = evaluate_model(model, X_test, Y_test, **options)
+    subgroups = evaluate_model(model, X_test, Y_test, groups, **options) if groups is not None else None
+    transfer = (
+        single_task_comparison(model, X_train, Y_train, X_test, Y_test, **options) if single_task else None
+    )
+    return ModelCard(
+        title=title,
+        intended_use=" ".join(intended_use.split()),
+        limitations=[" ".join(text.split()) for text in limitations] + found_limitations(metrics, subgroups, transfer),
+        training_data=training_data_summary(model, X_train, Y_train),
+        settings={key: _text(value) for key, value in model.get_params().items()},
+        training={
+            "networks": len(model.n_iter_),
+            "epochs": model.n_iter_.tolist(),
+            "best_epochs": model.best_epoch_.tolist(),
+        },
+        metrics=metrics,
+        subgroups=subgroups,
+        transfer=transfer,
+        diagrams=reliability_diagrams(model, X_test, Y_test),
+        n_test=len(X_test),
+        n_bootstrap=n_bootstrap,
+        confidence=confidence,
+    )
+
+
+def found_limitations(
+    metrics: pd.DataFrame, subgroups: pd.DataFrame | None, transfer: pd.DataFrame | None
+) -> list[str]:
+    """Limits that the evaluation itself shows: small samples, miscalibration, negative transfer."""
+    found = []
+    for outcome, row in metrics.iterrows():
+        if row["kind"] == REGRESSION:
+            count, what = row["n_labelled"], "labelled test rows"
+        elif row["kind"] == BINARY:
+            count = min(row["events"], row["n_labelled"] - row["events"])
+            what = "events (or non-events) in the test set"
+        else:
+            count, what = row["events"], "test rows in its rarest class"
+        if count < MIN_EVENTS:
+            found.append(f"{outcome}: only {count:.0f} {what}; with fewer than {MIN_EVENTS} the metrics are "
+                         "imprecise (see the interval widths).")
+        slope = row.get("calibration_slope", np.nan)
+        if np.isfinite(slope) and not 0.8 <= slope <= 1.2:
+            found.append(f"{outcome}: calibration slope {slope:.2f} on the test set; predicted risks are "
+                         + ("too extreme" if slope < 1 else "too moderate") + ".")
+    if subgroups is not None:
+        small = subgroups.index[subgroups["n_labelled"] < MIN_SUBGROUP_ROWS]
+        if len(small):
+            listed = "; ".join(f"{outcome} in {group} = {value}" for outcome, group, value in small)
+            found.append(f"Subgroups with fewer than {MIN_SUBGROUP_ROWS} labelled test rows, whose metrics are "
+                         f"not reliable: {listed}.")
+    if transfer is not None:
+        for outcome in transfer.index[transfer["verdict"] == HURT]:
+            found.append(f"{outcome}: its single-task twin did better on the test set (negative transfer); "
+                         "consider it for this outcome.")
+    return found
+
+
+# -- tables: numbers to text ----------------------------------------------------------------
+
+
+def _number(value, digits: int = 3) -> str:
+    return "–" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
+
+
+def _count(value) -> str:
+    return "–" if value is None or not np.isfinite(value) else f"{int(value):,}"
+
+
+def _with_interval(row: pd.Series, metric: str) -> str:
+    text = _number(row.get(metric))
+    lower, upper = row.get(f"{metric}_lower", np.nan), row.get(f"{metric}_upper", np.nan)
+    if pd.notna(lower) and pd.notna(upper):
+        text += f" ({_number(lower)} to {_number(upper)})"
+    return text
+
+
+def _metric_tables(table: pd.DataFrame) -> dict[str, Table]:
+    """One table per kind of outcome (classification, regression), with intervals."""
+    tables = {}
+    for family, metrics in _TABLE_METRICS.items():
+        rows = table[(table["kind"] == REGRESSION) == (family == "regression")]
+        if rows.empty:
+            continue
+        keys = list(rows.index.names)
+        columns = [_KEY_LABELS[name] for name in keys] + ["Labelled"] + (["Events"] if family != "regression" else [])
+        columns += [_LABELS[m] for m in metrics]
+        body = []
+        for key, row in rows.iterrows():
+            cells = [str(part) for part in (key if isinstance(key, tuple) else (key,))]
+            cells.append(_count(row["n_labelled"]))
+            if family != "regression":
+                cells.append(_count(row["events"]))
+            cells += [_with_interval(row, m) if m in HEADLINE_METRICS[family] else _number(row[m]) for m in metrics]
+            body.append(cells)
+        tables[family] = Table(columns, body)
+    return tables
+
+
+def _calibration_table(table: pd.DataFrame) -> Table | None:
+    rows = table[table["kind"] != REGRESSION]
+    if rows.empty:
+        return None
+    return Table(
+        ["Outcome", "ECE", "Calibration slope (ideal 1)", "Calibration intercept (ideal 0)", "Brier"],
+        [[str(outcome), _with_interval(row, "ece"), _number(row["calibration_slope"]),
+          _number(row["calibration_intercept"]), _with_interval(row, "brier")] for outcome, row in rows.iterrows()],
+    )
+
+
+def _transfer_table(table: pd.DataFrame) -> Table:
+    body = []
+    for outcome, row in table.iterrows():
+        better = "higher" if row["higher_is_better"] else "lower"
+        interval = (f" ({_number(row['delta_lower'])} to {_number(row['delta_upper'])})"
+                    if pd.notna(row["delta_lower"]) else "")
+        body.append([str(outcome), f"{_LABELS[row['metric']]} ({better} is better)", _count(row["n_test"]),
+                     _number(row["multi_task"]), _number(row["single_task"]),
+                     f"{row['delta']:+.3f}{interval}", str(row["verdict"])])
+    return Table(["Outcome", "Metric", "Test rows", "Multi-task", "Single-task", "Difference", "Verdict"], body)
+
+
+def _outcome_table(summary: dict) -> Table:
+    n_rows = summary["n_rows"]
+    body = []
+    for name, outcome in summary["outcomes"].items():
+        labelled = outcome["n_labelled"]
+        events = outcome.get("events", {})
+        balance = "; ".join(f"{label}: {count:,} ({count / labelled:.0%})" for label, count in events.items())
+        body.append([name, outcome["kind"], f"{labelled:,} ({labelled / n_rows:.0%})", balance or "–"])
+    return Table(["Outcome", "Kind", "Labelled rows", "Class balance"], body)
+
+
+def _feature_table(summary: dict) -> Table:
+    return Table(
+        ["Feature", "Kind", "Missing"],
+        [[name, feature["kind"], f"{feature['missing_fraction']:.1%}"]
+         for name, feature in summary["features"].items()],
+    )
+
+
+def _text(value) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{key}: {item}" for key, item in value.items())
+    return str(value)
+
+
+# -- rendering ------------------------------------------------------------------------------
+
+
+def _svg_data(figure) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="svg", metadata={"Date": None})
+    return base64.b64encode(buffer.getvalue()).decode("ascii")

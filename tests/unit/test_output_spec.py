@@ -1,0 +1,81 @@
+"""The one output spec: names, types and values of the flat columns, as every engine reads them."""
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from mlflow.types import DataType
+
+from clinical_mtl import MultiTaskMLP
+from clinical_mtl.datasets import make_synthetic_cohort
+from clinical_mtl.model.outputs import (
+    LOWER,
+    PRED,
+    PROBA,
+    TOP_CONTRIBUTION,
+    TOP_FEATURE,
+    TYPE_NAMES,
+    UPPER,
+    column_name,
+    flat_predictions,
+    output_columns,
+    top_contributions,
+)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    X, Y = make_synthetic_cohort(240, random_state=3)
+    Y["flag"] = (X["age"] > 60).astype(float)  # a boolean-like binary outcome with numeric labels
+    model = MultiTaskMLP(hidden_layer_sizes=(8,), max_epochs=4, ensemble_size=1, random_state=0).fit(X, Y)
+    return model, X
+
+
+def test_every_engine_names_every_type():
+    for dtype, names in TYPE_NAMES.items():
+        assert pa.type_for_alias(names["arrow"]) is not None
+        assert DataType[names["mlflow"]].name == names["mlflow"]
+        assert np.dtype(names["numpy"]).kind == {"double": "f", "long": "i", "boolean": "b", "string": "O"}[dtype]
+    assert {names["spark"] for names in TYPE_NAMES.values()} == {"double", "bigint", "boolean", "string"}
+
+
+def test_columns_per_outcome_kind_in_order(fitted):
+    model, X = fitted
+    columns = output_columns(model, top_k=2)
+    expected = [
+        ("diagnosis_pred", "long", PRED), ("diagnosis_proba_0", "double", PROBA), ("diagnosis_proba_1", "double", PROBA),
+        ("subtype_pred", "string", PRED), *[(f"subtype_proba_{c}", "double", PROBA) for c in "ABC"],
+        ("prognosis_pred", "double", PRED), ("prognosis_lower", "double", LOWER), ("prognosis_upper", "double", UPPER),
+        ("flag_pred", "double", PRED), ("flag_proba_0.0", "double", PROBA), ("flag_proba_1.0", "double", PROBA),
+    ]
+    assert [(c.name, c.dtype, c.part) for c in columns[: len(expected)]] == expected
+    contributions = columns[len(expected):]
+    assert [c.name for c in contributions[:4]] == ["diagnosis_top1_feature", "diagnosis_top1_contribution",
+                                                   "diagnosis_top2_feature", "diagnosis_top2_contribution"]
+    assert [c.part for c in contributions[:2]] == [TOP_FEATURE, TOP_CONTRIBUTION]
+    assert len(contributions) == 4 * 2 * 2
+    assert len(output_columns(model, top_k=99)) == len(expected) + 4 * X.shape[1] * 2  # capped at the features
+
+
+def test_flat_values_are_the_estimators_own_predictions(fitted):
+    model, X = fitted
+    flat = flat_predictions(model, X.head(30), top_k=2)
+    assert list(flat.columns) == [c.name for c in output_columns(model, top_k=2)]
+    predicted, proba, interval = model.predict(X.head(30)), model.predict_proba(X.head(30)), model.predict_interval(
+        X.head(30))
+    for name, classes in model.classes_.items():
+        assert flat[column_name(name, PRED)].tolist() == predicted[name].tolist()
+        for k, label in enumerate(classes):
+            np.testing.assert_array_equal(flat[column_name(name, PROBA, label=label)], proba[name][:, k])
+    np.testing.assert_array_equal(flat["prognosis_pred"], predicted["prognosis"])
+    pd.testing.assert_frame_equal(flat[["prognosis_lower", "prognosis_upper"]], interval)
+    pd.testing.assert_frame_equal(flat[[c.name for c in output_columns(model, 2) if c.part == TOP_FEATURE]],
+                                  top_contributions(model, X.head(30), 2).filter(like="_feature"))
+
+
+def test_no_interval_columns_without_conformal_residuals():
+    X, Y = make_synthetic_cohort(120, random_state=4)
+    model = MultiTaskMLP(hidden_layer_sizes=(8,), max_epochs=2, ensemble_size=1, early_stopping=False,
+                         random_state=0).fit(X, Y)
+    parts = [c.part for c in output_columns(model) if c.outcome == "prognosis"]
+    assert parts == [PRED]
