@@ -15,9 +15,11 @@ import pandas as pd
 from .config import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_COVERAGE,
+    DEFAULT_ENGINE,
     DEFAULT_EXPLAIN_TOP_K,
     DEFAULT_REPORT_OUTPUT,
     DEFAULT_REPORT_TOP_K,
+    ENGINES,
     ReportConfig,
     ScoreConfig,
     parse_pipeline,
@@ -84,7 +86,7 @@ def run(pipeline: str) -> None:
               help="Contributions per outcome.")
 @click.option("--chunk-size", default=DEFAULT_CHUNK_SIZE, show_default=True, type=click.IntRange(1),
               help="Rows per chunk; bounds memory.")
-@click.option("--engine", type=click.Choice(["local", "spark"]), default="local", show_default=True,
+@click.option("--engine", type=click.Choice(ENGINES), default=DEFAULT_ENGINE, show_default=True,
               help="local: stream in this process; spark: Apache Spark (Parquet in and out).")
 @click.option("--spark-master", default=None,
               help="Spark master URL (local[4], spark://host:7077, yarn); default: Spark's own configuration.")

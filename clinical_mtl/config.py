@@ -40,21 +40,25 @@ from typing import Any, ClassVar, Literal, Union
 
 import yaml
 
+from .data.run_summary import LOCAL, SPARK
 from .exceptions import PipelineConfigError
 from .model.conformal import DEFAULT_COVERAGE
 from .reporting import DEFAULT_INTENDED_USE, DEFAULT_LIMITS
+from .reporting.content import DEFAULT_REPORT_TOP_K
 from .scoring import DEFAULT_CHUNK_SIZE
 
 __all__ = [
-    "DEFAULT_CHUNK_SIZE", "DEFAULT_COVERAGE", "DEFAULT_EXPLAIN_TOP_K", "DEFAULT_REPORT_OUTPUT", "DEFAULT_REPORT_TOP_K",
+    "DEFAULT_CHUNK_SIZE", "DEFAULT_COVERAGE", "DEFAULT_ENGINE", "DEFAULT_EXPLAIN_TOP_K", "DEFAULT_REPORT_OUTPUT",
+    "DEFAULT_REPORT_TOP_K", "ENGINES",
     "DataConfig", "ModelCardConfig", "OutputsConfig", "PipelineConfig", "ReportConfig", "ScoreConfig", "SplitConfig",
     "SubgroupBand", "TrackingConfig", "TrainConfig", "load_pipeline", "parse_pipeline",
 ]
 
+ENGINES = (LOCAL, SPARK)
+DEFAULT_ENGINE = LOCAL
+"""The scoring engine when none is named."""
 DEFAULT_EXPLAIN_TOP_K = 3
 """Contributions per outcome of ``clinical-mtl score --explain`` (a score pipeline's ``top_k`` is 0: none)."""
-DEFAULT_REPORT_TOP_K = 6
-"""Contributions shown per outcome on a patient page."""
 DEFAULT_REPORT_OUTPUT = Path("reports/patients")
 """The report folder when none is named: relative to the working directory, for a file as for the command line."""
 COMMAND_LINE = "the command line"
@@ -179,7 +183,7 @@ class ScoreConfig:
     rejects: Path | None = None
     top_k: int = field(default=0, metadata={"check": _at_least(0)})
     chunk_size: int = field(default=DEFAULT_CHUNK_SIZE, metadata={"check": _at_least(1)})
-    engine: Literal["local", "spark"] = "local"
+    engine: Literal["local", "spark"] = DEFAULT_ENGINE
     spark_master: str | None = None
 
 

@@ -29,10 +29,11 @@ from ..data.run_summary import REPORT, RunSummary, check_row_accounting
 from ..data.schema import ROW_NUMBER
 from ..data.writing import formula_safe_frame
 from ..exceptions import InputDataError, OutputPathError
+from ..model.conformal import DEFAULT_COVERAGE
 from ..scoring import LoadedModel
 from ..scoring.arrow_output import reject_rows
-from ..scoring.local import validated_chunks
-from .content import build_patient_reports, model_facts
+from ..scoring.local import DEFAULT_CHUNK_SIZE, validated_chunks
+from .content import DEFAULT_REPORT_TOP_K, build_patient_reports, model_facts
 from .rendering import DEFAULT_INTENDED_USE, DEFAULT_LIMITS, template_environment
 
 PATIENTS_FOLDER = "patients"
@@ -41,8 +42,10 @@ MANIFEST = ".clinical-mtl-report.json"
 
 
 def write_reports(loaded: LoadedModel, inputs: str | Path, output: str | Path, *, scores: str | Path | None = None,
-                  top_k: int = 6, coverage: float = 0.9, intended_use: str = DEFAULT_INTENDED_USE,
-                  limits: str = DEFAULT_LIMITS, pdf: bool = False, chunk_size: int = 65_536) -> RunSummary:
+                  top_k: int = DEFAULT_REPORT_TOP_K, coverage: float = DEFAULT_COVERAGE,
+                  intended_use: str = DEFAULT_INTENDED_USE,
+                  limits: str = DEFAULT_LIMITS, pdf: bool = False,
+                  chunk_size: int = DEFAULT_CHUNK_SIZE) -> RunSummary:
     """Write a page per patient, and an index of them, into the folder ``output``.
 
     Parameters

@@ -25,6 +25,7 @@ import pandas as pd
 from ..data.schema import CohortSchema, OutcomeSpec
 from ..data.schema_entries import DISPLAY_TRANSFORMS
 from ..model.calibration import IsotonicCalibration
+from ..model.conformal import DEFAULT_COVERAGE
 from ..model.explanation import contribution_ranks
 from ..model.features import BOOLEAN, CATEGORICAL
 from ..model.fitting import LABEL_PERCENTILES
@@ -43,6 +44,8 @@ from ..scoring.model_source import model_columns
 from . import formatting as fmt
 from .waterfall import Step, WaterfallChart, waterfall
 
+DEFAULT_REPORT_TOP_K = 6
+"""Contributions shown per outcome on a patient page."""
 
 @dataclass(frozen=True)
 class ModelFacts:
@@ -108,7 +111,8 @@ class _Explained:
     n_features: int
 
 
-def build_patient_reports(loaded, patients: pd.DataFrame, *, top_k: int = 6, coverage: float = 0.9,
+def build_patient_reports(loaded, patients: pd.DataFrame, *, top_k: int = DEFAULT_REPORT_TOP_K,
+                          coverage: float = DEFAULT_COVERAGE,
                           scores: pd.DataFrame | None = None) -> list[PatientReport]:
     """The content of every patient's page.
 

@@ -51,6 +51,7 @@ def score_files(
     top_k: int = 0,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     progress: bool | None = None,
+    release_memory_every: int | None = RELEASE_EVERY_CHUNKS,
 ) -> RunSummary:
     """Score a file or folder of patients.
 
@@ -77,6 +78,10 @@ def score_files(
         Rows read, validated and scored at a time; bounds memory.
     progress : bool, default=None
         Show a progress bar; None shows one on a terminal only.
+    release_memory_every : int or None, default=16
+        Hand the allocators' free memory back to the system (``malloc_trim``)
+        after every this many chunks, which keeps a long run's memory flat;
+        None never does. It changes no process setting.
 
     Returns
     -------
@@ -138,8 +143,8 @@ def score_files(
                 # The allocators keep freed memory for reuse (allocation.tune_for_streaming), but not
                 # all of it is reused, and what they hold would creep up with the input's length:
                 # hand the free part back now and then (a few ms a call, plus re-faulting: ~1% of the run).
-                # It changes no setting, only returns free pages (see allocation.py): fine in a library call.
-                if n_chunks % RELEASE_EVERY_CHUNKS == 0:
+                # It changes no setting, only returns free pages (see allocation.py).
+                if release_memory_every and n_chunks % release_memory_every == 0:
                     release_free_memory()
         # What the files hold, counted by their writers; rows_in was counted as the reader yielded the rows.
         summary.rows_scored, summary.rows_rejected = writers[0].rows, writers[1].rows

@@ -700,3 +700,15 @@ def test_the_default_id_register_holds_2_18_ids_in_memory_and_reads_2_16_at_a_ti
         assert register.ids_in_memory == 1 and len(temporary_files) == 1
         assert register.seen_before(first).all()
     assert block_reads == [2**16] * 4  # every block of the run holds an id looked up
+
+
+@pytest.mark.parametrize("every, expected", [(None, 0), (4, None)])
+def test_free_memory_goes_back_only_as_often_as_asked(monkeypatch, tmp_path, loaded, patients, every, expected):
+    """The library call's one touch of the process (``malloc_trim``) is the caller's to set, or to turn off."""
+    calls = []
+    monkeypatch.setattr(scoring, "release_free_memory", lambda: calls.append(1) or True)
+    source = write(patients[1], tmp_path / "patients.parquet")
+    summary = score_files(loaded, source, tmp_path / "scores.parquet", chunk_size=3, release_memory_every=every)
+    n_chunks = -(-N_ROWS // 3)
+    assert len(calls) == (n_chunks // 4 if expected is None else expected)
+    assert summary.rows_in == N_ROWS
