@@ -135,11 +135,8 @@ def score_files(
                     writers[0].write(scored)
                     writers[1].write(reject_rows(rejected, schema.id_column, path))
                 bar.update(len(chunk))
-                # pandas frames made from Arrow batches sit in reference cycles that keep the Arrow
-                # buffers alive until a full collection, which a large heap makes rare: memory would
-                # grow with the input. Collecting per chunk is cheap with the long-lived objects frozen.
                 del chunk, valid, rejected, inputs, scored
-                gc.collect()
+                _collect_chunk_garbage(n_chunks)
                 # The allocators keep freed memory for reuse (allocation.tune_for_streaming), but not
                 # all of it is reused, and what they hold would creep up with the input's length:
                 # hand the free part back now and then (a few ms a call, plus re-faulting: ~1% of the run).
@@ -303,3 +300,18 @@ def _numbered(result, first_row: int, chunk: pd.DataFrame) -> pd.DataFrame:
     return result.valid.assign(**{ROW_NUMBER: positions + first_row})
 
 
+def _collect_chunk_garbage(n_chunks: int) -> None:
+    """Free the buffers of the chunk just written.
+
+    pandas frames made from Arrow batches sit in reference cycles that keep the Arrow buffers
+    alive, and they outlive a few automatic collections while in use, so they end in the oldest
+    generation: without full collections, which a large heap makes rare, memory would grow with
+    the input. A full collection is cheap when the long-lived objects are frozen (``gc.freeze``,
+    as the command line's runner does: ``pipelines.scoring_process_settings``), so then it runs
+    every chunk; otherwise it scans the caller's whole heap, so it runs every
+    ``RELEASE_EVERY_CHUNKS`` chunks and the young generations are collected in between.
+    """
+    if gc.get_freeze_count() or n_chunks % RELEASE_EVERY_CHUNKS == 0:
+        gc.collect()
+    else:
+        gc.collect(1)
