@@ -268,6 +268,9 @@ def parse_pipeline(mapping: object, *, source: str = COMMAND_LINE, folder: Path 
     return reader.build(_KINDS[kind], {key: value for key, value in mapping.items() if key != "kind"}, "")
 
 
+# Our own reader rather than pydantic or dacite: a few dozen lines give the dotted key path with a
+# did-you-mean, paths resolved against the pipeline file's folder and messages that never echo a value
+# beyond the few allowed words, without another core dependency.
 class _Reader:
     """Builds the configuration dataclasses from a mapping, naming ``source`` and the key in its errors."""
 

@@ -130,22 +130,24 @@ def state_of(model) -> dict:
     """The fitted state of ``model`` as nested JSON-ready dicts (weights apart)."""
     state = {"network": network_architecture(model.module_)}
     for attribute in FITTED_ATTRIBUTES:
-        *parents, last = attribute.key
-        place = state
-        for parent in parents:
-            place = place.setdefault(parent, {})
+        place, last = _place(state, attribute.key, create=True)
         present = attribute.default != OPTIONAL or hasattr(model, attribute.name)
         place[last] = attribute.to_json(getattr(model, attribute.name)) if present else None
     return state
 
 
+def _place(state: dict, key: tuple[str, ...], create: bool = False) -> tuple[dict, str]:
+    """The dict that holds ``key``'s last part, and that part (missing parents made when ``create``)."""
+    *parents, last = key
+    for parent in parents:
+        state = state.setdefault(parent, {}) if create else state[parent]
+    return state, last
+
+
 def restore_state(model, state: dict, weights: dict) -> None:
     """Set every fitted attribute of ``model`` (a fresh estimator) from ``state`` and ``weights``."""
     for attribute in FITTED_ATTRIBUTES:
-        *parents, last = attribute.key
-        place = state
-        for parent in parents:
-            place = place[parent]
+        place, last = _place(state, attribute.key)
         if attribute.default == OPTIONAL and place[last] is None:
             continue
         value = place[last] if attribute.default in (REQUIRED, OPTIONAL) else place.get(last, attribute.default)

@@ -150,6 +150,24 @@ def column_values(column: OutputColumn, spec: TaskSpec, output: np.ndarray, half
     raise ValueError(f"{column.name} is a contribution column; its values come from top_contributions.")
 
 
+def prediction_columns(model, outputs: list[np.ndarray], half_widths: dict, parts=None) -> dict[str, np.ndarray]:
+    """The prediction columns (no contributions) by name, in order, from the outputs of every outcome.
+
+    Parameters
+    ----------
+    model : MultiTaskMLP
+    outputs : list of ndarray
+        As ``MultiTaskMLP.outputs_from_inputs`` gives them.
+    half_widths : dict of str to float
+        As ``MultiTaskMLP.interval_half_widths`` gives them.
+    parts : collection of str, default=None
+        Only the columns of these parts (all when None).
+    """
+    by_outcome = {spec.name: (spec, output) for spec, output in zip(model.task_specs_, outputs)}
+    return {column.name: column_values(column, *by_outcome[column.outcome], half_widths)
+            for column in output_columns(model) if parts is None or column.part in parts}
+
+
 def predicted_labels(spec: TaskSpec, output: np.ndarray) -> np.ndarray:
     """The most probable class label of every row of a classification output."""
     return np.asarray(spec.classes)[np.argmax(output, axis=1)]
@@ -177,10 +195,7 @@ def flat_predictions(model, X, *, top_k: int = 0, coverage: float = DEFAULT_COVE
     """
     half_widths = model.interval_half_widths(coverage)
     index, outputs = model.predict_outputs(X)
-    specs = {spec.name: (spec, output) for spec, output in zip(model.task_specs_, outputs)}
-    columns = {column.name: column_values(column, *specs[column.outcome], half_widths)
-               for column in output_columns(model)}
-    predictions = pd.DataFrame(columns, index=index)
+    predictions = pd.DataFrame(prediction_columns(model, outputs, half_widths), index=index)
     if top_k > 0:
         predictions = predictions.join(top_contributions(model, X, top_k))
     return predictions

@@ -16,7 +16,7 @@ from ..exceptions import InputDataError
 from .conformal import DEFAULT_COVERAGE, check_coverage, conformal_quantile
 from .features import as_frame, describe_rows
 from .labels import align_labels, labelled_targets
-from .outputs import LOWER, UPPER, column_values, output_columns, predicted_labels
+from .outputs import LOWER, UPPER, predicted_labels, prediction_columns
 from .tasks import REGRESSION, decode_outputs
 from .training import resolve_device
 
@@ -110,7 +110,6 @@ class PredictionCoreMixin:
             no regression outcome, or if it was fitted with
             ``early_stopping=False`` (no held-out rows, so no residuals).
         """
-        check_is_fitted(self)
         half_widths = self.interval_half_widths(coverage)
         if not any(spec.kind == REGRESSION for spec in self.task_specs_):
             raise ValueError(
@@ -124,10 +123,7 @@ class PredictionCoreMixin:
                 "no network trained on, give the residuals)."
             )
         index, outputs = self.predict_outputs(X)
-        by_outcome = {spec.name: (spec, output) for spec, output in zip(self.task_specs_, outputs)}
-        columns = {column.name: column_values(column, *by_outcome[column.outcome], half_widths)
-                   for column in output_columns(self) if column.part in (LOWER, UPPER)}
-        return pd.DataFrame(columns, index=index)
+        return pd.DataFrame(prediction_columns(self, outputs, half_widths, (LOWER, UPPER)), index=index)
 
     # -- the core: what scoring, explanations, evaluation and reports build on ---------------
 

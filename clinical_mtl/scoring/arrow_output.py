@@ -22,7 +22,7 @@ from .model_source import LoadedModel, model_columns
 
 
 def score_table(loaded: LoadedModel, valid: pd.DataFrame, inputs: np.ndarray | None, identity: dict, top_k: int,
-           schema: pa.Schema) -> pa.Table:
+                schema: pa.Schema) -> pa.Table:
     """The output rows of the valid rows, built as Arrow columns (class labels and the
     constant model columns dictionary-encoded: cheap to build and to write)."""
     model, n_rows = loaded.model, len(valid)
