@@ -58,8 +58,16 @@ SCARCE_OUTCOME = {"pbc": "cirrhosis", "synthetic": "diagnosis"}
 
 def load(name: str, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     if name == "pbc":
-        return load_pbc()
+        return pbc_classification_and_regression()
     return make_synthetic_cohort(1000, random_state=seed)
+
+
+def pbc_classification_and_regression() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """PBC with its binary outcome and a continuous one, log days to death among the 161 who died:
+    this benchmark compares classification and regression heads (the survival outcome, with its
+    censoring, is compared in ``benchmarks/survival_benchmark.py``)."""
+    X, Y = load_pbc()
+    return X, Y[["cirrhosis"]].assign(log_survival_days=np.log(Y["death_time"]).where(Y["death_event"] == 1))
 
 
 # -- methods: each maps (X_train, Y_train, X_test) -> {outcome: probabilities or values} -----
@@ -228,13 +236,13 @@ def write_report(folds: pd.DataFrame, folds_spec: str, params: dict, minutes: fl
         "",
         "Mean rank over outcomes and metrics (1 = best; lower is better):",
         "",
-        _markdown(pd.concat([ranks.round(2), overall]).reset_index()),
+        markdown_table(pd.concat([ranks.round(2), overall]).reset_index()),
         "",
         *_where_not_best(table),
         "",
         "Mean seconds per fold (fit on the training rows, predict the test rows; all outcomes):",
         "",
-        _markdown(seconds.reset_index()),
+        markdown_table(seconds.reset_index()),
         "",
         "Per outcome, metric mean ± standard deviation over folds (rank in brackets):",
         "",
@@ -243,7 +251,7 @@ def write_report(folds: pd.DataFrame, folds_spec: str, params: dict, minutes: fl
         lines += [f"## {dataset}, {scenario}", ""]
         cell = part.apply(lambda r: f"{r['mean']:.3f} ± {r['std']:.3f} ({r['rank']:g})", axis=1)
         wide = part.assign(cell=cell).pivot(index=["outcome", "metric"], columns="method", values="cell")
-        lines += [_markdown(wide.reset_index()), ""]
+        lines += [markdown_table(wide.reset_index()), ""]
     path.write_text("\n".join(lines))
 
 
@@ -263,7 +271,7 @@ def _where_not_best(table: pd.DataFrame, method: str = "MultiTaskMLP") -> list[s
     return lines if len(lines) > 2 else []
 
 
-def _markdown(frame: pd.DataFrame) -> str:
+def markdown_table(frame: pd.DataFrame) -> str:
     header = "| " + " | ".join(map(str, frame.columns)) + " |"
     rule = "|" + "|".join("---" for _ in frame.columns) + "|"
     body = ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]

@@ -29,8 +29,8 @@ import torch
 from scipy.stats import spearmanr
 
 from clinical_mtl import MultiTaskMLP
-from clinical_mtl.datasets import load_pbc
 from clinical_mtl.model.feature_codec import RawFeatureCodec
+from compare_models import pbc_classification_and_regression  # noqa: E402  (a sibling script)
 
 REPORTS = Path(__file__).resolve().parents[1] / "reports"
 
@@ -45,7 +45,7 @@ def main() -> None:
     torch.set_num_threads(2)
     warnings.filterwarnings("ignore")
 
-    X, Y = load_pbc()
+    X, Y = pbc_classification_and_regression()
     model = MultiTaskMLP(random_state=0).fit(X, Y)
     rng = np.random.default_rng(0)
     patients = X.iloc[rng.choice(len(X), args.patients, replace=True)]

@@ -112,10 +112,10 @@ def run_train(config: TrainConfig) -> TrainResult:
         formula_safe_frame(result.rejected).to_csv(_output_path(outputs.metrics).with_suffix(".rejects.csv"),
                                                    index=False)
     features = result.valid.set_index(schema.id_column)[schema.feature_names]
-    outcomes = [o.name for o in schema.outcomes]
+    outcomes = [column for o in schema.outcomes for column in o.label_columns]
     missing = [name for name in outcomes if name not in frame.columns]
     if missing:
-        raise SchemaError(f"The training data has no column for the outcomes {missing} of the schema.")
+        raise SchemaError(f"The training data has no column {missing} for the outcomes of the schema.")
     # The valid rows keep the frame's index, its row positions (see _training_frame): the labels of
     # exactly those rows, in their order, then indexed by id like the features.
     labels = _check_classes(frame[outcomes].iloc[result.valid.index.to_numpy()], schema).set_axis(features.index)
@@ -262,7 +262,7 @@ def _check_classes(labels: pd.DataFrame, schema: CohortSchema) -> pd.DataFrame:
     """
     labels = labels.copy()
     for outcome in schema.outcomes:
-        if outcome.kind == "regression":
+        if outcome.kind in ("regression", "survival"):
             continue
         column = labels[outcome.name]
         present = column.notna().to_numpy()

@@ -25,7 +25,7 @@ Example of a schema file::
       ascites: {type: boolean, nullable: true}
     outcomes:
       cirrhosis: {kind: binary, classes: [0, 1]}
-      log_survival_days: {kind: regression, unit: log(days)}
+      death: {kind: survival, unit: days}   # labelled by death_time and death_event
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ class CohortSchema:
     --------
     >>> schema = load_schema(SCHEMAS / "pbc.yaml")
     >>> schema.tasks
-    {'cirrhosis': 'binary', 'log_survival_days': 'regression'}
+    {'cirrhosis': 'binary', 'death': 'survival'}
     >>> schema.feature_names[:3]
     ['trt', 'age', 'sex']
     """

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..model.features import CATEGORICAL, FEATURE_KINDS, NUMERIC
+from ..model.survival import SURVIVAL, label_columns
 from ..model.tasks import REGRESSION, TASK_KINDS
 
 ID_TYPES = ("integer", "string")
@@ -69,6 +70,11 @@ class OutcomeSpec:
     def display_name(self) -> str:
         """The ``label`` given in the schema, else the outcome name."""
         return self.label or self.name
+
+    @property
+    def label_columns(self) -> tuple[str, ...]:
+        """The label-table columns of the outcome: its name, or ``<name>_time`` and ``<name>_event``."""
+        return label_columns(self.name) if self.kind == SURVIVAL else (self.name,)
 
 
 def _entry_kind(what: str, name: str, entry, key: str, kinds, problems: list[str]):

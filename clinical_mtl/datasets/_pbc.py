@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from importlib import resources
 
-import numpy as np
 import pandas as pd
 
 PBC_CSV = resources.files("clinical_mtl.datasets") / "data" / "pbc.csv"
@@ -36,19 +35,21 @@ def load_pbc() -> tuple[pd.DataFrame, pd.DataFrame]:
         (``alk.phos`` in the source), ``ast``, ``trig``, ``platelet`` and
         ``protime`` are numeric, NaN where not measured. Follow-up ``time``
         and ``status`` are not features.
-    Y : DataFrame of shape (418, 2)
+    Y : DataFrame of shape (418, 3)
         ``cirrhosis``: histologic stage 4 (1) or stages 1-3 (0), nullable
         integer, missing for the 6 patients without a biopsy.
-        ``log_survival_days``: natural log of the days from registration to
-        death for the 161 patients who died, NaN for censored or transplanted
-        patients.
+        ``death_time`` and ``death_event``: the survival outcome ``death``,
+        days from registration to death (``death_event`` 1, 161 patients) or
+        to the end of follow-up, censored (0): alive at the end of the study
+        (232) or at liver transplantation (25), transplant being censored as
+        in Fleming and Harrington. Every patient is labelled.
 
     Examples
     --------
     >>> from clinical_mtl.datasets import load_pbc
     >>> X, Y = load_pbc()
-    >>> X.shape, Y.notna().sum().tolist()
-    ((418, 16), [412, 161])
+    >>> X.shape, Y.notna().sum().tolist(), int(Y["death_event"].sum())
+    ((418, 16), [412, 418, 418], 161)
     """
     raw = pd.read_csv(PBC_CSV).set_index("id")
     X = pd.DataFrame(index=raw.index)
@@ -63,6 +64,6 @@ def load_pbc() -> tuple[pd.DataFrame, pd.DataFrame]:
 
     Y = pd.DataFrame(index=raw.index)
     Y["cirrhosis"] = (raw["stage"] == 4).astype("Int64").mask(raw["stage"].isna())
-    died = raw["status"] == 2
-    Y["log_survival_days"] = np.log(raw["time"].astype(float)).where(died)
+    Y["death_time"] = raw["time"].astype(float)
+    Y["death_event"] = (raw["status"] == 2).astype(float)  # status 0 censored, 1 transplant (censored), 2 dead
     return X, Y

@@ -17,6 +17,8 @@ from ..model.metrics import (
     calibration_target,
     expected_calibration_error,
 )
+from ..model.survival import SURVIVAL, survival_at
+from ..model.survival_metrics import horizon_calibration
 from ..model.tasks import REGRESSION
 
 
@@ -79,8 +81,52 @@ def reliability_diagram(
     return figure
 
 
+def survival_calibration_diagram(spec, y_true: np.ndarray, curves: np.ndarray, *, title: str | None = None):
+    """Predicted against Kaplan-Meier observed probability of the event by each horizon.
+
+    One panel per horizon of the survival outcome ``spec``: patients in
+    quintiles of predicted risk (fewer groups when small; see
+    :func:`clinical_mtl.model.survival_metrics.horizon_calibration`), each
+    group's mean predicted probability against its Kaplan-Meier observed one
+    with the 95% interval, and the diagonal of perfect calibration.
+
+    Parameters
+    ----------
+    spec : TaskSpec
+        A survival outcome.
+    y_true : ndarray of shape (n, 2)
+        Follow-up time and event of the labelled rows.
+    curves : ndarray of shape (n, J)
+        Predicted survival at the outcome's cut points.
+    title : str, default=None
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    from matplotlib.figure import Figure
+
+    horizons = spec.horizons
+    figure = Figure(figsize=(3.4 * len(horizons), 3.8), layout="constrained")
+    axes = np.atleast_1d(figure.subplots(1, len(horizons), sharey=True))
+    event_probability = 1 - survival_at(curves, spec.cut_points, horizons)
+    for k, (axis, horizon) in enumerate(zip(axes, horizons)):
+        table = horizon_calibration(y_true[:, 0], y_true[:, 1], event_probability[:, k], horizon)
+        axis.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1)
+        error = np.vstack([table["observed"] - table["observed_lower"], table["observed_upper"] - table["observed"]])
+        axis.errorbar(table["predicted"], table["observed"], yerr=np.clip(error, 0, None), marker="o", color="C0",
+                      capsize=3, linestyle="-")
+        axis.set(xlim=(0, 1), ylim=(-0.02, 1.02), xlabel=f"Predicted P(event by {horizon:g})",
+                 title=f"by {horizon:g}")
+    axes[0].set_ylabel("Observed (Kaplan-Meier)")
+    if title:
+        figure.suptitle(title)
+    return figure
+
+
 def reliability_diagrams(model, X, y, *, n_bins: int = ECE_BINS, strategy: str = "uniform") -> dict:
-    """A reliability diagram per classification outcome, on its labelled rows.
+    """A reliability diagram per classification outcome (a survival calibration
+    diagram per survival outcome), on its labelled rows.
 
     Parameters
     ----------
@@ -96,7 +142,8 @@ def reliability_diagrams(model, X, y, *, n_bins: int = ECE_BINS, strategy: str =
         Outcome -> figure (see :func:`reliability_diagram`).
     """
     return {
-        spec.name: reliability_diagram(y_true, output, n_bins=n_bins, strategy=strategy, title=spec.name)
+        spec.name: survival_calibration_diagram(spec, y_true, output, title=spec.name) if spec.kind == SURVIVAL
+        else reliability_diagram(y_true, output, n_bins=n_bins, strategy=strategy, title=spec.name)
         for spec, y_true, output in model.labelled_pairs(X, y)
         if spec.kind != REGRESSION and len(y_true)
     }

@@ -20,8 +20,9 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..model.features import as_frame
 from ..model.labels import align_labels, check_label_index
-from ..model.metric_tables import bootstrap_metrics, percentile_interval
+from ..model.metric_tables import bootstrap_metrics, bootstrap_survival, percentile_interval
 from ..model.metrics import HEADLINE_METRICS, HIGHER_IS_BETTER, metrics_table
+from ..model.survival import SURVIVAL
 from ..model.tasks import REGRESSION
 
 HELPED = "sharing helped"
@@ -39,6 +40,7 @@ def single_task_comparison(
     *,
     classification_metric: str = "auroc",
     regression_metric: str = "rmse",
+    survival_metric: str = "harrell_c",
     n_bootstrap: int = 200,
     confidence: float = 0.95,
     random_state=None,
@@ -65,6 +67,8 @@ def single_task_comparison(
         Metric compared for classification outcomes.
     regression_metric : {"rmse", "r2"}, default="rmse"
         Metric compared for regression outcomes.
+    survival_metric : {"harrell_c", "ibs"}, default="harrell_c"
+        Metric compared for survival outcomes.
     n_bootstrap : int, default=200
         Paired bootstrap resamples of each outcome's labelled test rows; 0
         gives no intervals.
@@ -110,7 +114,8 @@ def single_task_comparison(
     >>> table[["metric", "higher_is_better"]].to_dict("index")["prognosis"]
     {'metric': 'rmse', 'higher_is_better': False}
     """
-    metrics = {"classification": classification_metric, "regression": regression_metric}
+    metrics = {"classification": classification_metric, "regression": regression_metric,
+               "survival": survival_metric}
     for kind, metric in metrics.items():
         if metric not in HEADLINE_METRICS[kind]:
             raise ValueError(f"{kind}_metric must be one of {list(HEADLINE_METRICS[kind])}, got {metric!r}.")
@@ -129,12 +134,15 @@ def single_task_comparison(
     for spec, y_true, shared in model.labelled_pairs(X_test, Y_test):
         name = spec.name
         twin = _single_task_twin(model, name)
-        train_rows = np.flatnonzero(labels[name].notna().to_numpy())
-        twin.fit(_safe_indexing(X_train, train_rows), labels.iloc[train_rows][[name]])
-        ((_, _, alone),) = twin.labelled_pairs(X_test, test_labels[[name]])
-        metric = metrics["regression" if spec.kind == REGRESSION else "classification"]
-        values = [metrics_table([(name, spec.kind, y_true, output)]).at[name, metric] for output in (shared, alone)]
-        resampled = bootstrap_metrics(spec.kind, y_true, [shared, alone], n_bootstrap, rng)
+        columns = list(spec.label_columns)
+        train_rows = np.flatnonzero(labels[columns].notna().all(axis=1).to_numpy())
+        twin.fit(_safe_indexing(X_train, train_rows), labels.iloc[train_rows][columns])
+        ((_, _, alone),) = twin.labelled_pairs(X_test, test_labels[columns])
+        family = spec.kind if spec.kind in (REGRESSION, SURVIVAL) else "classification"
+        metric = metrics[family]
+        values = [metrics_table([(spec, y_true, output)]).at[name, metric] for output in (shared, alone)]
+        resampled = (bootstrap_survival(spec, y_true, [shared, alone], n_bootstrap, rng) if spec.kind == SURVIVAL
+                     else bootstrap_metrics(spec.kind, y_true, [shared, alone], n_bootstrap, rng))
         lower, upper = (
             percentile_interval(resampled[0][metric] - resampled[1][metric], confidence)
             if n_bootstrap and len(y_true) else (np.nan, np.nan)

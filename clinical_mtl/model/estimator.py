@@ -31,6 +31,7 @@ from .metrics import skill_score
 from .network import MultiHeadEnsemble
 from .prediction import PredictionCoreMixin
 from .preprocessing import ClinicalPreprocessor
+from .survival import DEFAULT_INTERVALS
 from .tasks import TaskSpec, infer_tasks
 
 
@@ -54,9 +55,11 @@ class MultiTaskMLP(PredictionCoreMixin, BaseEstimator):
 
     Parameters
     ----------
-    tasks : dict of str to {"binary", "multiclass", "regression"}, default=None
-        Kind of every outcome, keyed by the columns of ``Y``. None infers them
-        from the labels (see :mod:`clinical_mtl.model.tasks`).
+    tasks : dict of str to {"binary", "multiclass", "regression", "survival"}, default=None
+        Kind of every outcome, keyed by the columns of ``Y`` (a survival
+        outcome ``<name>`` by its two columns ``<name>_time`` and
+        ``<name>_event``). None infers them from the labels (see
+        :mod:`clinical_mtl.model.tasks`).
     hidden_layer_sizes : tuple of int, default=(64,)
         Widths of the shared trunk's hidden layers. ``()`` gives one linear
         model per outcome.
@@ -114,6 +117,15 @@ class MultiTaskMLP(PredictionCoreMixin, BaseEstimator):
         ``predict``, ``score``, ``evaluate`` and ``explain`` all speak of the
         recalibrated probabilities. Applies only with ``early_stopping=True``
         (without held-out rows nothing is recalibrated); None turns it off.
+    survival_intervals : int, default=20
+        Follow-up intervals of each survival outcome's discrete-time hazard,
+        cut at quantiles of its training event times (fewer where they
+        coincide); see :mod:`clinical_mtl.model.survival`.
+    survival_horizons : sequence of float, dict of str to sequence or None, default=None
+        Times (in the outcome's unit) by which event probabilities are
+        reported (flat output columns, reports, metrics), for every survival
+        outcome or per outcome. None takes the quartiles of each outcome's
+        training event times, to two significant digits.
 
     Attributes
     ----------
@@ -205,6 +217,8 @@ class MultiTaskMLP(PredictionCoreMixin, BaseEstimator):
         "ensemble_size": [Interval(Integral, 1, None, closed="left")],
         "log_transform": [StrOptions({"auto"}), list, None],
         "calibration": [StrOptions({TEMPERATURE, ISOTONIC}), None],
+        "survival_intervals": [Interval(Integral, 1, None, closed="left")],
+        "survival_horizons": [tuple, list, dict, None],
     }
 
     def __init__(
@@ -227,6 +241,8 @@ class MultiTaskMLP(PredictionCoreMixin, BaseEstimator):
         ensemble_size=5,
         log_transform="auto",
         calibration=TEMPERATURE,
+        survival_intervals=DEFAULT_INTERVALS,
+        survival_horizons=None,
     ):
         self.tasks = tasks
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -246,6 +262,8 @@ class MultiTaskMLP(PredictionCoreMixin, BaseEstimator):
         self.ensemble_size = ensemble_size
         self.log_transform = log_transform
         self.calibration = calibration
+        self.survival_intervals = survival_intervals
+        self.survival_horizons = survival_horizons
 
     @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
@@ -272,7 +290,8 @@ class MultiTaskMLP(PredictionCoreMixin, BaseEstimator):
     def _fit(self, X, y):
         features = self._feature_frame(X, reset=True)
         labels = as_label_frame(y, features.index, match_index=isinstance(X, pd.DataFrame))
-        specs = tuple(infer_tasks(labels, self.tasks))
+        specs = tuple(infer_tasks(labels, self.tasks, survival_intervals=self.survival_intervals,
+                                  survival_horizons=self.survival_horizons))
         self._set_task_specs(specs)
         self.label_counts_, self.label_percentiles_ = label_summaries(labels, specs)
         self.preprocessor_ = ClinicalPreprocessor(log_transform=self.log_transform).fit(features)
@@ -396,7 +415,8 @@ class MultiTaskMLP(PredictionCoreMixin, BaseEstimator):
         dict of str to shap.Explanation
             Per outcome: ``values`` of shape (n_samples, n_features) (binary:
             the probability of ``classes_[outcome][1]``; regression: the value)
-            or (n_samples, n_features, n_classes) (multi-class), ``base_values``
+            or (n_samples, n_features, n_classes) (multi-class; survival: the
+            probability of the event by each of its horizons), ``base_values``
             per row, ``feature_names`` the columns of ``X``, ``data`` the
             patients' values (categories as their index among the training
             categories), ``display_data`` the values as given (category

@@ -20,6 +20,12 @@ points in plain torch:
    ``h(x)`` (Gauss-Legendre quadrature with more nodes the larger the logit
    change, error below 1e-8), whose product with ``h(x) - h(r)`` is
    ``p(x) - p(r)``; regression values are multiplied by the target's scale.
+   A survival outcome is explained as its probability of the event by each
+   horizon ``tau``, ``F(tau) = 1 - S(tau)``. Its log survival is a sum of
+   functions of one logit each, ``log S(tau) = sum_j log(1 - c_j h_j)``
+   (:mod:`clinical_mtl.model.survival`), so the rescale rule is applied per
+   logit, ``(g_j(z_j(x)) - g_j(z_j(r))) / (z_j(x) - z_j(r))``, which is exact,
+   and once more through ``F = 1 - exp(log S)``.
 3. Attributions are averaged over the background points (weighted by cluster
    size) and over the networks; the base value is the same average of the
    outputs at the background points. Hence, for every patient and output,
@@ -73,6 +79,7 @@ from sklearn.cluster import KMeans
 from .features import BOOLEAN, prepare_features
 from .network import MultiHeadNet
 from .preprocessing import CategoricalEncoding
+from .survival import SURVIVAL, interpolation_weights
 from .tasks import BINARY, MULTICLASS, TaskSpec
 
 BACKGROUND_CLUSTERS = 20
@@ -174,7 +181,7 @@ def _grouped_output(model, spec: TaskSpec, groups: np.ndarray, output: str, valu
     grouped = np.einsum("nkd,df->nfk", values, groups)
     if spec.name in model.calibrators_:
         grouped, base = _through_calibration(spec, model.calibrators_[spec.name], grouped, base)
-    if spec.is_classification and output == LOG_ODDS:
+    if spec.kind != "regression" and output == LOG_ODDS:
         grouped, base = _to_log_odds(grouped, base)
     return grouped, base
 
@@ -312,7 +319,33 @@ def _through_link(spec: TaskSpec, phi: torch.Tensor, h_x: torch.Tensor, h_r: tor
             jacobian = at_level if jacobian is None else torch.where(
                 (levels == level)[:, None, None, None], at_level, jacobian)
         return torch.einsum("nmcd,nmdi->nmci", jacobian, phi), torch.softmax(h_r, dim=-1)
+    if spec.kind == SURVIVAL:
+        return _through_survival(spec, phi, h_x, h_r)
     return phi * spec.target_scale, h_r * spec.target_scale + spec.target_mean
+
+
+def _through_survival(spec: TaskSpec, phi: torch.Tensor, z_x: torch.Tensor, z_r: torch.Tensor):
+    """Hazard-logit attributions (n, m, J, d) -> attributions of the event
+    probability by each horizon (n, m, K, d), and its values at the background (m, K)."""
+    c = torch.from_numpy(interpolation_weights(spec.cut_points, spec.horizons)).to(z_x.dtype)  # (K, J)
+
+    def log_terms(z: torch.Tensor) -> torch.Tensor:  # log(1 - c sigmoid(z)), stable: (..., K, J)
+        z = z[..., None, :]
+        return torch.log1p((1 - c) * torch.exp(torch.clamp(z, max=80.0))) - torch.nn.functional.softplus(z)
+
+    g_x, g_r = log_terms(z_x), log_terms(z_r)  # (n, K, J), (m, K, J)
+    delta_z = (z_x[:, None, :] - z_r[None, :, :])[:, :, None, :]  # (n, m, 1, J)
+    flat = delta_z.abs() < 1e-6
+    s_x = torch.sigmoid(z_x)[:, None, None, :]
+    derivative = -c * s_x * (1 - s_x) / (1 - c * s_x)
+    slope = torch.where(flat, derivative, (g_x[:, None] - g_r[None]) / torch.where(flat, 1.0, delta_z))
+    phi_log = torch.einsum("nmkj,nmjd->nmkd", slope, phi)  # attributions of log S(tau)
+    log_x, log_r = g_x.sum(dim=-1), g_r.sum(dim=-1)  # (n, K), (m, K)
+    delta_log = log_x[:, None, :] - log_r[None, :, :]
+    flat = delta_log.abs() < 1e-7
+    link = torch.where(flat, -torch.exp(log_x)[:, None, :],
+                       (torch.exp(log_r)[None] - torch.exp(log_x)[:, None]) / torch.where(flat, 1.0, delta_log))
+    return phi_log * link[..., None], 1 - torch.exp(log_r)
 
 
 NODE_LEVELS = (12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
@@ -407,6 +440,8 @@ def _raw_values(model, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _output_names(spec: TaskSpec) -> list[str]:
+    if spec.kind == SURVIVAL:
+        return [f"{spec.name} event by {horizon:g}" for horizon in spec.horizons]
     if spec.kind == BINARY:
         return [f"{spec.name}={spec.classes[1]}"]
     if spec.kind == MULTICLASS:

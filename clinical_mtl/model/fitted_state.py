@@ -58,12 +58,22 @@ def _hashable(value):
 def _task_to_json(spec: TaskSpec) -> dict:
     return {"name": spec.name, "kind": spec.kind,
             "classes": to_json_ready(list(spec.classes)) if spec.classes is not None else None,
-            "target_mean": spec.target_mean, "target_scale": spec.target_scale}
+            "target_mean": spec.target_mean, "target_scale": spec.target_scale,
+            "cut_points": _optional_list(spec.cut_points), "horizons": _optional_list(spec.horizons)}
 
 
 def _task_from_json(task: dict) -> TaskSpec:
     classes = tuple(from_json_ready(task["classes"])) if task["classes"] is not None else None
-    return TaskSpec(task["name"], task["kind"], classes, task["target_mean"], task["target_scale"])
+    return TaskSpec(task["name"], task["kind"], classes, task["target_mean"], task["target_scale"],
+                    _optional_tuple(task.get("cut_points")), _optional_tuple(task.get("horizons")))
+
+
+def _optional_list(values: tuple | None) -> list | None:
+    return None if values is None else [float(value) for value in values]
+
+
+def _optional_tuple(values: list | None) -> tuple | None:
+    return None if values is None else tuple(float(value) for value in values)
 
 
 def _arrays(values: dict) -> dict:

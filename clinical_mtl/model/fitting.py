@@ -22,7 +22,8 @@ from .metrics import metrics_table
 from .network import build_network
 from .preprocessing import STORED_DIGITS, round_significant
 from .splitting import holdout_split
-from .tasks import TaskSpec, decode_outputs
+from .survival import SURVIVAL, describe_censoring, survival_labels
+from .tasks import REGRESSION, TaskSpec, decode_outputs
 from .training import (
     TaskData,
     TrainingSettings,
@@ -60,19 +61,23 @@ class FittedEnsemble:
 
 
 def label_summaries(labels: pd.DataFrame, specs) -> tuple[dict, dict]:
-    """``label_counts_`` (labelled rows, and events per class) and ``label_percentiles_``
+    """``label_counts_`` (labelled rows, and events per class, or events and
+    censored of a survival outcome) and ``label_percentiles_``
     (``LABEL_PERCENTILES`` of every regression label, rounded to ``STORED_DIGITS``)."""
-    counts = {
-        spec.name: {"n_labelled": int(labels[spec.name].notna().sum())}
-        | ({"events": class_counts(labels, spec)} if spec.is_classification else {})
-        for spec in specs
-    }
+    counts = {spec.name: _label_counts(labels, spec) for spec in specs}
     percentiles = {
         spec.name: round_significant(np.percentile(labels[spec.name].dropna().to_numpy(dtype=float),
                                                    LABEL_PERCENTILES), STORED_DIGITS)
-        for spec in specs if not spec.is_classification
+        for spec in specs if spec.kind == REGRESSION
     }
     return counts, percentiles
+
+
+def _label_counts(labels: pd.DataFrame, spec: TaskSpec) -> dict:
+    if spec.kind == SURVIVAL:
+        return describe_censoring(*survival_labels(labels, spec.name)[:2])
+    return {"n_labelled": int(labels[spec.name].notna().sum())} | (
+        {"events": class_counts(labels, spec)} if spec.is_classification else {})
 
 
 def fit_ensemble(model, specs, inputs: np.ndarray, labels: pd.DataFrame, seeds) -> FittedEnsemble:
@@ -109,8 +114,10 @@ def _fit_member(model, specs, data: TaskData, targets, labelled: np.ndarray, new
     """
     train, valid, valid_rows = data, None, None
     if model.early_stopping:
+        # A survival outcome is stratified on its event indicator, like a class.
+        strata = [target[:, 1] if spec.kind == SURVIVAL else target for spec, target in zip(specs, targets)]
         train_rows, valid_rows = holdout_split(
-            targets, labelled, [s.is_classification for s in specs], model.validation_fraction, seed
+            strata, labelled, [s.kind != REGRESSION for s in specs], model.validation_fraction, seed
         )
         check_every_task_trains(specs, labelled[train_rows])
         train = data.take(torch.from_numpy(train_rows))
@@ -144,14 +151,14 @@ def fit_held_out(specs, ensemble: FittedEnsemble, inputs: torch.Tensor, labels: 
     for spec, output in zip(specs, outputs):
         present, y_true = labelled_targets(held_labels, spec)
         output = output[present]
-        if not spec.is_classification:
+        if spec.kind == REGRESSION:
             scores[spec.name] = conformal_scores(y_true, output)
-        elif calibration is not None:
+        elif spec.is_classification and calibration is not None:
             calibrator = fit_calibrator(calibration, output, y_true)
             if calibrator is not None:
                 calibrators[spec.name] = calibrator
                 output = calibrator.transform(output)
-        outcomes.append((spec.name, spec.kind, y_true, output))
+        outcomes.append((spec, y_true, output))
     return calibrators, scores, metrics_table(outcomes)
 
 

@@ -9,6 +9,7 @@ import pandas as pd
 
 from ..exceptions import InputDataError, TaskSpecificationError
 from .features import describe_rows
+from .survival import SURVIVAL, encode_survival, survival_labels
 from .tasks import TaskSpec, labelled_values, regression_values
 
 
@@ -138,9 +139,12 @@ def encode_targets(Y: pd.DataFrame, specs: Sequence[TaskSpec]) -> tuple[list[np.
 
     Returns
     -------
-    targets : list of ndarray of shape (n_samples,)
-        Per outcome: int64 class indices, or float32 standardised values.
-        Unlabelled rows hold 0 so that no NaN can reach a loss.
+    targets : list of ndarray
+        Per outcome: int64 class indices or float32 standardised values of
+        shape (n_samples,), or for a survival outcome int64 (intervals
+        survived, event) of shape (n_samples, 2) (see
+        :func:`clinical_mtl.model.survival.encode_survival`). Unlabelled rows
+        hold 0 so that no NaN can reach a loss.
     labelled : ndarray of shape (n_samples, n_outcomes), dtype bool
         Whether each patient has a label for each outcome.
 
@@ -151,6 +155,10 @@ def encode_targets(Y: pd.DataFrame, specs: Sequence[TaskSpec]) -> tuple[list[np.
     """
     targets, labelled = [], np.zeros((len(Y), len(specs)), dtype=bool)
     for t, spec in enumerate(specs):
+        if spec.kind == SURVIVAL:
+            time, event, labelled[:, t] = survival_labels(Y, spec.name)
+            targets.append(encode_survival(time, event, spec.cut_points))
+            continue
         column = Y[spec.name]
         present = column.notna().to_numpy()
         labelled[:, t] = present
@@ -173,9 +181,13 @@ def labelled_targets(Y: pd.DataFrame, spec: TaskSpec) -> tuple[np.ndarray, np.nd
     -------
     labelled : ndarray of bool, shape (n_samples,)
     y_true : ndarray
-        On labelled rows: class indices (classification) or values in the
-        outcome's units (regression).
+        On labelled rows: class indices (classification), values in the
+        outcome's units (regression), or follow-up time and event (1 or 0)
+        of shape (n_labelled, 2) (survival).
     """
+    if spec.kind == SURVIVAL:
+        time, event, present = survival_labels(Y, spec.name)
+        return present, np.column_stack([time[present], event[present]])
     targets, labelled = encode_targets(Y[[spec.name]], [spec])
     present = labelled[:, 0]
     if spec.is_classification:
@@ -221,20 +233,34 @@ def align_labels(
     """
     labels = as_label_frame(Y, index, match_index=match_index)
     names = [spec.name for spec in specs]
+    columns = [column for spec in specs for column in spec.label_columns]
     named = isinstance(Y, pd.DataFrame) or (isinstance(Y, pd.Series) and isinstance(Y.name, str))
     if not named:
-        if labels.shape[1] != len(names):
+        if labels.shape[1] != len(columns):
             raise InputDataError(
-                f"Y has {labels.shape[1]} unnamed columns but the model has "
-                f"{len(names)} outcomes {names}; pass a DataFrame with outcome names."
+                f"Y has {labels.shape[1]} unnamed columns but the model's outcomes {names} have "
+                f"{len(columns)} label columns {columns}; pass a DataFrame with outcome names."
             )
-        return labels.set_axis(names, axis=1)
-    unknown = [column for column in labels.columns if column not in names]
+        return labels.set_axis(columns, axis=1)
+    unknown = [column for column in labels.columns if column not in columns]
     if unknown:
         raise InputDataError(
-            f"Y has columns {unknown} that are not outcomes of this model; its outcomes are {names}."
+            f"Y has columns {unknown} that are not outcomes of this model; its outcomes are {names}"
+            + (f" (label columns {columns})." if columns != names else ".")
         )
+    for spec in specs:
+        given = [column for column in spec.label_columns if column in labels.columns]
+        if given and len(given) < len(spec.label_columns):
+            raise InputDataError(
+                f"Y labels survival outcome {spec.name!r} with {given} only; give both "
+                f"{list(spec.label_columns)}."
+            )
     return labels
+
+
+def labelled_outcomes(labels: pd.DataFrame, specs: Sequence[TaskSpec]) -> list[TaskSpec]:
+    """The outcomes whose label columns are all in ``labels``."""
+    return [spec for spec in specs if all(column in labels.columns for column in spec.label_columns)]
 
 
 def class_weight_vectors(

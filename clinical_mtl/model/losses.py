@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..exceptions import TaskSpecificationError
+from .survival import SURVIVAL, survival_loss
 from .tasks import BINARY, MULTICLASS, REGRESSION, TaskSpec
 
 EQUAL = "equal"
@@ -31,16 +32,19 @@ def masked_task_loss(output: Tensor, target: Tensor, weight: Tensor, kind: str) 
 
     Parameters
     ----------
-    output : Tensor of shape (n, 1) or (n, n_classes)
-        Head output: logit(s) or the standardised regression value.
-    target : Tensor of shape (n,)
-        Class index (int64) or standardised value (float); any finite value
-        where the row is unlabelled.
+    output : Tensor of shape (n, 1), (n, n_classes) or (n, n_intervals)
+        Head output: logit(s), the standardised regression value, or hazard
+        logits.
+    target : Tensor of shape (n,) or (n, 2)
+        Class index (int64), standardised value (float), or (intervals
+        survived, event) (int64, survival); any finite value where the row
+        is unlabelled.
     weight : Tensor of shape (n,)
         0 for unlabelled rows, else the row's weight. Must not sum to 0.
-    kind : {"binary", "multiclass", "regression"}
-        Binary cross-entropy on one logit, cross-entropy on a softmax, or
-        squared error.
+    kind : {"binary", "multiclass", "regression", "survival"}
+        Binary cross-entropy on one logit, cross-entropy on a softmax,
+        squared error, or the logistic-hazard negative log-likelihood (see
+        :mod:`clinical_mtl.model.survival`).
 
     Returns
     -------
@@ -55,6 +59,8 @@ def masked_task_loss(output: Tensor, target: Tensor, weight: Tensor, kind: str) 
         per_row = F.cross_entropy(output, target, reduction="none")
     elif kind == REGRESSION:
         per_row = F.mse_loss(output.squeeze(-1), target, reduction="none")
+    elif kind == SURVIVAL:
+        per_row = survival_loss(output, target)
     else:
         raise ValueError(f"Unknown task kind {kind!r}.")
     return (per_row * weight).sum() / weight.sum()

@@ -4,9 +4,11 @@
 on its labelled rows (see :mod:`clinical_mtl.model.metrics`), optionally per
 subgroup of patients (sex, age band, site, ...) and with percentile bootstrap
 confidence intervals for the headline metrics: AUROC, Brier score and
-expected calibration error for classification, RMSE and R^2 for regression.
-The bootstrap resamples each outcome's labelled rows (within each subgroup)
-with replacement, all resamples at once as a matrix of draw counts.
+expected calibration error for classification, RMSE and R^2 for regression,
+Harrell's C and the integrated Brier score for survival. The bootstrap
+resamples each outcome's labelled rows (within each subgroup) with
+replacement, all resamples at once as a matrix of draw counts (survival
+outcomes one resample at a time: their metrics rank pairs of patients).
 :mod:`clinical_mtl.evaluation.figures` draws what the calibration metrics summarise.
 """
 
@@ -21,6 +23,8 @@ from sklearn.utils import _safe_indexing, check_random_state
 from ..exceptions import InputDataError
 from .labels import check_label_index
 from .metrics import HEADLINE_METRICS, metrics_table, resampled_metrics
+from .survival import SURVIVAL
+from .survival_metrics import survival_metrics
 
 MISSING_GROUP = "missing"
 # Bootstrap resamples are drawn in blocks of at most this many counts (rows x resamples).
@@ -211,24 +215,53 @@ def percentile_interval(values: np.ndarray, confidence: float) -> tuple[float, f
     return float(lower), float(upper)
 
 
-def interval_columns() -> list[str]:
-    """The ``<metric>_lower``/``<metric>_upper`` columns of ``evaluate_model``, in order."""
-    metrics = [*HEADLINE_METRICS["classification"], *HEADLINE_METRICS["regression"]]
+def interval_columns(with_survival: bool = False) -> list[str]:
+    """The ``<metric>_lower``/``<metric>_upper`` columns of ``evaluate_model``, in order
+    (those of survival outcomes only ``with_survival``)."""
+    families = ["classification", "regression"] + (["survival"] if with_survival else [])
+    metrics = [metric for family in families for metric in HEADLINE_METRICS[family]]
     return [f"{metric}_{side}" for metric in metrics for side in ("lower", "upper")]
 
 
+def bootstrap_survival(spec, y_true: np.ndarray, outputs: Sequence[np.ndarray], n_bootstrap: int,
+                       rng) -> list[dict[str, np.ndarray]]:
+    """Headline metrics (Harrell's C, integrated Brier score) of the same bootstrap
+    resamples of one survival outcome's labelled rows for one or more predictions
+    (survival curves at ``spec.cut_points``), as :func:`bootstrap_metrics` does for
+    the other kinds; each resample is scored as a whole cohort (the censoring
+    distribution of the IBS re-estimated in each)."""
+    n = len(y_true)
+    if n == 0 or n_bootstrap == 0:
+        return [{} for _ in outputs]
+    results = [{metric: np.full(n_bootstrap, np.nan) for metric in HEADLINE_METRICS["survival"]} for _ in outputs]
+    times = np.asarray(spec.cut_points)
+    for b in range(n_bootstrap):
+        rows = rng.randint(n, size=n)
+        for result, curves in zip(results, outputs):
+            scores = survival_metrics(y_true[rows, 0], y_true[rows, 1], curves[rows], times, ())
+            for metric, values in result.items():
+                values[b] = scores[metric]
+    return results
+
+
 def _outcome_table(model, X, y, n_bootstrap: int, confidence: float, rng) -> pd.DataFrame:
-    pairs = [(spec.name, spec.kind, y_true, output) for spec, y_true, output in model.labelled_pairs(X, y)]
+    pairs = list(model.labelled_pairs(X, y))
     table = metrics_table(pairs)
     if n_bootstrap == 0:
         return table
     bounds = {}
-    for name, kind, y_true, output in pairs:
-        (resampled,) = bootstrap_metrics(kind, y_true, [output], n_bootstrap, rng)
+    for spec, y_true, output in pairs:
+        name = spec.name
+        if spec.kind == SURVIVAL:
+            (resampled,) = bootstrap_survival(spec, y_true, [output], n_bootstrap, rng)
+        else:
+            (resampled,) = bootstrap_metrics(spec.kind, y_true, [output], n_bootstrap, rng)
         row = bounds.setdefault(name, {})
         for metric, values in resampled.items():
             row[f"{metric}_lower"], row[f"{metric}_upper"] = percentile_interval(values, confidence)
-    intervals = pd.DataFrame.from_dict(bounds, orient="index").reindex(index=table.index, columns=interval_columns())
+    with_survival = any(spec.kind == SURVIVAL for spec, _, _ in pairs)
+    intervals = pd.DataFrame.from_dict(bounds, orient="index").reindex(
+        index=table.index, columns=interval_columns(with_survival))
     return pd.concat([table, intervals], axis=1)
 
 

@@ -37,13 +37,19 @@ import pandas as pd
 from scipy.special import expit
 from sklearn.metrics import log_loss, mean_absolute_error, r2_score, roc_auc_score
 
+from .survival import SURVIVAL
+from .survival_metrics import censoring_summary, survival_metrics
+
 CLASSIFICATION_METRICS = (
     "auroc", "log_loss", "brier", "accuracy", "ece", "calibration_slope", "calibration_intercept"
 )
 REGRESSION_METRICS = ("rmse", "mae", "r2")
-HEADLINE_METRICS = {"classification": ("auroc", "brier", "ece"), "regression": ("rmse", "r2")}
+SURVIVAL_METRICS = ("censored", "median_follow_up", "harrell_c", "uno_c", "ibs")
+HEADLINE_METRICS = {"classification": ("auroc", "brier", "ece"), "regression": ("rmse", "r2"),
+                    "survival": ("harrell_c", "ibs")}
 # Whether a larger value is better, for every metric that compares models.
-HIGHER_IS_BETTER = {"auroc": True, "brier": False, "ece": False, "rmse": False, "r2": True}
+HIGHER_IS_BETTER = {"auroc": True, "brier": False, "ece": False, "rmse": False, "r2": True,
+                    "harrell_c": True, "uno_c": True, "ibs": False}
 ECE_BINS = 10
 _LOGIT_CLIP = 1e-6
 
@@ -352,30 +358,62 @@ def event_count(kind: str, y_true: np.ndarray, output: np.ndarray) -> float:
     return float(per_class[1] if output.shape[1] == 2 else per_class.min())
 
 
-def metrics_table(outcomes: Iterable[tuple[str, str, np.ndarray, np.ndarray]]) -> pd.DataFrame:
+def metrics_table(outcomes: Iterable[tuple]) -> pd.DataFrame:
     """Tabulate per-outcome metrics.
 
     Parameters
     ----------
-    outcomes : iterable of (name, kind, y_true, output)
-        Per outcome, on its labelled rows: class indices and probabilities
-        (classification) or values and predictions (regression).
+    outcomes : iterable of (spec, y_true, output)
+        Per outcome (a ``TaskSpec``), on its labelled rows: class indices and
+        probabilities (classification), values and predictions (regression),
+        or follow-up time and event (n, 2) and the survival curves at the
+        outcome's cut points (survival; see
+        :mod:`clinical_mtl.model.survival_metrics`).
 
     Returns
     -------
     DataFrame
         Indexed by outcome, with ``kind``, ``n_labelled``, ``events`` (see
-        :func:`event_count`) and every metric (NaN where it does not apply).
+        :func:`event_count`; observed events of a survival outcome) and every
+        metric (NaN where it does not apply); survival outcomes add
+        ``censored``, ``median_follow_up``, ``harrell_c``, ``uno_c``, ``ibs``
+        and per horizon ``auc_at_<h>`` and ``calibration_at_<h>``.
     """
     rows = {}
-    for name, kind, y_true, output in outcomes:
+    for spec, y_true, output in outcomes:
+        kind = spec.kind
+        if kind == SURVIVAL:
+            rows[spec.name] = {"kind": kind} | survival_row(spec, y_true, output)
+            continue
         row = {"kind": kind, "n_labelled": len(y_true), "events": event_count(kind, y_true, output)}
         if len(y_true) and kind == "regression":
             row |= regression_metrics(y_true, output)
         elif len(y_true):
             row |= classification_metrics(y_true, output)
-        rows[name] = row
+        rows[spec.name] = row
     columns = ["kind", "n_labelled", "events", *CLASSIFICATION_METRICS, *REGRESSION_METRICS]
+    if any(row["kind"] == SURVIVAL for row in rows.values()):
+        columns += [*SURVIVAL_METRICS] + sorted(
+            {key for row in rows.values() for key in row if key not in columns and key not in SURVIVAL_METRICS},
+            key=_horizon_order)
     table = pd.DataFrame.from_dict(rows, orient="index").reindex(columns=columns)
     table.index.name = "outcome"
     return table
+
+
+def survival_row(spec, y_true: np.ndarray, curves: np.ndarray) -> dict:
+    """Censoring accounting and metrics of one survival outcome on its labelled rows."""
+    time, event = y_true[:, 0], y_true[:, 1]
+    row = censoring_summary(time, event)
+    if len(time):
+        row |= survival_metrics(time, event, curves, np.asarray(spec.cut_points), spec.horizons)
+    return row
+
+
+def _horizon_order(column: str) -> tuple:
+    """``auc_at_<h>`` and ``calibration_at_<h>`` by metric, then by horizon."""
+    metric, _, label = column.partition("_at_")
+    try:
+        return metric, float(label.replace("p", "."))
+    except ValueError:
+        return metric, np.inf

@@ -13,6 +13,13 @@ spreads over named columns:
     The prediction interval of a regression outcome at ``coverage`` (90% by
     default; see ``MultiTaskMLP.predict_interval``), when the model has
     conformal residuals (it was fitted with early stopping).
+``<outcome>_event_prob_<h>``
+    The predicted probability of a survival outcome's event by each horizon
+    ``h`` of the outcome (``task_specs_``; ``h`` written as by
+    :func:`~clinical_mtl.model.survival.horizon_label`). Its ``_pred`` is
+    the predicted median event-free time, NaN where
+    ``<outcome>_median_beyond_follow_up`` is true (the curve stays above 0.5
+    through the training follow-up).
 ``<outcome>_top<j>_feature``, ``<outcome>_top<j>_contribution``
     Optionally, the j-th largest SHAP contribution to the outcome and its
     feature.
@@ -32,9 +39,11 @@ import pandas as pd
 
 from .conformal import DEFAULT_COVERAGE
 from .explanation import contribution_ranks, explain_model
+from .survival import SURVIVAL, headline_horizon, horizon_label, median_survival, survival_at
 from .tasks import BINARY, MULTICLASS, REGRESSION, TaskSpec
 
 PRED, PROBA, LOWER, UPPER = "pred", "proba", "lower", "upper"
+EVENT_PROB, MEDIAN_BEYOND = "event_prob", "median_beyond_follow_up"
 TOP_FEATURE, TOP_CONTRIBUTION = "top_feature", "top_contribution"
 
 TYPE_NAMES = {  # each column type, as each engine names it
@@ -56,10 +65,12 @@ class OutputColumn:
         See ``TYPE_NAMES`` for each engine's name of it.
     outcome : str
     part : str
-        ``PRED``, ``PROBA``, ``LOWER``, ``UPPER``, ``TOP_FEATURE`` or ``TOP_CONTRIBUTION``.
+        ``PRED``, ``PROBA``, ``LOWER``, ``UPPER``, ``EVENT_PROB``,
+        ``MEDIAN_BEYOND``, ``TOP_FEATURE`` or ``TOP_CONTRIBUTION``.
     index : int or None
-        The class's position (``PROBA``) or the contribution's rank from 1
-        (``TOP_FEATURE``, ``TOP_CONTRIBUTION``).
+        The class's position (``PROBA``), the horizon's position
+        (``EVENT_PROB``) or the contribution's rank from 1 (``TOP_FEATURE``,
+        ``TOP_CONTRIBUTION``).
     """
 
     name: str
@@ -77,6 +88,8 @@ def column_name(outcome: str, part: str, index: int | None = None, label=None) -
     """The name of an output column (see the module docstring)."""
     if part == PROBA:
         return f"{outcome}_proba_{label}"
+    if part == EVENT_PROB:
+        return f"{outcome}_event_prob_{horizon_label(label)}"
     if part in (TOP_FEATURE, TOP_CONTRIBUTION):
         return f"{outcome}_top{index}_{part.removeprefix('top_')}"
     return f"{outcome}_{part}"
@@ -96,8 +109,16 @@ def _regression_columns(spec: TaskSpec, with_interval: bool) -> list[OutputColum
     return [OutputColumn(column_name(spec.name, part), "double", spec.name, part) for part in parts]
 
 
+def _survival_columns(spec: TaskSpec, with_interval: bool) -> list[OutputColumn]:
+    return [OutputColumn(column_name(spec.name, PRED), "double", spec.name, PRED),
+            OutputColumn(column_name(spec.name, MEDIAN_BEYOND), "boolean", spec.name, MEDIAN_BEYOND)] + [
+        OutputColumn(column_name(spec.name, EVENT_PROB, label=horizon), "double", spec.name, EVENT_PROB, k)
+        for k, horizon in enumerate(spec.horizons)
+    ]
+
+
 _COLUMNS_BY_KIND = {BINARY: _classification_columns, MULTICLASS: _classification_columns,
-                    REGRESSION: _regression_columns}
+                    REGRESSION: _regression_columns, SURVIVAL: _survival_columns}
 
 
 def output_columns(model, top_k: int = 0) -> list[OutputColumn]:
@@ -139,6 +160,8 @@ def column_values(column: OutputColumn, spec: TaskSpec, output: np.ndarray, half
     half_widths : dict of str to float
         As ``MultiTaskMLP.interval_half_widths`` gives them.
     """
+    if spec.kind == SURVIVAL:
+        return _survival_values(column, spec, output)
     if column.part == PRED:
         return predicted_labels(spec, output) if spec.is_classification else output
     if column.part == PROBA:
@@ -148,6 +171,13 @@ def column_values(column: OutputColumn, spec: TaskSpec, output: np.ndarray, half
     if column.part == UPPER:
         return output + half_widths[spec.name]
     raise ValueError(f"{column.name} is a contribution column; its values come from top_contributions.")
+
+
+def _survival_values(column: OutputColumn, spec: TaskSpec, curves: np.ndarray) -> np.ndarray:
+    if column.part == EVENT_PROB:
+        return 1.0 - survival_at(curves, spec.cut_points, [spec.horizons[column.index]])[:, 0]
+    median, beyond = median_survival(curves, spec.cut_points)
+    return median if column.part == PRED else beyond
 
 
 def prediction_columns(model, outputs: list[np.ndarray], half_widths: dict, parts=None) -> dict[str, np.ndarray]:
@@ -206,7 +236,9 @@ def top_contributions(model, X, top_k: int) -> pd.DataFrame:
 
     For a binary outcome the contributions are to the probability of its
     positive class, for a multi-class outcome to the probability of the
-    predicted class, for regression to the value in its units.
+    predicted class, for regression to the value in its units, for survival
+    to the probability of the event by the outcome's middle horizon
+    (:func:`~clinical_mtl.model.survival.headline_horizon`).
 
     Parameters
     ----------
@@ -224,9 +256,12 @@ def top_contributions(model, X, top_k: int) -> pd.DataFrame:
         ``<outcome>_top<j>_feature`` (name) and ``<outcome>_top<j>_contribution``.
     """
     columns = {}
+    kinds = {spec.name: spec for spec in model.task_specs_}
     for name, explanation in explain_model(model, X).items():
         values = explanation.values
-        if values.ndim == 3:  # multi-class: the predicted class
+        if values.ndim == 3 and kinds[name].kind == SURVIVAL:
+            values = values[:, :, headline_horizon(kinds[name])]
+        elif values.ndim == 3:  # multi-class: the predicted class
             total = explanation.base_values.copy()
             for f in range(values.shape[1]):  # added feature by feature: the same whatever the row count
                 total += values[:, f]

@@ -15,8 +15,9 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ..exceptions import InputDataError
 from .conformal import DEFAULT_COVERAGE, check_coverage, conformal_quantile
 from .features import as_frame, describe_rows
-from .labels import align_labels, labelled_targets
+from .labels import align_labels, labelled_outcomes, labelled_targets
 from .outputs import LOWER, UPPER, predicted_labels, prediction_columns
+from .survival import SURVIVAL, median_survival, survival_at
 from .tasks import REGRESSION, decode_outputs
 from .training import resolve_device
 
@@ -41,17 +42,65 @@ class PredictionCoreMixin:
         DataFrame of shape (n_samples, n_outcomes)
             Indexed like ``X``: the most probable class label of every
             classification outcome (by the recalibrated probabilities of
-            ``predict_proba``) and the predicted value, in its units, of every
-            regression outcome.
+            ``predict_proba``), the predicted value, in its units, of every
+            regression outcome, and the predicted median event-free time of
+            every survival outcome: NaN where the predicted curve is still
+            above 0.5 at the end of the training follow-up (the median lies
+            beyond what the model can tell; see ``predict_survival_function``
+            and the ``<outcome>_median_beyond_follow_up`` output column).
         """
         index, outputs = self.predict_outputs(X)
         columns = {}
         for spec, output in zip(self.task_specs_, outputs):
             if spec.is_classification:
                 columns[spec.name] = predicted_labels(spec, output)
+            elif spec.kind == SURVIVAL:
+                columns[spec.name] = median_survival(output, spec.cut_points)[0]
             else:
                 columns[spec.name] = output
         return pd.DataFrame(columns, index=index)
+
+    def predict_survival_function(self, X, times=None):
+        """Predicted survival curves of every survival outcome.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like of shape (n_samples, n_features)
+            Raw features with the columns seen in fit.
+        times : array-like of float, default=None
+            Non-negative times, in the outcomes' unit, at which to evaluate
+            the curves. None gives each outcome's cut points (``task_specs_``:
+            the ends of its follow-up intervals, at quantiles of the training
+            event times, up to the last of them).
+
+        Returns
+        -------
+        dict of str to ndarray of shape (n_samples, n_times)
+            Survival outcome -> ``S(t)``, the probability of being event-free
+            at each time: within [0, 1] and non-increasing in ``t``, linear
+            between cut points and constant after the last one (the model
+            does not extrapolate; see :mod:`clinical_mtl.model.survival`).
+
+        Raises
+        ------
+        ValueError
+            If the model has no survival outcome or ``times`` are not finite
+            and non-negative.
+        """
+        check_is_fitted(self)
+        specs = [spec for spec in self.task_specs_ if spec.kind == SURVIVAL]
+        if not specs:
+            raise ValueError(
+                f"predict_survival_function needs a survival outcome; this model's outcomes are {self.tasks_}."
+            )
+        if times is not None:
+            times = np.asarray(times, dtype=np.float64).ravel()
+            if not np.all(np.isfinite(times) & (times >= 0)):
+                raise ValueError("times must be finite and non-negative.")
+        _, outputs = self.predict_outputs(X)
+        by_name = {spec.name: output for spec, output in zip(self.task_specs_, outputs)}
+        return {spec.name: survival_at(by_name[spec.name], spec.cut_points,
+                                       spec.cut_points if times is None else times) for spec in specs}
 
     def predict_proba(self, X):
         """Class probabilities of every classification outcome.
@@ -178,7 +227,9 @@ class PredictionCoreMixin:
         list of ndarray
             In the order of ``task_specs_``: probabilities of shape
             (n_samples, n_classes) for a classification outcome, values in the
-            target's units of shape (n_samples,) for regression.
+            target's units of shape (n_samples,) for regression, survival
+            probabilities at the cut points of shape (n_samples, J) for
+            survival.
 
         Raises
         ------
@@ -244,15 +295,17 @@ class PredictionCoreMixin:
         ------
         spec : TaskSpec
         y_true : ndarray
-            Class indices (classification) or values (regression) of the rows
-            labelled for the outcome.
+            Class indices (classification), values (regression) or follow-up
+            time and event, shape (n, 2) (survival), of the rows labelled for
+            the outcome.
         output : ndarray
             The model's outputs on those rows (see ``outputs_from_inputs``).
         """
         index, outputs = self.predict_outputs(X)
         labels = align_labels(y, index, self.task_specs_, match_index=isinstance(X, pd.DataFrame))
+        scored = labelled_outcomes(labels, self.task_specs_)
         for spec, output in zip(self.task_specs_, outputs):
-            if spec.name in labels.columns:
+            if spec in scored:
                 present, y_true = labelled_targets(labels, spec)
                 yield spec, y_true, output[present]
 

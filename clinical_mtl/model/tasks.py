@@ -7,9 +7,15 @@ An outcome (a task) is one column of the label table. Its kind is
 ``"multiclass"``
     Two or more classes, one logit per class (softmax).
 ``"regression"``
-    A real value, standardised inside the model and returned in its units.
+    A real value, standardised inside the model and returned in its units
+    (a continuous outcome: a score, a laboratory value).
+``"survival"``
+    A time to an event with censoring, labelled by two columns
+    ``<name>_time`` and ``<name>_event``; one logit per interval of follow-up
+    (see :mod:`clinical_mtl.model.survival`).
 
-When kinds are not given they are inferred from the labels: booleans, text
+When kinds are not given they are inferred from the labels: a pair of columns
+``<name>_time`` and ``<name>_event`` is a survival outcome; booleans, text
 and categories are classification, as are integer-valued numbers with at
 most ``MAX_INFERRED_CLASSES`` distinct values; other numbers are regression.
 Missing labels (NaN, None, pd.NA) mean "no label for this patient".
@@ -28,11 +34,22 @@ from scipy.special import expit
 
 from ..exceptions import InputDataError, TaskSpecificationError
 from .features import describe_rows
+from .survival import (
+    DEFAULT_INTERVALS,
+    SURVIVAL,
+    check_horizons,
+    decode_survival,
+    default_horizons,
+    fit_cut_points,
+    label_columns,
+    survival_labels,
+    survival_outcomes,
+)
 
 BINARY = "binary"
 MULTICLASS = "multiclass"
 REGRESSION = "regression"
-TASK_KINDS = (BINARY, MULTICLASS, REGRESSION)
+TASK_KINDS = (BINARY, MULTICLASS, REGRESSION, SURVIVAL)
 MAX_INFERRED_CLASSES = 10
 # What pandas.api.types.infer_dtype says of label arrays holding one type of value.
 _ONE_LABEL_TYPE = {"string", "integer", "floating", "mixed-integer-float", "decimal", "boolean", "empty"}
@@ -46,12 +63,17 @@ class TaskSpec:
     ----------
     name : str
         Column of the label table.
-    kind : {"binary", "multiclass", "regression"}
+    kind : {"binary", "multiclass", "regression", "survival"}
         Task kind.
     classes : tuple or None
-        Sorted class labels of a classification task, None for regression.
+        Sorted class labels of a classification task, None otherwise.
     target_mean, target_scale : float
-        Standardisation of a regression target (0 and 1 for classification).
+        Standardisation of a regression target (0 and 1 otherwise).
+    cut_points : tuple of float or None
+        Ends of the follow-up intervals of a survival outcome, in its time
+        unit (see :mod:`clinical_mtl.model.survival`); None otherwise.
+    horizons : tuple of float or None
+        Times by which a survival outcome's event probabilities are reported.
     """
 
     name: str
@@ -59,51 +81,126 @@ class TaskSpec:
     classes: tuple | None = None
     target_mean: float = 0.0
     target_scale: float = 1.0
+    cut_points: tuple | None = None
+    horizons: tuple | None = None
 
     @property
     def is_classification(self) -> bool:
         """Whether the task predicts classes."""
-        return self.kind != REGRESSION
+        return self.kind in (BINARY, MULTICLASS)
+
+    @property
+    def label_columns(self) -> tuple[str, ...]:
+        """The columns of the label table that label this outcome."""
+        return label_columns(self.name) if self.kind == SURVIVAL else (self.name,)
 
     @property
     def n_outputs(self) -> int:
-        """Width of the network head: 1 logit, one logit per class, or 1 value."""
+        """Width of the network head: 1 logit, one per class, 1 value, or one per interval."""
+        if self.kind == SURVIVAL:
+            return len(self.cut_points)
         return len(self.classes) if self.kind == MULTICLASS else 1
 
 
-def infer_tasks(Y: pd.DataFrame, tasks: Mapping[str, str] | None = None) -> list[TaskSpec]:
+def infer_tasks(
+    Y: pd.DataFrame,
+    tasks: Mapping[str, str] | None = None,
+    *,
+    survival_intervals: int = DEFAULT_INTERVALS,
+    survival_horizons=None,
+) -> list[TaskSpec]:
     """Work out every outcome's kind, classes and target scaling from its labels.
 
     Parameters
     ----------
     Y : DataFrame
-        Label table, one column per outcome, NaN where unlabelled.
+        Label table, one column per outcome (two, ``<name>_time`` and
+        ``<name>_event``, per survival outcome), NaN where unlabelled.
     tasks : mapping of str to str, default=None
-        Outcome -> kind. When given, its keys must be exactly the columns of ``Y``.
+        Outcome -> kind. When given, its keys must be exactly the outcomes of ``Y``.
+    survival_intervals : int, default=20
+        Follow-up intervals of every survival outcome (at most).
+    survival_horizons : sequence of float, dict of str to sequence, or None
+        Horizons of the event probabilities, for every survival outcome or
+        per outcome; None takes the quartiles of each outcome's training
+        event times (two significant digits).
 
     Returns
     -------
     list of TaskSpec
-        In the column order of ``Y``.
+        In the column order of ``Y`` (a survival outcome where its time column is).
 
     Raises
     ------
     TaskSpecificationError
         If ``tasks`` and ``Y`` disagree on the outcomes, or an outcome has no
-        label, a single class, or labels that do not suit its kind.
+        label, a single class, no event, or labels that do not suit its kind.
     """
-    if tasks is not None:
-        _check_task_mapping(tasks, Y.columns)
+    outcomes = outcome_columns(Y.columns, tasks)
     specs = []
-    for name in Y.columns:
+    for name, columns in outcomes.items():
+        kind = tasks[name] if tasks is not None else None
+        if len(columns) == 2:
+            specs.append(_survival_spec(Y, name, survival_intervals, _horizons_of(survival_horizons, name)))
+            continue
         labels = labelled_values(Y[name], name)
         if labels.size == 0:
             raise TaskSpecificationError(
                 f"Outcome {name!r} has no label at all; drop the column or provide labels."
             )
-        kind = tasks[name] if tasks is not None else _infer_kind(labels)
+        kind = kind if kind is not None else _infer_kind(labels)
         specs.append(_make_spec(name, kind, labels))
+    unknown = sorted(set(survival_horizons) - {s.name for s in specs if s.kind == SURVIVAL}) if isinstance(
+        survival_horizons, Mapping) else []
+    if unknown:
+        raise TaskSpecificationError(
+            f"survival_horizons names {unknown}, which are not survival outcomes of Y."
+        )
     return specs
+
+
+def outcome_columns(columns: pd.Index, tasks: Mapping[str, str] | None = None) -> dict[str, tuple[str, ...]]:
+    """Outcome -> its label columns, in the order of ``columns``.
+
+    A survival outcome ``<name>`` has the two columns ``<name>_time`` and
+    ``<name>_event``: declared in ``tasks``, or (without ``tasks``) inferred
+    wherever both columns are present. Every other column is one outcome.
+
+    Raises
+    ------
+    TaskSpecificationError
+        If ``tasks`` and the columns disagree.
+    """
+    columns = [str(column) for column in columns]
+    if tasks is not None:
+        _check_task_mapping(tasks, columns)
+        survival = [name for name, kind in tasks.items() if kind == SURVIVAL]
+    else:
+        survival = survival_outcomes(columns)
+    paired = {column: name for name in survival for column in label_columns(name)}
+    outcomes: dict[str, tuple[str, ...]] = {}
+    for column in columns:
+        name = paired.get(column, column)
+        outcomes.setdefault(name, label_columns(name) if column in paired else (column,))
+    return outcomes
+
+
+def _horizons_of(survival_horizons, name: str):
+    if isinstance(survival_horizons, Mapping):
+        return survival_horizons.get(name)
+    return survival_horizons
+
+
+def _survival_spec(Y: pd.DataFrame, name: str, n_intervals: int, horizons) -> TaskSpec:
+    time, event, labelled = survival_labels(Y, name)
+    if not labelled.any():
+        raise TaskSpecificationError(
+            f"Outcome {name!r} has no label at all; drop its columns or provide labels."
+        )
+    time, event = time[labelled], event[labelled]
+    cuts = fit_cut_points(time, event, name, n_intervals)
+    horizons = default_horizons(time, event) if horizons is None else check_horizons(horizons, name)
+    return TaskSpec(name, SURVIVAL, cut_points=cuts, horizons=horizons)
 
 
 def decode_outputs(spec: TaskSpec, raw: np.ndarray) -> np.ndarray:
@@ -120,12 +217,16 @@ def decode_outputs(spec: TaskSpec, raw: np.ndarray) -> np.ndarray:
     -------
     ndarray
         Class probabilities of shape (n_samples, n_classes), the mean of the
-        members' probabilities; or values of shape (n_samples,) in the
-        outcome's units, the mean of the members' values.
+        members' probabilities; values of shape (n_samples,) in the
+        outcome's units, the mean of the members' values; or survival
+        probabilities at the cut points, shape (n_samples, J), the mean of the
+        members' survival curves.
     """
     if spec.kind == BINARY:
         positive = expit(raw[..., 0]).mean(axis=0, dtype=np.float64)
         return np.column_stack([1.0 - positive, positive])
+    if spec.kind == SURVIVAL:
+        return decode_survival(raw)
     if spec.kind == MULTICLASS:
         exponentials = np.exp(raw - raw.max(axis=-1, keepdims=True))
         exponentials /= exponentials.sum(axis=-1, keepdims=True)
@@ -134,14 +235,16 @@ def decode_outputs(spec: TaskSpec, raw: np.ndarray) -> np.ndarray:
     return raw[..., 0].mean(axis=0, dtype=np.float64) * spec.target_scale + spec.target_mean
 
 
-def _check_task_mapping(tasks: Mapping[str, str], columns: pd.Index) -> None:
+def _check_task_mapping(tasks: Mapping[str, str], columns: list[str]) -> None:
     unknown = {name: kind for name, kind in tasks.items() if kind not in TASK_KINDS}
     if unknown:
         raise TaskSpecificationError(
             f"tasks gives unknown kinds {unknown}; each must be one of {list(TASK_KINDS)}."
         )
-    missing = [name for name in tasks if name not in columns]
-    extra = [name for name in columns if name not in tasks]
+    expected = {column: name for name, kind in tasks.items()
+                for column in (label_columns(name) if kind == SURVIVAL else (name,))}
+    missing = [column for column in expected if column not in columns]
+    extra = [column for column in columns if column not in expected]
     if missing or extra:
         raise TaskSpecificationError(
             "The columns of Y do not match `tasks`: "
@@ -153,7 +256,8 @@ def _check_task_mapping(tasks: Mapping[str, str], columns: pd.Index) -> None:
                 )
                 if part
             )
-            + ". Pass one Y column per outcome of `tasks`, or tasks=None to infer them."
+            + ". Pass one Y column per outcome of `tasks` (two, <name>_time and <name>_event, per survival "
+            "outcome), or tasks=None to infer them."
         )
 
 

@@ -30,6 +30,7 @@ from ..model.explanation import contribution_ranks
 from ..model.features import BOOLEAN, CATEGORICAL
 from ..model.fitting import LABEL_PERCENTILES
 from ..model.outputs import (
+    EVENT_PROB,
     LOWER,
     PRED,
     PROBA,
@@ -39,7 +40,8 @@ from ..model.outputs import (
     column_name,
 )
 from ..model.preprocessing import NumericEncoding
-from ..model.tasks import BINARY, MULTICLASS, TaskSpec
+from ..model.survival import SURVIVAL, headline_horizon, survival_at
+from ..model.tasks import BINARY, MULTICLASS, REGRESSION, TaskSpec
 from ..scoring.model_source import model_columns
 from . import formatting as fmt
 from .waterfall import Step, WaterfallChart, waterfall
@@ -191,13 +193,18 @@ def page_file_name(patient_id) -> str:
 # -- predictions -------------------------------------------------------------------------------
 
 def _outputs(model, features: pd.DataFrame, scores: pd.DataFrame | None) -> dict[str, np.ndarray]:
-    """Per outcome: class probabilities (n, n_classes) or values (n,)."""
+    """Per outcome: class probabilities (n, n_classes), values (n,) or event
+    probabilities by each horizon (n, n_horizons)."""
     if scores is None:  # what predict_proba (classification) and predict (regression) return, in one pass
         _, outputs = model.predict_outputs(features)
-        return {spec.name: output for spec, output in zip(model.task_specs_, outputs)}
+        return {spec.name: 1 - survival_at(output, spec.cut_points, spec.horizons) if spec.kind == SURVIVAL
+                else output for spec, output in zip(model.task_specs_, outputs)}
     outputs = {}
     for spec in model.task_specs_:
-        if spec.is_classification:
+        if spec.kind == SURVIVAL:
+            outputs[spec.name] = scores[[column_name(spec.name, EVENT_PROB, label=horizon)
+                                         for horizon in spec.horizons]].to_numpy(float)
+        elif spec.is_classification:
             outputs[spec.name] = scores[[column_name(spec.name, PROBA, label=label)
                                          for label in spec.classes]].to_numpy(float)
         else:
@@ -207,7 +214,7 @@ def _outputs(model, features: pd.DataFrame, scores: pd.DataFrame | None) -> dict
 
 def _intervals(model, features: pd.DataFrame, coverage: float) -> pd.DataFrame | None:
     """Prediction intervals of the regression outcomes, when the model has them."""
-    regression = [spec.name for spec in model.task_specs_ if not spec.is_classification]
+    regression = [spec.name for spec in model.task_specs_ if spec.kind == REGRESSION]
     if not regression or not all(name in getattr(model, "conformal_scores_", {}) for name in regression):
         return None
     return model.predict_interval(features, coverage=coverage)
@@ -216,13 +223,18 @@ def _intervals(model, features: pd.DataFrame, coverage: float) -> pd.DataFrame |
 def _explained(model, features: pd.DataFrame, top_k: int, scores: pd.DataFrame | None,
                outputs: dict) -> dict[str, _Explained]:
     """The explained output of every outcome: the positive class (binary), the
-    predicted class (multi-class) or the value (regression)."""
+    predicted class (multi-class), the value (regression) or the event
+    probability by the headline horizon (survival)."""
     n_features = features.shape[1]
     explanations = model.explain(features if scores is None else features.iloc[:1])
     explained = {}
     for spec in model.task_specs_:
         explanation = explanations[spec.name]
-        predicted = np.argmax(outputs[spec.name], axis=1) if spec.kind == MULTICLASS else None
+        predicted = None
+        if spec.kind == MULTICLASS:
+            predicted = np.argmax(outputs[spec.name], axis=1)
+        elif spec.kind == SURVIVAL:  # the explained horizon, the same for every patient
+            predicted = np.full(len(features), headline_horizon(spec))
         base = np.asarray(explanation.base_values, dtype=float)
         if scores is not None:  # the background, hence the base value, is the same for every patient
             base = np.repeat(base[:1], len(features), axis=0)
@@ -249,7 +261,7 @@ def _explained(model, features: pd.DataFrame, top_k: int, scores: pd.DataFrame |
 def _explained_output(spec: TaskSpec, output: np.ndarray, predicted: np.ndarray | None) -> np.ndarray:
     if spec.kind == BINARY:
         return output[:, 1]
-    if spec.kind == MULTICLASS:
+    if spec.kind in (MULTICLASS, SURVIVAL):
         return output[np.arange(len(output)), predicted]
     return output
 
@@ -272,6 +284,14 @@ def _outcome_report(spec: TaskSpec, outcome: OutcomeSpec, model, output, explain
         standing = _base_rate_text(model, spec, predicted if spec.kind == MULTICLASS else spec.classes[1], event)
         predicted_label = str(predicted)
         calibration = _calibration_text(model, spec)
+    elif spec.kind == SURVIVAL:
+        unit = outcome.unit or "time units"
+        by = [f"by {horizon:g} {unit} {fmt.probability(p)}" for horizon, p in zip(spec.horizons, output)]
+        headline = f"Probability of {fmt.in_sentence(title)}: " + ", ".join(by)
+        counts = model.label_counts_[spec.name]
+        standing = (f"In the training cohort, {counts['events']:,} of {counts['n_labelled']:,} labelled patients had "
+                    f"{fmt.in_sentence(title)} during follow-up ({counts['censored']:,} censored).")
+        event = f"{fmt.in_sentence(title)} by {spec.horizons[headline_horizon(spec)]:g} {unit}"
     else:
         transform = DISPLAY_TRANSFORMS.get(outcome.display_transform or "", lambda v: v)
         unit = outcome.display_unit if outcome.display_transform else outcome.unit
@@ -302,7 +322,7 @@ class _Scale:
 
 
 def _scale(spec: TaskSpec, outcome: OutcomeSpec, event: str | None) -> _Scale:
-    if spec.is_classification:
+    if spec.kind != REGRESSION:
         return _Scale(f"probability of {event}", fmt.signed_change, lambda v: f"{v:.2f}", (0.0, 1.0),
                       lambda a: f"{_direction(a)} the probability of {event} by {abs(a):.2f}")
     quantity = f"predicted {fmt.in_sentence(outcome.display_name)}"

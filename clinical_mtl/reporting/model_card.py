@@ -37,6 +37,7 @@ from ..evaluation.figures import (
 from ..evaluation.negative_transfer import HURT, single_task_comparison
 from ..model.labels import check_label_index
 from ..model.metrics import HEADLINE_METRICS
+from ..model.survival import SURVIVAL
 from ..model.tasks import BINARY, REGRESSION
 from .rendering import DEFAULT_INTENDED_USE, template_environment
 
@@ -55,11 +56,13 @@ _LABELS = {
     "auroc": "AUROC", "brier": "Brier", "ece": "ECE", "log_loss": "Log loss", "accuracy": "Accuracy",
     "calibration_slope": "Calibration slope", "calibration_intercept": "Calibration intercept",
     "rmse": "RMSE", "mae": "MAE", "r2": "R²",
+    "harrell_c": "Harrell's C", "uno_c": "Uno's C", "ibs": "Integrated Brier", "median_follow_up": "Median follow-up",
 }
 _KEY_LABELS = {"outcome": "Outcome", "group": "Group", "value": "Subgroup"}
 _TABLE_METRICS = {
     "classification": ("auroc", "brier", "ece", "log_loss", "accuracy", "calibration_slope", "calibration_intercept"),
     "regression": ("rmse", "mae", "r2"),
+    "survival": ("harrell_c", "uno_c", "ibs", "median_follow_up"),  # then every auc_at_<h>, calibration_at_<h>
 }
 
 
@@ -296,6 +299,8 @@ def found_limitations(
     for outcome, row in metrics.iterrows():
         if row["kind"] == REGRESSION:
             count, what = row["n_labelled"], "labelled test rows"
+        elif row["kind"] == SURVIVAL:
+            count, what = row["events"], "observed events in the test set"
         elif row["kind"] == BINARY:
             count = min(row["events"], row["n_labelled"] - row["events"])
             what = "events (or non-events) in the test set"
@@ -340,30 +345,45 @@ def _with_interval(row: pd.Series, metric: str) -> str:
     return text
 
 
+def _family(kind: str) -> str:
+    return kind if kind in (REGRESSION, SURVIVAL) else "classification"
+
+
+def _metric_label(metric: str) -> str:
+    """``auc_at_365`` -> "AUC by 365", ``calibration_at_365`` -> "Calibration error by 365"."""
+    name, _, horizon = metric.partition("_at_")
+    if not horizon:
+        return _LABELS[metric]
+    return f"{'AUC' if name == 'auc' else 'Calibration error'} by {horizon.replace('p', '.')}"
+
+
 def _metric_tables(table: pd.DataFrame) -> dict[str, Table]:
-    """One table per kind of outcome (classification, regression), with intervals."""
+    """One table per family of outcomes (classification, regression, survival), with intervals."""
     tables = {}
     for family, metrics in _TABLE_METRICS.items():
-        rows = table[(table["kind"] == REGRESSION) == (family == "regression")]
+        rows = table[table["kind"].map(_family) == family]
         if rows.empty:
             continue
+        if family == SURVIVAL:
+            metrics = (*metrics, *(c for c in rows.columns if "_at_" in c and rows[c].notna().any()))
         keys = list(rows.index.names)
         columns = [_KEY_LABELS[name] for name in keys] + ["Labelled"] + (["Events"] if family != "regression" else [])
-        columns += [_LABELS[m] for m in metrics]
+        columns += [_metric_label(m) for m in metrics]
         body = []
         for key, row in rows.iterrows():
             cells = [str(part) for part in (key if isinstance(key, tuple) else (key,))]
             cells.append(_count(row["n_labelled"]))
             if family != "regression":
                 cells.append(_count(row["events"]))
-            cells += [_with_interval(row, m) if m in HEADLINE_METRICS[family] else _number(row[m]) for m in metrics]
+            cells += [_with_interval(row, m) if m in HEADLINE_METRICS[family]
+                      else _number(row[m], 0) if m == "median_follow_up" else _number(row[m]) for m in metrics]
             body.append(cells)
         tables[family] = Table(columns, body)
     return tables
 
 
 def _calibration_table(table: pd.DataFrame) -> Table | None:
-    rows = table[table["kind"] != REGRESSION]
+    rows = table[table["kind"].map(_family) == "classification"]
     if rows.empty:
         return None
     return Table(
@@ -379,7 +399,7 @@ def _transfer_table(table: pd.DataFrame) -> Table:
         better = "higher" if row["higher_is_better"] else "lower"
         interval = (f" ({_number(row['delta_lower'])} to {_number(row['delta_upper'])})"
                     if pd.notna(row["delta_lower"]) else "")
-        body.append([str(outcome), f"{_LABELS[row['metric']]} ({better} is better)", _count(row["n_test"]),
+        body.append([str(outcome), f"{_metric_label(row['metric'])} ({better} is better)", _count(row["n_test"]),
                      _number(row["multi_task"]), _number(row["single_task"]),
                      f"{row['delta']:+.3f}{interval}", str(row["verdict"])])
     return Table(["Outcome", "Metric", "Test rows", "Multi-task", "Single-task", "Difference", "Verdict"], body)
@@ -391,7 +411,10 @@ def _outcome_table(summary: dict) -> Table:
     for name, outcome in summary["outcomes"].items():
         labelled = outcome["n_labelled"]
         events = outcome.get("events", {})
-        balance = "; ".join(f"{label}: {count:,} ({count / labelled:.0%})" for label, count in events.items())
+        if isinstance(events, dict):
+            balance = "; ".join(f"{label}: {count:,} ({count / labelled:.0%})" for label, count in events.items())
+        else:  # a survival outcome: observed events and censored patients
+            balance = f"events: {events:,} ({events / labelled:.0%}); censored: {outcome['censored']:,}"
         body.append([name, outcome["kind"], f"{labelled:,} ({labelled / n_rows:.0%})", balance or "–"])
     return Table(["Outcome", "Kind", "Labelled rows", "Class balance"], body)
 

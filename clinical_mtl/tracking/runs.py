@@ -245,8 +245,13 @@ def _summary_metrics(model: MultiTaskMLP, X) -> dict[str, float]:
     metrics = {"data.n_rows": float(len(features)), "data.n_features": float(features.shape[1])}
     for name, counts in model.label_counts_.items():
         metrics[f"data.{_key(name)}.n_labelled"] = float(counts["n_labelled"])
-        for label, events in counts.get("events", {}).items():
-            metrics[f"data.{_key(name)}.events.{_key(str(label))}"] = float(events)
+        events = counts.get("events", {})
+        if not isinstance(events, dict):  # a survival outcome: observed events and censored patients
+            metrics[f"data.{_key(name)}.events"] = float(events)
+            metrics[f"data.{_key(name)}.censored"] = float(counts["censored"])
+            continue
+        for label, count in events.items():
+            metrics[f"data.{_key(name)}.events.{_key(str(label))}"] = float(count)
     return metrics
 
 

@@ -59,10 +59,12 @@ def test_main_job_trains_tracks_registers_and_scores(trained, capfd):
     folder = trained["folder"]
     assert trained["status"] == (0, 0, 0)
     metrics = pd.read_csv(folder / "metrics.csv", index_col=0)
-    assert set(metrics.index) == {"cirrhosis", "log_survival_days"}
-    assert 0.6 < metrics.loc["cirrhosis", "auroc"] <= 1.0
+    assert set(metrics.index) == {"cirrhosis", "death"}
+    assert 0.6 < metrics.loc["cirrhosis", "auroc"] <= 1.0 and 0.6 < metrics.loc["death", "harrell_c"] <= 1.0
+    assert metrics.loc["death", "n_labelled"] + metrics.loc["cirrhosis", "n_labelled"] > 200  # censored kept
     assert (folder / "mlflow.db").exists() and str(trained["champion"].version) == "1"
     assert trained["run"].data.metrics["test.cirrhosis.auroc"] == pytest.approx(metrics.loc["cirrhosis", "auroc"])
+    assert trained["run"].data.metrics["test.death.harrell_c"] == pytest.approx(metrics.loc["death", "harrell_c"])
     assert trained["run"].data.metrics["data.n_rows"] < 418  # the training split only
 
     scores = pd.read_parquet(folder / "scores.parquet")
@@ -80,7 +82,8 @@ def test_main_job_trains_tracks_registers_and_scores(trained, capfd):
             np.testing.assert_allclose(scores[name], expected[name], rtol=1e-5, atol=1e-6)
         else:
             assert scores[name].astype(str).tolist() == expected[name].astype(str).tolist(), name
-    assert {"cirrhosis_top3_feature", "log_survival_days_top1_contribution"} <= set(scores.columns)
+    assert {"cirrhosis_top3_feature", "death_top1_contribution", "death_event_prob_1826",
+            "death_median_beyond_follow_up"} <= set(scores.columns)
 
 
 def test_main_job_writes_and_logs_the_model_card(trained, monkeypatch):
@@ -92,9 +95,10 @@ def test_main_job_writes_and_logs_the_model_card(trained, monkeypatch):
     for section in ("Intended use", "Training data", "Model settings", "Performance on held-out patients",
                     "Calibration", "Subgroups", "Negative transfer", "Known limits"):
         assert f"## {section}" in markdown and section in html
-    assert "| cirrhosis | age_band | 50-65 |" in markdown and "| log_survival_days | sex | f |" in markdown
+    assert "| cirrhosis | age_band | 50-65 |" in markdown and "| death | sex | f |" in markdown
     assert "Research demonstration on the Mayo Clinic PBC cohort" in markdown
     assert (folder / "pbc_model_card_files" / "reliability_cirrhosis.png").exists()
+    assert (folder / "pbc_model_card_files" / "reliability_death.png").exists()  # predicted against Kaplan-Meier
     metrics = pd.read_csv(folder / "metrics.csv", index_col=0)
     assert metrics.loc["cirrhosis", "auroc_lower"] <= metrics.loc["cirrhosis", "auroc"] <= metrics.loc[
         "cirrhosis", "auroc_upper"]

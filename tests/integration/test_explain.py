@@ -41,6 +41,9 @@ def synthetic_model():
 
 
 def _explained_output(model, X, name):
+    if model.tasks_[name] == "survival":  # the probability of the event by each horizon
+        spec = next(spec for spec in model.task_specs_ if spec.name == name)
+        return 1 - model.predict_survival_function(X, spec.horizons)[name]
     proba = model.predict_proba(X)
     if name not in proba:
         return model.predict(X)[name].to_numpy()
@@ -139,17 +142,25 @@ def test_agrees_with_a_model_agnostic_reference(pbc_model):
     rng = np.random.default_rng(0)
     background = encoder.encode(X.iloc[rng.choice(len(X), 100, replace=False)])
     patients = X.iloc[rng.choice(len(X), 20, replace=False)]
-    ours = model.explain(patients)
+    explained = model.explain(patients)
+    death = next(spec for spec in model.task_specs_ if spec.name == "death")
+    horizon = death.horizons[1]  # the middle one, as reports and top contributions show
+    ours = {"cirrhosis": explained["cirrhosis"].values, "death": explained["death"].values[:, :, 1]}
     outputs = {
         "cirrhosis": lambda codes: model.predict_proba(encoder.decode(codes))["cirrhosis"][:, 1],
-        "log_survival_days": lambda codes: model.predict(encoder.decode(codes))["log_survival_days"].to_numpy(),
+        "death": lambda codes: 1 - model.predict_survival_function(encoder.decode(codes), [horizon])["death"][:, 0],
     }
+    # Permutations of the reference: one (33 evaluations) ranks the binary head's contributions well; the
+    # survival head's are smaller and closer together, and one permutation ranks them little better than
+    # its own noise (mean Spearman 0.78 at 33 evaluations, 0.87 at 1,000, 0.86 at 2,000).
+    evaluations = {"cirrhosis": 33, "death": 1000}
     for name, function in outputs.items():
         masker = shap.maskers.Independent(background, max_samples=100)
-        reference = shap.PermutationExplainer(function, masker)(encoder.encode(patients), max_evals=33, silent=True)
-        rho = [spearmanr(np.abs(a), np.abs(b))[0] for a, b in zip(ours[name].values, reference.values)]
+        reference = shap.PermutationExplainer(function, masker, seed=0)(
+            encoder.encode(patients), max_evals=evaluations[name], silent=True)
+        rho = [spearmanr(np.abs(a), np.abs(b))[0] for a, b in zip(ours[name], reference.values)]
         top3 = [len(set(np.argsort(-np.abs(a))[:3]) & set(np.argsort(-np.abs(b))[:3])) / 3
-                for a, b in zip(ours[name].values, reference.values)]
+                for a, b in zip(ours[name], reference.values)]
         assert np.mean(rho) >= 0.85, (name, np.mean(rho))
         assert np.mean(top3) >= 0.75, (name, np.mean(top3))
 
@@ -229,7 +240,7 @@ def test_top_contributions(pbc_model):
 
 def test_bad_arguments(pbc_model):
     model, X, _ = pbc_model
-    with pytest.raises(ValueError, match=r"outcomes \['death'\] are not outcomes"):
-        model.explain(X.head(2), outcomes=["death"])
+    with pytest.raises(ValueError, match=r"outcomes \['relapse'\] are not outcomes"):
+        model.explain(X.head(2), outcomes=["relapse"])
     with pytest.raises(ValueError, match="output must be"):
         model.explain(X.head(2), output="odds")

@@ -102,7 +102,7 @@ def test_pyfunc_rejects_bad_rows_naming_columns_and_rules_only(served_model, mon
     monkeypatch.delenv("_MLFLOW_IS_IN_SERVING_ENVIRONMENT")
     predictions = loaded.predict(good_rows(model, X))  # in process, no row limit
     expected = flat_predictions(model, X.iloc[100:104]).reset_index(drop=True)
-    np.testing.assert_allclose(predictions["log_survival_days_pred"], expected["log_survival_days_pred"], rtol=1e-12)
+    pd.testing.assert_frame_equal(predictions, expected, check_exact=False, rtol=1e-12)
 
 
 def _message(loaded, frame) -> str:

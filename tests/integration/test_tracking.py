@@ -14,6 +14,7 @@ from mlflow.types.schema import AnyType
 from clinical_mtl import MultiTaskMLP, tracking
 from clinical_mtl.datasets import load_pbc
 from clinical_mtl.model.outputs import flat_predictions
+from clinical_mtl.model.survival import horizon_label
 
 pytestmark = pytest.mark.integration
 
@@ -31,10 +32,28 @@ def store(tmp_path, monkeypatch):
     tracking.autolog(disable=True)
 
 
+def pbc_three_kinds():
+    """PBC with a regression outcome beside its classification and survival ones (log days to death
+    among the patients who died), so that every kind of output, intervals included, goes through MLflow."""
+    X, Y = load_pbc()
+    return X, Y.assign(log_survival_days=np.log(Y["death_time"]).where(Y["death_event"] == 1))
+
+
+def prediction_columns(model) -> list[str]:
+    """The flat prediction columns of a model fitted on ``pbc_three_kinds``, in order."""
+    death = next(spec for spec in model.task_specs_ if spec.name == "death")
+    return [
+        "cirrhosis_pred", "cirrhosis_proba_0", "cirrhosis_proba_1",
+        "death_pred", "death_median_beyond_follow_up",
+        *(f"death_event_prob_{horizon_label(horizon)}" for horizon in death.horizons),
+        "log_survival_days_pred", "log_survival_days_lower", "log_survival_days_upper",
+    ]
+
+
 @pytest.fixture
 def tracked(store):
     """A PBC fit under autolog: (model, X, Y, run)."""
-    X, Y = load_pbc()
+    X, Y = pbc_three_kinds()
     tracking.autolog()
     model = MultiTaskMLP(**SMALL).fit(X, Y)
     tracking.autolog(disable=True)
@@ -53,27 +72,29 @@ def test_autolog_logs_params_data_curves_metrics_time_and_model(tracked):
     assert metrics["training_seconds"] > 0
     assert metrics["valid.cirrhosis.auroc"] == pytest.approx(model.validation_metrics_.loc["cirrhosis", "auroc"])
     assert "valid.log_survival_days.rmse" in metrics
+    assert metrics["valid.death.harrell_c"] == pytest.approx(model.validation_metrics_.loc["death", "harrell_c"])
+    assert (metrics["data.death.events"], metrics["data.death.censored"]) == (161, 257)
     curve = client.get_metric_history(run.info.run_id, "member_1/valid_loss/log_survival_days")
     assert [m.step for m in curve] == list(range(1, model.n_iter_[1] + 1))
     assert len(client.get_metric_history(run.info.run_id, "member_0/weight/cirrhosis")) == model.n_iter_[0]
     summary = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/training_data.json")
     assert summary["outcomes"]["cirrhosis"] == {"kind": "binary", "n_labelled": 412, "events": {"0": 268, "1": 144}}
+    assert summary["outcomes"]["death"] == {"kind": "survival", "n_labelled": 418, "events": 161, "censored": 257}
     assert summary["features"]["chol"]["missing_fraction"] == pytest.approx(134 / 418, abs=1e-4)
     explanation_files = [f.path for f in mlflow.artifacts.list_artifacts(run_id=run.info.run_id,
                                                                           artifact_path="explanations")]
-    assert explanation_files == [
+    death = next(spec for spec in model.task_specs_ if spec.name == "death")
+    assert explanation_files == sorted([
         "explanations/beeswarm_cirrhosis=1.png", "explanations/beeswarm_log_survival_days.png",
+        *(f"explanations/beeswarm_death_event_by_{horizon:g}.png" for horizon in death.horizons),
         "explanations/global_importance.csv",
-    ]
+    ])
     model_uri = run.data.tags["clinical_mtl.model_uri"]
     info = mlflow.models.get_model_info(model_uri)
     assert info.signature.inputs.input_names() == list(X.columns)
     # Optional and of any type: the model checks its input with the cohort schema (MLflow's check quotes rows).
     assert all(isinstance(spec.type, AnyType) and not spec.required for spec in info.signature.inputs.inputs)
-    assert info.signature.outputs.input_names() == [
-        "cirrhosis_pred", "cirrhosis_proba_0", "cirrhosis_proba_1",
-        "log_survival_days_pred", "log_survival_days_lower", "log_survival_days_upper",
-    ]
+    assert info.signature.outputs.input_names() == prediction_columns(model)
     assert {param.name: param.default for param in info.signature.params.params} == {
         "top_k": 0, "interval_coverage": 0.9
     }
@@ -177,6 +198,8 @@ def test_registry_alias_and_load_by_alias(tracked):
         loaded.predict(tracking.to_pyfunc_input(model, X.head(20)))["log_survival_days_pred"],
         model.predict(X.head(20))["log_survival_days"],
     )
+    np.testing.assert_array_equal(  # the median time to death: NaN where the curve stays above 0.5
+        loaded.predict(tracking.to_pyfunc_input(model, X.head(20)))["death_pred"], model.predict(X.head(20))["death"])
     assert str(mlflow.MlflowClient().get_model_version_by_alias("pbc_mtl", "champion").version) == "1"
 
 
@@ -230,15 +253,12 @@ def test_pyfunc_returns_top_k_contributions(tracked):
     inputs = tracking.to_pyfunc_input(model, X.head(6))
     with_default = loaded.predict(inputs)
     assert with_default.columns.tolist() == info.signature.outputs.input_names()
-    assert "log_survival_days_top2_contribution" in with_default
+    assert {"log_survival_days_top2_contribution", "death_top2_contribution"} <= set(with_default)
     explanation = model.explain(X.head(6))["cirrhosis"]
     top = np.abs(explanation.values).argmax(axis=1)
     assert with_default["cirrhosis_top1_feature"].tolist() == [X.columns[i] for i in top]
     plain = loaded.predict(inputs, params={"top_k": 0})
-    assert plain.columns.tolist() == [
-        "cirrhosis_pred", "cirrhosis_proba_0", "cirrhosis_proba_1",
-        "log_survival_days_pred", "log_survival_days_lower", "log_survival_days_upper",
-    ]
+    assert plain.columns.tolist() == prediction_columns(model)
     wider = loaded.predict(inputs, params={"top_k": 0, "interval_coverage": 0.95})
     pd.testing.assert_frame_equal(wider.reset_index(drop=True),
                                   flat_predictions(model, X.head(6), coverage=0.95).reset_index(drop=True))

@@ -44,7 +44,7 @@ def test_pbc_from_a_file_trains_exactly_like_from_memory(tmp_path, from_memory, 
     from_file = _train(tmp_path, {"path": f"pbc.{suffix}"})
 
     memory, model = from_memory.model, from_file.model
-    assert model.tasks_ == memory.tasks_ == {"cirrhosis": "binary", "log_survival_days": "regression"}
+    assert model.tasks_ == memory.tasks_ == {"cirrhosis": "binary", "death": "survival"}
     assert model.task_specs_ == memory.task_specs_
     assert model.classes_["cirrhosis"].tolist() == [0, 1]  # the schema's classes, integers
     assert model.classes_["cirrhosis"].dtype == memory.classes_["cirrhosis"].dtype
@@ -59,18 +59,19 @@ def test_classes_compare_by_value():
     schema = load_schema(PIPELINES / "../data_schemas/pbc.yaml")
     labels = pd.DataFrame({
         "cirrhosis": pd.Series([1, 1.0, "1", 0, "0.0", None, np.nan], dtype=object),
-        "log_survival_days": [1.0, 2.0, np.nan, 3.0, 4.0, 5.0, 6.0],
+        "death_time": [1.0, 2.0, np.nan, 3.0, 4.0, 5.0, 6.0],
+        "death_event": [1.0, 0.0, np.nan, 1.0, 1.0, 0.0, 0.0],
     })
     checked = _check_classes(labels, schema)
     assert checked["cirrhosis"].tolist() == [1, 1, 1, 0, 0, pd.NA, pd.NA]
     assert checked["cirrhosis"].dtype == "Int64"
-    pd.testing.assert_series_equal(checked["log_survival_days"], labels["log_survival_days"])
+    pd.testing.assert_frame_equal(checked[["death_time", "death_event"]], labels[["death_time", "death_event"]])
 
 
 def test_labels_outside_the_classes_name_rows_not_values():
     schema = load_schema(PIPELINES / "../data_schemas/pbc.yaml")
     labels = pd.DataFrame({"cirrhosis": pd.Series([0, 1, "yes", 2.0, 1], dtype=object),
-                           "log_survival_days": np.ones(5)}).set_axis(pd.RangeIndex(10, 15))
+                           "death_time": np.ones(5), "death_event": np.ones(5)}).set_axis(pd.RangeIndex(10, 15))
     with pytest.raises(SchemaError, match=r"Outcome 'cirrhosis' has labels outside the schema's classes "
                                           r"\[0, 1\] in 2 rows \(row_number 12, 13\)") as info:
         _check_classes(labels, schema)

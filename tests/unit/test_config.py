@@ -172,7 +172,7 @@ def test_the_bundled_pipelines_parse():
     train = load_pipeline(PIPELINES / "pbc_train.yaml")
     assert isinstance(train, TrainConfig) and train.name == "pbc_train"
     assert train.schema == root / "data_schemas" / "pbc.yaml" and train.data.dataset == "pbc"
-    assert train.split == SplitConfig(0.25, 0, "cirrhosis") and train.model == {"random_state": 0}
+    assert train.split == SplitConfig(0.25, 0, "cirrhosis") and train.model == {"random_state": 0, "survival_horizons": [365, 1826, 3652]}
     assert train.tracking == TrackingConfig(experiment="clinical_mtl_pbc", registered_model_name="pbc_mtl",
                                             alias="champion")
     assert train.outputs.model_card == root / "reports" / "generated" / "pbc_model_card.md"

@@ -61,12 +61,11 @@ def test_pbc_schema_describes_the_pbc_table(pbc_schema, pbc):
     assert pbc_schema.outcomes == (
         OutcomeSpec("cirrhosis", "binary", (0, 1), description=pbc_schema.outcomes[0].description,
                     label="Cirrhosis (histologic stage 4)"),
-        OutcomeSpec("log_survival_days", "regression", None, unit="log(days)",
-                    description=pbc_schema.outcomes[1].description, label="Survival from registration",
-                    display_transform="exp", display_unit="days"),
+        OutcomeSpec("death", "survival", None, unit="days", description=pbc_schema.outcomes[1].description,
+                    label="Death"),
     )
-    assert pbc_schema.tasks == {"cirrhosis": "binary", "log_survival_days": "regression"}
-    assert list(pbc_schema.tasks) == list(Y.columns)
+    assert pbc_schema.tasks == {"cirrhosis": "binary", "death": "survival"}
+    assert [c for outcome in pbc_schema.outcomes for c in outcome.label_columns] == list(Y.columns)
     assert feature(pbc_schema, "bili").describe_rule() == "0.1 <= bili <= 50"
     assert feature(pbc_schema, "sex").describe_rule() == "one of f, m"
 
@@ -106,9 +105,9 @@ def test_schema_round_trips_through_plain_data(pbc_schema):
     assert pbc_schema.to_dict()["features"]["sex"]["categories"] == ["f", "m"]
     bilirubin = pbc_schema.to_dict()["features"]["bili"]
     assert bilirubin["reference_range"] == [0.1, 1.2] and bilirubin["label"] == "Bilirubin"
-    survival = next(outcome for outcome in pbc_schema.outcomes if outcome.name == "log_survival_days")
-    assert (survival.display_name, survival.display_transform, survival.display_unit) == (
-        "Survival from registration", "exp", "days")
+    survival = next(outcome for outcome in pbc_schema.outcomes if outcome.name == "death")
+    assert (survival.display_name, survival.unit, survival.label_columns) == ("Death", "days",
+                                                                             ("death_time", "death_event"))
 
 
 # -- a schema file with mistakes -------------------------------------------------------------
@@ -150,8 +149,8 @@ GOOD_FEATURES = "features: {a: {type: numeric}}\n"
     ("cohort: x\nid_column: id\nfeatures: {a: numeric}\n", r"feature 'a': expected a mapping of keys"),
     ("cohort: x\nid_column: id\nfeatures: {}\n", r"no feature"),
     ("cohort: x\nid_column: a\n" + GOOD_FEATURES, r"feature 'a': it is the id column"),
-    ("cohort: x\nid_column: id\n" + GOOD_FEATURES + "outcomes: {y: {kind: survival}}\n",
-     r"outcome 'y': kind must be one of \['binary', 'multiclass', 'regression'\], got 'survival'"),
+    ("cohort: x\nid_column: id\n" + GOOD_FEATURES + "outcomes: {y: {kind: ordinal}}\n",
+     r"outcome 'y': kind must be one of \['binary', 'multiclass', 'regression', 'survival'\], got 'ordinal'"),
     ("cohort: x\nid_column: id\n" + GOOD_FEATURES + "outcomes: {y: binary}\n", r"outcome 'y': expected a mapping"),
     ("cohort: x\nid_column: id\n" + GOOD_FEATURES + "outcomes: {y: {kind: binary, classes: 2}}\n",
      r"outcome 'y': classes must be a list, got 2"),

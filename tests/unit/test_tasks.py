@@ -81,7 +81,7 @@ def test_columns_must_match_declared_tasks():
 
 def test_unknown_task_kind_is_an_error():
     with pytest.raises(TaskSpecificationError, match="unknown kinds"):
-        infer_tasks(labels(dx=[0, 1]), {"dx": "survival"})
+        infer_tasks(labels(dx=[0, 1]), {"dx": "ordinal"})
 
 
 def test_text_regression_labels_are_an_error():
@@ -248,7 +248,8 @@ def test_declared_tasks_missing_from_Y_are_an_error():
         infer_tasks(labels(dx=[0, 1]), {"dx": "binary", "death": "binary"})
     assert str(info.value) == (
         "The columns of Y do not match `tasks`: outcomes in tasks but not in Y: ['death']. "
-        "Pass one Y column per outcome of `tasks`, or tasks=None to infer them."
+        "Pass one Y column per outcome of `tasks` (two, <name>_time and <name>_event, per survival "
+        "outcome), or tasks=None to infer them."
     )
 
 
@@ -257,7 +258,8 @@ def test_Y_columns_missing_from_declared_tasks_are_an_error():
         infer_tasks(labels(dx=[0, 1], age=[50.5, 60.5]), {"dx": "binary"})
     assert str(info.value) == (
         "The columns of Y do not match `tasks`: columns of Y not in tasks: ['age']. "
-        "Pass one Y column per outcome of `tasks`, or tasks=None to infer them."
+        "Pass one Y column per outcome of `tasks` (two, <name>_time and <name>_event, per survival "
+        "outcome), or tasks=None to infer them."
     )
 
 

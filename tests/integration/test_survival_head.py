@@ -1,0 +1,103 @@
+"""A survival outcome end to end in the estimator: curves, medians, flat columns, evaluation, saving."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from clinical_mtl import MultiTaskMLP
+from clinical_mtl.data.persistence import load_model, save_model
+from clinical_mtl.datasets import load_pbc, make_synthetic_cohort
+from clinical_mtl.model.outputs import flat_predictions
+
+pytestmark = pytest.mark.integration
+
+HORIZONS = (365.0, 1826.0, 3652.0)
+
+
+@pytest.fixture(scope="module")
+def pbc_survival():
+    X, Y = load_pbc()
+    model = MultiTaskMLP(hidden_layer_sizes=(32,), ensemble_size=2, max_epochs=60, random_state=0,
+                         survival_horizons=list(HORIZONS)).fit(X, Y)
+    return model, X, Y
+
+
+def test_curves_are_probabilities_that_never_rise_and_medians_sit_where_they_cross_one_half(pbc_survival):
+    model, X, _ = pbc_survival
+    (spec,) = [spec for spec in model.task_specs_ if spec.kind == "survival"]
+    assert model.tasks_ == {"cirrhosis": "binary", "death": "survival"} and spec.horizons == HORIZONS
+    default = model.predict_survival_function(X)["death"]
+    assert default.shape == (len(X), len(spec.cut_points))
+    times = np.linspace(0, 6000, 61)
+    curves = model.predict_survival_function(X, times)["death"]
+    assert np.all((curves >= 0) & (curves <= 1)) and np.all(np.diff(curves, axis=1) <= 1e-12)
+    np.testing.assert_allclose(curves[:, 0], 1.0)
+    median = model.predict(X)["death"].to_numpy()
+    known = ~np.isnan(median)
+    assert 0 < known.sum() < len(X)  # some medians lie beyond the follow-up the model learnt from
+    at_median = np.array([model.predict_survival_function(X.iloc[[i]], [median[i]])["death"][0, 0]
+                          for i in np.flatnonzero(known)[:20]])
+    np.testing.assert_allclose(at_median, 0.5, atol=1e-9)
+    assert np.all(default[~known, -1] > 0.5)
+
+
+def test_flat_columns_give_the_event_probability_by_each_horizon(pbc_survival):
+    model, X, _ = pbc_survival
+    flat = flat_predictions(model, X.head(50), top_k=2)
+    curves = model.predict_survival_function(X.head(50), HORIZONS)["death"]
+    for k, label in enumerate(("365", "1826", "3652")):
+        np.testing.assert_allclose(flat[f"death_event_prob_{label}"], 1 - curves[:, k], rtol=1e-12)
+    np.testing.assert_array_equal(flat["death_pred"], model.predict(X.head(50))["death"])
+    assert (flat["death_median_beyond_follow_up"] == flat["death_pred"].isna()).all()
+    explanation = model.explain(X.head(50))["death"].values[:, :, 1]  # the middle horizon
+    top = np.abs(explanation).argmax(axis=1)
+    assert flat["death_top1_feature"].tolist() == [X.columns[i] for i in top]
+
+
+def test_evaluation_ranks_patients_and_accounts_for_censoring(pbc_survival):
+    model, X, Y = pbc_survival
+    table = model.evaluate(X, Y, n_bootstrap=30, random_state=0)
+    row = table.loc["death"]
+    assert (row["n_labelled"], row["events"], row["censored"]) == (418, 161, 257)
+    assert 0.75 < row["harrell_c"] <= 1 and 0.7 < row["uno_c"] <= 1 and 0 < row["ibs"] < 0.25
+    assert row["harrell_c_lower"] <= row["harrell_c"] <= row["harrell_c_upper"]
+    assert {"auc_at_365", "auc_at_1826", "calibration_at_3652"} <= set(table.columns)
+    assert 1000 < row["median_follow_up"] < 3500  # reverse Kaplan-Meier, days
+    # Ranking by the model beats ranking by chance on the patients it did not see in early stopping.
+    assert model.validation_metrics_.loc["death", "harrell_c"] > 0.7
+
+
+def test_a_saved_model_predicts_the_same_curves(tmp_path, pbc_survival):
+    model, X, _ = pbc_survival
+    loaded = load_model(save_model(model, tmp_path / "model"))
+    assert loaded.task_specs_ == model.task_specs_
+    np.testing.assert_array_equal(loaded.predict_survival_function(X, [100, 2000])["death"],
+                                  model.predict_survival_function(X, [100, 2000])["death"])
+
+
+def test_censored_patients_teach_the_model():
+    """Keeping censored patients (instead of leaving them unlabelled) moves the curves up: without them
+    every labelled patient dies, and the model believes it."""
+    X, Y, truth = make_synthetic_cohort(600, random_state=1, survival=True, return_truth=True,
+                                        label_missing_rate=0.0)
+    settings = {"hidden_layer_sizes": (16,), "ensemble_size": 1, "max_epochs": 40, "random_state": 0}
+    labels = Y[["death_time", "death_event"]]
+    full = MultiTaskMLP(**settings).fit(X, labels)
+    deaths_only = labels.where(labels["death_event"] == 1)
+    naive = MultiTaskMLP(**settings).fit(X, deaths_only)
+    horizon = [1000.0]
+    true = truth.survival["death"](horizon)[:, 0].mean()
+    with_censored = full.predict_survival_function(X, horizon)["death"][:, 0].mean()
+    without = naive.predict_survival_function(X, horizon)["death"][:, 0].mean()
+    assert abs(with_censored - true) < 0.08 and without < true - 0.15, (with_censored, without, true)
+
+
+def test_predict_survival_function_refuses_models_without_survival_and_bad_times(pbc_survival):
+    model, X, Y = pbc_survival
+    with pytest.raises(ValueError, match="times must be finite and non-negative"):
+        model.predict_survival_function(X.head(2), [-1.0])
+    plain = MultiTaskMLP(hidden_layer_sizes=(4,), ensemble_size=1, max_epochs=2, random_state=0)
+    plain.fit(X, Y[["cirrhosis"]])
+    with pytest.raises(ValueError, match="needs a survival outcome"):
+        plain.predict_survival_function(X.head(2))
+    assert isinstance(model.predict(X.head(3)), pd.DataFrame)
