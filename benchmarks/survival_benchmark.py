@@ -66,6 +66,7 @@ from sklearn.model_selection import RepeatedStratifiedKFold
 
 from clinical_mtl.datasets import PBC_CSV, load_pbc, make_synthetic_cohort
 from clinical_mtl.model.preprocessing import ClinicalPreprocessor
+from clinical_mtl.model.survival_metrics import survival_metrics
 from compare_models import markdown_table  # a sibling script
 
 REPORTS = Path(__file__).resolve().parents[1] / "reports"
@@ -268,24 +269,6 @@ def methods(quick: bool) -> dict[str, Callable]:
     }
 
 
-def estimator_ready() -> str | None:
-    """None when MultiTaskMLP fits a survival outcome and predicts curves, else why not."""
-    try:
-        from clinical_mtl import MultiTaskMLP
-
-        if not hasattr(MultiTaskMLP, "predict_survival_function"):
-            return "MultiTaskMLP has no predict_survival_function"
-        X, Y = make_synthetic_cohort(120, random_state=0, survival=True, label_missing_rate=0.0)
-        Y = Y[["death_time", "death_event", "diagnosis"]].astype(float)
-        model = MultiTaskMLP(tasks={"death": "survival", "diagnosis": "binary"}, random_state=0).fit(X, Y)
-        curves = model.predict_survival_function(X.iloc[:5], np.array([100.0, 500.0]))["death"]
-        if np.shape(curves) != (5, 2):
-            return f"predict_survival_function returned shape {np.shape(curves)}"
-    except Exception as error:  # the estimator may be mid-edit
-        return f"{type(error).__name__}: {error}"
-    return None
-
-
 def _surv(Y: pd.DataFrame, outcome: str):
     from sksurv.util import Surv
 
@@ -301,15 +284,6 @@ def _step(knots: np.ndarray, values: np.ndarray, times: np.ndarray) -> np.ndarra
 
 
 # -- metrics ----------------------------------------------------------------------------------------
-
-
-def package_metrics():
-    """``clinical_mtl.model.survival_metrics.survival_metrics`` when the package has it, else None."""
-    try:
-        from clinical_mtl.model.survival_metrics import survival_metrics
-    except ImportError:
-        return None
-    return survival_metrics
 
 
 def prediction_grid(test_time: np.ndarray, test_event: np.ndarray) -> np.ndarray:
@@ -346,18 +320,17 @@ class Scorer:
     """Scores one fold's predicted curves both ways.
 
     ``harrell_c``, ``uno_c``, ``ibs``: the package's ``survival_metrics`` on the test rows (censoring
-    distribution, tau and Brier grid from the test rows themselves), or, without that module, the
-    training-IPCW variant. ``*_train_ipcw``: always the training-IPCW variant.
+    distribution, tau and Brier grid from the test rows themselves). ``*_train_ipcw``: the
+    training-IPCW variant.
     """
 
     def __init__(self, y_train, y_test):
         self.y_train, self.y_test = y_train, y_test
-        self.metrics = package_metrics()
         self.grid = prediction_grid(y_test["time"], y_test["event"])
         self.tau, self.ibs_grid, self.risk_grid = training_grids(y_train["time"], y_train["event"], y_test["time"])
         self.times = np.unique(np.concatenate([self.grid, self.ibs_grid, self.risk_grid]))
         self.info = {"tau_test": self.grid[-1], "tau_train": self.tau, "n_ibs_times_train": len(self.ibs_grid),
-                     "metrics": "survival_metrics" if self.metrics else "sksurv"}
+                     "metrics": "survival_metrics"}
 
     def __call__(self, curves: np.ndarray) -> dict:
         curves = np.asarray(curves, dtype=float)
@@ -367,10 +340,8 @@ class Scorer:
                                       at(self.ibs_grid), self.ibs_grid, self.tau)
         out = {f"{k}_train_ipcw": v for k, v in train.items() if k in METRICS}
         out["n_dropped_ipcw"] = train["n_dropped_ipcw"]
-        if self.metrics is None:
-            return out | {k: train[k] for k in METRICS}
-        scores = self.metrics(self.y_test["time"], self.y_test["event"].astype(float),
-                              np.clip(at(self.grid), 0.0, 1.0), self.grid)
+        scores = survival_metrics(self.y_test["time"], self.y_test["event"].astype(float),
+                                  np.clip(at(self.grid), 0.0, 1.0), self.grid)
         return out | {k: scores[k] for k in METRICS}
 
 
@@ -608,10 +579,6 @@ def main() -> None:
         chosen = {name: chosen[name] for name in args.methods}
     if args.without_estimator:
         chosen = {k: v for k, v in chosen.items() if k not in (MULTITASK, SINGLE_TASK)}
-    elif MULTITASK in chosen or SINGLE_TASK in chosen:
-        reason = estimator_ready()
-        if reason is not None:
-            parser.error(f"the estimator's survival API does not work yet ({reason}); use --without-estimator")
     warnings.filterwarnings("ignore", module="lifelines")
     start = time.perf_counter()
     folds = pd.concat([cross_validate(c, chosen, args.folds, args.repeats, args.seed, args.quick)

@@ -184,11 +184,12 @@ def encode_survival(time: np.ndarray, event: np.ndarray, cut_points) -> np.ndarr
     knots = np.concatenate([[0.0], cuts])
     labelled = ~np.isnan(time)
     t = np.where(labelled, time, 1.0)
-    interval = np.clip(np.searchsorted(cuts, t, side="left"), 0, len(cuts))  # index j of (b_j, b_{j+1}]
+    interval = np.searchsorted(cuts, t, side="left")  # j of (b_j, b_{j+1}]; J past the last cut
     beyond = interval == len(cuts)
     observed = (event == 1) & labelled & ~beyond
-    middle = (knots[np.minimum(interval, len(cuts) - 1)] + cuts[np.minimum(interval, len(cuts) - 1)]) / 2
-    survived = np.where(observed, interval, np.where(beyond, len(cuts), interval + (t >= middle)))
+    within = np.minimum(interval, len(cuts) - 1)
+    middle = (knots[within] + cuts[within]) / 2
+    survived = np.where(observed | beyond, interval, interval + (t >= middle))
     encoded = np.column_stack([survived, observed]).astype(np.int64)
     encoded[~labelled] = 0
     return encoded

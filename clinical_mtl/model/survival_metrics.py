@@ -39,6 +39,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from .survival import horizon_label, restricted_mean, survival_at
+
 # Below this many labelled patients every metric of ``survival_metrics`` is NaN.
 MIN_PATIENTS = 10
 # Risk groups of ``horizon_calibration`` have at least this many patients (when possible).
@@ -46,22 +48,6 @@ MIN_GROUP_SIZE = 10
 UNO_TAU_PERCENTILE = 80.0
 IBS_PERCENTILES = (10.0, 80.0)
 IBS_GRID_SIZE = 20
-
-
-def horizon_label(h: float) -> str:
-    """The name of a horizon in metric keys: ``f"{h:g}"`` with "." replaced by "p".
-
-    Parameters
-    ----------
-    h : float
-        The horizon, in the unit of the follow-up times.
-
-    Returns
-    -------
-    str
-        E.g. ``"365"`` for 365 and ``"182p5"`` for 182.5.
-    """
-    return f"{float(h):g}".replace(".", "p")
 
 
 def censoring_summary(time: np.ndarray, event: np.ndarray) -> dict:
@@ -145,17 +131,7 @@ def survival_metrics(
         estimated are NaN.
     """
     times = _check_grid(times)
-    time_all, event_all, survival = _check_survival_inputs(time, event, survival, times)
-    labelled = _labelled_mask(time_all, event_all)
-    time, event = _check_1d_inputs(time_all, event_all)
-    survival = survival[labelled]
-
-    # S(0) = 1 at t = 0 unless the grid already starts at 0.
-    if times[0] > 0:
-        grid = np.r_[0.0, times]
-        curves = np.column_stack([np.ones(len(time)), survival])
-    else:
-        grid, curves = times, survival
+    time, event, survival = _check_survival_inputs(time, event, survival, times)
 
     horizons = [float(h) for h in horizons]
     nan = float("nan")
@@ -175,7 +151,7 @@ def survival_metrics(
     from sksurv.util import Surv
 
     y = Surv.from_arrays(event, time)
-    rmst = np.trapezoid(curves, grid, axis=1)
+    rmst = restricted_mean(survival, times)
     event_times = time[event]
 
     with warnings.catch_warnings(), np.errstate(all="ignore"):
@@ -199,10 +175,10 @@ def survival_metrics(
                 result["uno_c"] = float(c)
 
         low, high = np.percentile(event_times, IBS_PERCENTILES)
-        if low < high < time.max() and high <= grid[-1]:
+        if low < high < time.max() and high <= times[-1]:
             ibs_grid = np.linspace(low, high, IBS_GRID_SIZE)
             try:
-                ibs = integrated_brier_score(y, y, _interpolate(curves, grid, ibs_grid), ibs_grid)
+                ibs = integrated_brier_score(y, y, survival_at(survival, times, ibs_grid), ibs_grid)
             except ValueError:
                 pass
             else:
@@ -210,9 +186,9 @@ def survival_metrics(
                     result["ibs"] = float(ibs)
 
         for h in horizons:
-            if not (time.min() <= h < time.max() and h <= grid[-1]):
+            if not (time.min() <= h < time.max() and h <= times[-1]):
                 continue
-            risk = 1.0 - _interpolate(curves, grid, np.array([h]))[:, 0]
+            risk = 1.0 - survival_at(survival, times, [h])[:, 0]
             cases = int(np.sum((time <= h) & event))
             controls = int(np.sum(time > h))
             if cases * controls >= 2:
@@ -393,24 +369,16 @@ def _check_grid(times) -> np.ndarray:
 
 
 def _check_survival_inputs(time, event, survival, times):
-    time = np.asarray(time, dtype=float)
-    event = np.asarray(event, dtype=float)
+    """Labelled rows of ``time`` (float), ``event`` (bool) and ``survival`` (probabilities on ``times``)."""
     survival = np.asarray(survival, dtype=float)
-    if time.ndim != 1 or event.shape != time.shape:
-        raise ValueError("time and event must be one-dimensional arrays of the same length")
-    if survival.shape != (time.size, times.size):
+    if survival.shape != (np.size(time), times.size):
         raise ValueError("survival must have shape (len(time), len(times))")
-    keep = _labelled_mask(time, event)
-    _check_labels(time[keep], event[keep], np.flatnonzero(keep))
+    keep = _labelled_mask(np.asarray(time, dtype=float), np.asarray(event, dtype=float))
+    time, event = _check_1d_inputs(time, event)
     rows = survival[keep]
     bad = np.flatnonzero(~np.all(np.isfinite(rows) & (rows >= 0) & (rows <= 1), axis=1))
     if bad.size:
         raise ValueError(
             f"survival must be probabilities in [0, 1] (row position {np.flatnonzero(keep)[bad[0]]})"
         )
-    return time, event, survival
-
-
-def _interpolate(curves: np.ndarray, grid: np.ndarray, at: np.ndarray) -> np.ndarray:
-    """Each row of ``curves`` (on ``grid``) linearly interpolated at ``at``."""
-    return np.vstack([np.interp(at, grid, row) for row in curves])
+    return time, event, rows
