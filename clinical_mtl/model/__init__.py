@@ -12,6 +12,7 @@ from .explanation import (
 from .feature_codec import RawFeatureCodec
 from .metric_tables import band, bootstrap_metrics, evaluate_model, group_columns
 from .metrics import metrics_table
+from .outcome_view import OutcomeView
 from .outputs import (
     OutputColumn,
     column_name,
@@ -20,6 +21,7 @@ from .outputs import (
     top_contributions,
 )
 from .preprocessing import ClinicalPreprocessor
+from .scorers import mean_outcome_scorer, outcome_scorer
 from .tasks import BINARY, MULTICLASS, REGRESSION, TaskSpec, infer_tasks
 
 __all__ = [
@@ -28,6 +30,7 @@ __all__ = [
     "ClinicalPreprocessor",
     "MULTICLASS",
     "MultiTaskMLP",
+    "OutcomeView",
     "OutputColumn",
     "REGRESSION",
     "RawFeatureCodec",
@@ -42,7 +45,9 @@ __all__ = [
     "global_importance",
     "group_columns",
     "infer_tasks",
+    "mean_outcome_scorer",
     "metrics_table",
+    "outcome_scorer",
     "output_columns",
     "top_contributions",
 ]

@@ -29,6 +29,7 @@ from .losses import EQUAL, UNCERTAINTY
 from .metric_tables import evaluate_model
 from .metrics import skill_score
 from .network import MultiHeadEnsemble
+from .outcome_view import single_outcome, single_outcome_of, with_estimator_type
 from .prediction import PredictionCoreMixin
 from .preprocessing import ClinicalPreprocessor
 from .survival import DEFAULT_INTERVALS
@@ -135,8 +136,14 @@ class MultiTaskMLP(PredictionCoreMixin, BaseEstimator):
         Names of the feature columns, when ``X`` was a DataFrame.
     tasks_ : dict of str to str
         Outcome -> kind, as learned in fit.
-    classes_ : dict of str to ndarray
-        Classification outcome -> its class labels, sorted.
+    single_outcome_ : str or None
+        The outcome of a fit on a 1-d ``y``, None for a label table. Fitted on
+        one outcome, the model answers as a scikit-learn classifier or
+        regressor: arrays from ``predict`` and ``predict_proba``, an array
+        ``classes_`` (see :mod:`clinical_mtl.model.outcome_view`).
+    classes_ : dict of str to ndarray, or ndarray
+        Classification outcome -> its class labels, sorted (with
+        ``single_outcome_``, its labels alone).
     label_counts_ : dict of str to dict
         Per outcome: ``n_labelled`` rows, and for classification ``events``,
         the number of labelled rows per class.
@@ -146,6 +153,10 @@ class MultiTaskMLP(PredictionCoreMixin, BaseEstimator):
         significant digits: where a prediction stands in the training cohort.
         Neither the extremes (the minimum and maximum are one patient's exact
         labels) nor exact quantiles are stored: the model is shared.
+    cohort_survival_ : dict of str to ndarray
+        Survival outcome -> the training cohort's Kaplan-Meier estimate of
+        ``S(t)`` at each of its cut points (``task_specs_``), to 3 significant
+        digits: the curve a patient's prediction is shown against.
     preprocessor_ : ClinicalPreprocessor
         The fitted transformer from raw columns to network inputs.
     module_ : MultiHeadEnsemble
@@ -277,7 +288,7 @@ class MultiTaskMLP(PredictionCoreMixin, BaseEstimator):
         y : DataFrame, Series or array-like of shape (n_samples,) or (n_samples, n_outcomes)
             The label table: one column per outcome, NaN where a patient has
             no label. Arrays name their outcomes ``y`` (1-d) or ``y0, y1, ...``
-            (2-d).
+            (2-d). A 1-d ``y`` fits one outcome (``single_outcome_``).
 
         Returns
         -------
@@ -292,8 +303,9 @@ class MultiTaskMLP(PredictionCoreMixin, BaseEstimator):
         labels = as_label_frame(y, features.index, match_index=isinstance(X, pd.DataFrame))
         specs = tuple(infer_tasks(labels, self.tasks, survival_intervals=self.survival_intervals,
                                   survival_horizons=self.survival_horizons))
+        self.single_outcome_ = single_outcome_of(y, labels)
         self._set_task_specs(specs)
-        self.label_counts_, self.label_percentiles_ = label_summaries(labels, specs)
+        self.label_counts_, self.label_percentiles_, self.cohort_survival_ = label_summaries(labels, specs)
         self.preprocessor_ = ClinicalPreprocessor(log_transform=self.log_transform).fit(features)
         inputs = np.ascontiguousarray(self.preprocessor_.transform(features))
         rng = check_random_state(self.random_state)
@@ -434,7 +446,8 @@ class MultiTaskMLP(PredictionCoreMixin, BaseEstimator):
         tags.target_tags.required = True
         tags.target_tags.multi_output = True
         tags.target_tags.single_output = True
-        return tags
+        single = single_outcome(self)
+        return tags if single is None else with_estimator_type(tags, self.tasks_[single])
 
     # -- the fitted state, for persistence ---------------------------------------------------
 
@@ -475,7 +488,6 @@ class MultiTaskMLP(PredictionCoreMixin, BaseEstimator):
     # -- private helpers -------------------------------------------------------------------
 
     def _set_task_specs(self, specs: tuple[TaskSpec, ...]) -> None:
-        """``task_specs_`` and what is read from it: ``tasks_`` and ``classes_``."""
+        """``task_specs_`` and what is read from it: ``tasks_`` (``classes_`` is read on demand)."""
         self.task_specs_ = specs
         self.tasks_ = {spec.name: spec.kind for spec in specs}
-        self.classes_ = {spec.name: np.asarray(spec.classes) for spec in specs if spec.classes}

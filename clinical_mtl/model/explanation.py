@@ -67,26 +67,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache, partial
+from functools import partial
 
 import numpy as np
 import pandas as pd
 import torch
-from numpy.polynomial.legendre import leggauss
-from scipy.special import logit
 from sklearn.cluster import KMeans
 
 from .features import BOOLEAN, prepare_features
+from .link_attributions import survival_link_slopes, through_calibration, through_link, to_log_odds
 from .network import MultiHeadNet
 from .preprocessing import CategoricalEncoding
-from .survival import SURVIVAL, interpolation_weights
+from .survival import SURVIVAL
 from .tasks import BINARY, MULTICLASS, TaskSpec
 
 BACKGROUND_CLUSTERS = 20
 MIN_CLUSTER_SIZE = 5
 MAX_CLUSTERING_ROWS = 5000
 CHUNK_ROWS = 256
-CALIBRATION_NODES = 32
 PROBABILITY, LOG_ODDS = "probability", "log_odds"
 
 
@@ -180,9 +178,9 @@ def _grouped_output(model, spec: TaskSpec, groups: np.ndarray, output: str, valu
     recalibration and, if asked, into log-odds; with the base values (n, k)."""
     grouped = np.einsum("nkd,df->nfk", values, groups)
     if spec.name in model.calibrators_:
-        grouped, base = _through_calibration(spec, model.calibrators_[spec.name], grouped, base)
+        grouped, base = through_calibration(spec, model.calibrators_[spec.name], grouped, base)
     if spec.kind != "regression" and output == LOG_ODDS:
-        grouped, base = _to_log_odds(grouped, base)
+        grouped, base = to_log_odds(grouped, base)
     return grouped, base
 
 
@@ -220,10 +218,7 @@ def _attribute(model, inputs: torch.Tensor, specs: list[TaskSpec], background: B
         base_sums = {spec.name: 0.0 for spec in specs}
         for member in members:
             member.eval()
-            logit_attributions, logits_x, logits_r = _deeplift(member, chunk, points)
-            for spec in specs:
-                t = task_index[spec.name]
-                phi, f_r = _through_link(spec, logit_attributions[t], logits_x[t], logits_r[t])
+            for spec, (phi, f_r) in zip(specs, _explained_outputs(member, chunk, points, specs, task_index)):
                 sums[spec.name] = sums[spec.name] + torch.einsum("nmkd,m->nkd", phi, weights)
                 base_sums[spec.name] = base_sums[spec.name] + f_r.T @ weights
         for spec in specs:
@@ -231,6 +226,36 @@ def _attribute(model, inputs: torch.Tensor, specs: list[TaskSpec], background: B
             base = (base_sums[spec.name] / len(members)).double().numpy()
             bases[spec.name] = np.broadcast_to(base, (len(inputs), len(base))).copy()
     return {name: np.concatenate(parts) for name, parts in values.items()}, bases
+
+
+@torch.no_grad()
+def _explained_outputs(member: MultiHeadNet, x: torch.Tensor, r: torch.Tensor, specs, task_index: dict):
+    """Per requested outcome of one network: attributions of its explained output
+    (n, m, k, d) and that output at the background points (m, k).
+
+    A survival head's link acts on its J logits through J x K rescale
+    multipliers (``survival_link_slopes``); they are folded into the head's
+    weights before the backward pass, which then carries K rows instead of J
+    (the pass is linear in the multipliers it starts from, so this is exact).
+    """
+    linears, slopes, outputs_x, outputs_r = _forward(member, x, r)
+    n, m = len(x), len(r)
+    starts, finals = [], []
+    for spec in specs:
+        t = task_index[spec.name]
+        weight = member.heads[t].weight  # (head width, last hidden width)
+        if spec.kind == SURVIVAL:
+            link, f_r = survival_link_slopes(spec, outputs_x[t], outputs_r[t])  # (n, m, K, J)
+            starts.append(torch.einsum("nmkj,jw->nmkw", link, weight))
+            finals.append(f_r)
+        else:
+            starts.append(weight.expand(n, m, *weight.shape))
+            finals.append(None)
+    phis = torch.split(_backward(linears, slopes, torch.cat(starts, dim=2), x, r),
+                       [start.shape[2] for start in starts], dim=2)
+    return [(phi, f_r) if f_r is not None else through_link(spec, phi, outputs_x[task_index[spec.name]],
+                                                             outputs_r[task_index[spec.name]])
+            for spec, phi, f_r in zip(specs, phis, finals)]
 
 
 def fixed_blocks(rows: torch.Tensor, size: int):
@@ -256,8 +281,21 @@ def _deeplift(member: MultiHeadNet, x: torch.Tensor, r: torch.Tensor):
     """DeepLIFT-rescale attributions of every head output of one network.
 
     Returns, per head: attributions (n, m, width, n_inputs) of ``h(x) - h(r)``,
-    logits at x (n, width) and at the background points (m, width). float32:
-    float64 is several times slower here and the sums agree to ~1e-6.
+    logits at x (n, width) and at the background points (m, width).
+    """
+    linears, slopes, outputs_x, outputs_r = _forward(member, x, r)
+    head_weight = torch.cat([head.weight for head in member.heads])  # (outputs, width)
+    attributions = _backward(linears, slopes, head_weight[None, None], x, r)
+    return torch.split(attributions, [head.out_features for head in member.heads], dim=2), outputs_x, outputs_r
+
+
+def _forward(member: MultiHeadNet, x: torch.Tensor, r: torch.Tensor):
+    """The forward pass at the patients ``x`` (n, d) and background points ``r`` (m, d).
+
+    Returns the trunk's linear layers, the rescale slope of every hidden unit
+    for every (patient, point) pair (n, m, width) per layer, and per head its
+    outputs at x (n, width) and at r (m, width). float32: float64 is several
+    times slower here and the sums agree to ~1e-6.
     """
     linears = [layer for layer in member.trunk if isinstance(layer, torch.nn.Linear)]
     a_x, a_r, slopes = x, r, []
@@ -271,140 +309,22 @@ def _deeplift(member: MultiHeadNet, x: torch.Tensor, r: torch.Tensor):
         flat = delta_z.abs() < 1e-6
         slope = torch.where(flat, (z_x[:, None, :] > 0).float(), delta_a / torch.where(flat, 1.0, delta_z))
         slopes.append(slope)
-    head_weight = torch.cat([head.weight for head in member.heads])  # (outputs, width)
+    head_weight = torch.cat([head.weight for head in member.heads])
     head_bias = torch.cat([head.bias for head in member.heads])
-    n, m, n_outputs = len(x), len(r), len(head_weight)
-    multipliers = head_weight[None, None]  # (1, 1, outputs, width), broadcast over (n, m)
+    out_x, out_r = torch.addmm(head_bias[:, None], head_weight, a_x.T).T.contiguous(), a_r @ head_weight.T + head_bias
+    widths = [head.out_features for head in member.heads]
+    return linears, slopes, torch.split(out_x, widths, dim=1), torch.split(out_r, widths, dim=1)
+
+
+def _backward(linears, slopes, multipliers: torch.Tensor, x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """Attributions (n, m, k, d) of k outputs whose multipliers on the last hidden
+    layer (or on the inputs, without a trunk) are ``multipliers`` (n or 1, m or 1, k, width)."""
+    n, m, k = len(x), len(r), multipliers.shape[2]
     for layer, slope in zip(reversed(linears), reversed(slopes)):
         weight = layer.weight  # (width, previous width)
         scaled = (multipliers * slope[:, :, None, :]).reshape(-1, weight.shape[0])
-        multipliers = (scaled @ weight).reshape(n, m, n_outputs, weight.shape[1])
-    attributions = multipliers * (x[:, None, :] - r[None, :, :])[:, :, None, :]
-    out_x, out_r = torch.addmm(head_bias[:, None], head_weight, a_x.T).T.contiguous(), a_r @ head_weight.T + head_bias
-    widths = [head.out_features for head in member.heads]
-    return (
-        torch.split(attributions, widths, dim=2),
-        torch.split(out_x, widths, dim=1),
-        torch.split(out_r, widths, dim=1),
-    )
-
-
-def _through_link(spec: TaskSpec, phi: torch.Tensor, h_x: torch.Tensor, h_r: torch.Tensor):
-    """Carry logit attributions (n, m, width, d) through the outcome's link.
-
-    Returns attributions of the explained output (n, m, k, d) and its values at
-    the background points (m, k): k = 1 for binary (the positive class) and
-    regression, k = n_classes for multi-class.
-    """
-    if spec.kind == BINARY:
-        p_x, p_r = torch.sigmoid(h_x), torch.sigmoid(h_r)  # (n, 1), (m, 1)
-        delta_h = h_x[:, None, :] - h_r[None, :, :]
-        flat = delta_h.abs() < 1e-6
-        slope = torch.where(flat, (p_x * (1 - p_x))[:, None, :], (p_x[:, None, :] - p_r[None, :, :])
-                            / torch.where(flat, 1.0, delta_h))
-        return phi * slope[..., None], p_r
-    if spec.kind == MULTICLASS:
-        delta_h = h_x[:, None, :] - h_r[None, :, :]  # (n, m, k)
-        # Nodes per patient (its largest logit change), not per chunk: each level is
-        # computed for the whole block and kept where it is the patient's own.
-        levels = _node_levels(delta_h.abs().amax(dim=(1, 2)))
-        jacobian = None
-        for level in torch.unique(levels).tolist():
-            t, w = _gauss_legendre(level)
-            p = torch.softmax(h_r[None, None, :, :] + t[:, None, None, None] * delta_h[None], dim=-1)  # (q, n, m, k)
-            # Integral over the path of the softmax Jacobian diag(p) - p p^T.
-            at_level = torch.diag_embed(torch.einsum("q,qnmc->nmc", w, p)) - torch.einsum(
-                "q,qnmc,qnmd->nmcd", w, p, p
-            )
-            jacobian = at_level if jacobian is None else torch.where(
-                (levels == level)[:, None, None, None], at_level, jacobian)
-        return torch.einsum("nmcd,nmdi->nmci", jacobian, phi), torch.softmax(h_r, dim=-1)
-    if spec.kind == SURVIVAL:
-        return _through_survival(spec, phi, h_x, h_r)
-    return phi * spec.target_scale, h_r * spec.target_scale + spec.target_mean
-
-
-def _through_survival(spec: TaskSpec, phi: torch.Tensor, z_x: torch.Tensor, z_r: torch.Tensor):
-    """Hazard-logit attributions (n, m, J, d) -> attributions of the event
-    probability by each horizon (n, m, K, d), and its values at the background (m, K)."""
-    c = torch.from_numpy(interpolation_weights(spec.cut_points, spec.horizons)).to(z_x.dtype)  # (K, J)
-
-    def log_terms(z: torch.Tensor) -> torch.Tensor:  # log(1 - c sigmoid(z)), stable: (..., K, J)
-        z = z[..., None, :]
-        return torch.log1p((1 - c) * torch.exp(torch.clamp(z, max=80.0))) - torch.nn.functional.softplus(z)
-
-    g_x, g_r = log_terms(z_x), log_terms(z_r)  # (n, K, J), (m, K, J)
-    delta_z = (z_x[:, None, :] - z_r[None, :, :])[:, :, None, :]  # (n, m, 1, J)
-    flat = delta_z.abs() < 1e-6
-    s_x = torch.sigmoid(z_x)[:, None, None, :]
-    derivative = -c * s_x * (1 - s_x) / (1 - c * s_x)
-    slope = torch.where(flat, derivative, (g_x[:, None] - g_r[None]) / torch.where(flat, 1.0, delta_z))
-    phi_log = torch.einsum("nmkj,nmjd->nmkd", slope, phi)  # attributions of log S(tau)
-    log_x, log_r = g_x.sum(dim=-1), g_r.sum(dim=-1)  # (n, K), (m, K)
-    delta_log = log_x[:, None, :] - log_r[None, :, :]
-    flat = delta_log.abs() < 1e-7
-    link = torch.where(flat, -torch.exp(log_x)[:, None, :],
-                       (torch.exp(log_r)[None] - torch.exp(log_x)[:, None]) / torch.where(flat, 1.0, delta_log))
-    return phi_log * link[..., None], 1 - torch.exp(log_r)
-
-
-NODE_LEVELS = (12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
-
-
-def _node_levels(largest_change: torch.Tensor) -> torch.Tensor:
-    """Gauss-Legendre node counts for integrating the softmax along paths whose
-    logits move by up to ``largest_change`` (one per patient): the nearest
-    singularity is pi / largest_change away, so the count grows with it
-    (``1.2 * change + 8``), rounded up to one of ``NODE_LEVELS``."""
-    needed = torch.ceil(1.2 * largest_change.double()) + 8
-    levels = torch.tensor(NODE_LEVELS)
-    return levels[torch.searchsorted(levels.double(), needed).clamp(max=len(NODE_LEVELS) - 1)]
-
-
-@lru_cache(maxsize=32)
-def _gauss_legendre(n_nodes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    nodes, weights = leggauss(n_nodes)
-    return torch.from_numpy((nodes + 1) / 2).float(), torch.from_numpy(weights / 2).float()
-
-
-def _through_calibration(spec: TaskSpec, calibrator, values: np.ndarray, base: np.ndarray):
-    """Carry probability attributions (n, f, k) and base values (n, k) through the
-    recalibration map of a classification outcome (see the module docstring); k = 1
-    (the positive class) for a binary outcome."""
-    total = base + values.sum(axis=1)  # the explained probabilities
-    if spec.kind == BINARY:
-
-        def calibrated(p: np.ndarray) -> np.ndarray:
-            p = np.clip(p, 0.0, 1.0)
-            return calibrator.transform(np.column_stack([1.0 - p, p]))[:, 1]
-
-        p, b = total[:, 0], base[:, 0]
-        delta = p - b
-        flat = np.abs(delta) < 1e-9
-        jacobian = calibrator.jacobian(np.column_stack([1.0 - p, p]))
-        derivative = jacobian[:, 1, 1] - jacobian[:, 1, 0]  # d g(1 - p, p)_1 / dp
-        slope = np.where(flat, derivative, (calibrated(p) - calibrated(b)) / np.where(flat, 1.0, delta))
-        return values * slope[:, None, None], calibrated(b)[:, None]
-    delta = total - base
-    nodes, weights = leggauss(CALIBRATION_NODES)
-    nodes, weights = (nodes + 1) / 2, weights / 2  # on [0, 1]
-    jacobian = sum(w * calibrator.jacobian(base + t * delta) for t, w in zip(nodes, weights))
-    remainder = calibrator.transform(total) - calibrator.transform(base) - np.einsum("ncd,nd->nc", jacobian, delta)
-    norm = np.einsum("nd,nd->n", delta, delta)
-    correction = remainder[:, :, None] * delta[:, None, :] / np.where(norm > 0, norm, 1.0)[:, None, None]
-    jacobian = jacobian + np.where(norm[:, None, None] > 0, correction, 0.0)
-    return np.einsum("ncd,nfd->nfc", jacobian, values), calibrator.transform(base)
-
-
-def _to_log_odds(values: np.ndarray, base: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rescale probability attributions (n, f, k) and bases (n, k) through logit."""
-    total = base + values.sum(axis=1)  # the explained probabilities
-    p = np.clip(total, 1e-12, 1 - 1e-12)
-    b = np.clip(base, 1e-12, 1 - 1e-12)
-    delta = p - b
-    flat = np.abs(delta) < 1e-12
-    slope = np.where(flat, 1 / (b * (1 - b)), (logit(p) - logit(b)) / np.where(flat, 1.0, delta))
-    return values * slope[:, None, :], logit(b)
+        multipliers = (scaled @ weight).reshape(n, m, k, weight.shape[1])
+    return multipliers * (x[:, None, :] - r[None, :, :])[:, :, None, :]
 
 
 def _group_matrix(preprocessor) -> pd.DataFrame:

@@ -76,6 +76,10 @@ def _optional_tuple(values: list | None) -> tuple | None:
     return None if values is None else tuple(float(value) for value in values)
 
 
+def _same(value):
+    return value
+
+
 def _arrays(values: dict) -> dict:
     return {name: np.asarray(array, dtype=np.float64) for name, array in values.items()}
 
@@ -118,9 +122,11 @@ FITTED_ATTRIBUTES = (
                     lambda names: np.asarray(names, dtype=object), default=OPTIONAL),
     FittedAttribute("task_specs_", ("fitted", "tasks"), lambda specs: [_task_to_json(s) for s in specs],
                     lambda tasks: tuple(_task_from_json(t) for t in tasks)),
+    FittedAttribute("single_outcome_", ("fitted", "single_outcome"), _same, _same, default=None),
     FittedAttribute("label_counts_", ("fitted", "label_counts"), to_json_ready, from_json_ready),
     FittedAttribute("label_percentiles_", ("fitted", "label_percentiles"), _lists,
                     lambda values: {name: np.asarray(v) for name, v in values.items()}, default={}),
+    FittedAttribute("cohort_survival_", ("fitted", "cohort_survival"), _lists, _arrays, default={}),
     FittedAttribute("history_", ("fitted", "history"), list, list),
     FittedAttribute("best_epoch_", ("fitted", "best_epoch"), np.ndarray.tolist, np.asarray),
     FittedAttribute("n_iter_", ("fitted", "n_iter"), np.ndarray.tolist, np.asarray),

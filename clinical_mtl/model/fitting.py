@@ -23,6 +23,7 @@ from .network import build_network
 from .preprocessing import STORED_DIGITS, round_significant
 from .splitting import holdout_split
 from .survival import SURVIVAL, describe_censoring, survival_labels
+from .survival_metrics import kaplan_meier_curve
 from .tasks import REGRESSION, TaskSpec, decode_outputs
 from .training import (
     TaskData,
@@ -60,17 +61,24 @@ class FittedEnsemble:
     held_out: list
 
 
-def label_summaries(labels: pd.DataFrame, specs) -> tuple[dict, dict]:
+def label_summaries(labels: pd.DataFrame, specs) -> tuple[dict, dict, dict]:
     """``label_counts_`` (labelled rows, and events per class, or events and
-    censored of a survival outcome) and ``label_percentiles_``
-    (``LABEL_PERCENTILES`` of every regression label, rounded to ``STORED_DIGITS``)."""
+    censored of a survival outcome), ``label_percentiles_``
+    (``LABEL_PERCENTILES`` of every regression label) and ``cohort_survival_``
+    (the Kaplan-Meier curve of every survival outcome at its cut points), all
+    rounded to ``STORED_DIGITS``: summaries of many patients, never one."""
     counts = {spec.name: _label_counts(labels, spec) for spec in specs}
     percentiles = {
         spec.name: round_significant(np.percentile(labels[spec.name].dropna().to_numpy(dtype=float),
                                                    LABEL_PERCENTILES), STORED_DIGITS)
         for spec in specs if spec.kind == REGRESSION
     }
-    return counts, percentiles
+    cohort_survival = {
+        spec.name: round_significant(kaplan_meier_curve(*survival_labels(labels, spec.name)[:2],
+                                                        spec.cut_points)[0], STORED_DIGITS)
+        for spec in specs if spec.kind == SURVIVAL
+    }
+    return counts, percentiles, cohort_survival
 
 
 def _label_counts(labels: pd.DataFrame, spec: TaskSpec) -> dict:

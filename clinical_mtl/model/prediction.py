@@ -7,19 +7,36 @@ the estimator's private members.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ..exceptions import InputDataError
 from .conformal import DEFAULT_COVERAGE, check_coverage, conformal_quantile
 from .features import as_frame, describe_rows
 from .labels import align_labels, labelled_outcomes, labelled_targets
-from .outputs import LOWER, UPPER, predicted_labels, prediction_columns
-from .survival import SURVIVAL, median_survival, survival_at
+from .outcome_view import (
+    OutcomeView,
+    outcome_classes,
+    outcome_labels,
+    outcome_spec,
+    point_prediction,
+    single_outcome,
+)
+from .outputs import LOWER, UPPER, prediction_columns
+from .survival import SURVIVAL, survival_at
 from .tasks import REGRESSION, decode_outputs
 from .training import resolve_device
+
+
+def _has_probabilities(model) -> bool:
+    """Whether ``predict_proba`` applies: not to a model fitted on one regression outcome."""
+    single = single_outcome(model)
+    return single is None or outcome_spec(model, single).is_classification
 
 
 class PredictionCoreMixin:
@@ -39,7 +56,7 @@ class PredictionCoreMixin:
 
         Returns
         -------
-        DataFrame of shape (n_samples, n_outcomes)
+        DataFrame of shape (n_samples, n_outcomes) or ndarray of shape (n_samples,)
             Indexed like ``X``: the most probable class label of every
             classification outcome (by the recalibrated probabilities of
             ``predict_proba``), the predicted value, in its units, of every
@@ -47,18 +64,14 @@ class PredictionCoreMixin:
             every survival outcome: NaN where the predicted curve is still
             above 0.5 at the end of the training follow-up (the median lies
             beyond what the model can tell; see ``predict_survival_function``
-            and the ``<outcome>_median_beyond_follow_up`` output column).
+            and the ``<outcome>_median_beyond_follow_up`` output column). For
+            a model fitted on a 1-d ``y`` (``single_outcome_``), that
+            outcome's column alone, as an array.
         """
         index, outputs = self.predict_outputs(X)
-        columns = {}
-        for spec, output in zip(self.task_specs_, outputs):
-            if spec.is_classification:
-                columns[spec.name] = predicted_labels(spec, output)
-            elif spec.kind == SURVIVAL:
-                columns[spec.name] = median_survival(output, spec.cut_points)[0]
-            else:
-                columns[spec.name] = output
-        return pd.DataFrame(columns, index=index)
+        columns = {spec.name: point_prediction(spec, output) for spec, output in zip(self.task_specs_, outputs)}
+        single = single_outcome(self)
+        return columns[single] if single is not None else pd.DataFrame(columns, index=index)
 
     def predict_survival_function(self, X, times=None):
         """Predicted survival curves of every survival outcome.
@@ -102,6 +115,7 @@ class PredictionCoreMixin:
         return {spec.name: survival_at(by_name[spec.name], spec.cut_points,
                                        spec.cut_points if times is None else times) for spec in specs}
 
+    @available_if(_has_probabilities)
     def predict_proba(self, X):
         """Class probabilities of every classification outcome.
 
@@ -112,18 +126,62 @@ class PredictionCoreMixin:
 
         Returns
         -------
-        dict of str to ndarray of shape (n_samples, n_classes)
+        dict of str to ndarray of shape (n_samples, n_classes), or ndarray
             Classification outcome -> probabilities (float64, rows sum to 1),
             columns in the order of ``classes_[outcome]``: the average of the
             networks' probabilities, recalibrated by ``calibrators_[outcome]``
-            where there is one (see the ``calibration`` parameter).
+            where there is one (see the ``calibration`` parameter). For a
+            model fitted on one classification outcome as a 1-d ``y``
+            (``single_outcome_``), that outcome's array alone; a model fitted
+            on one regression outcome has no ``predict_proba``.
+
+        Raises
+        ------
+        ValueError
+            If scikit-learn's scorers or displays ask a model fitted on a
+            label table for one array of probabilities.
         """
+        check_is_fitted(self)
+        single = single_outcome(self)
+        if single is None:
+            _refuse_one_array_response(self, sys._getframe(1))
         _, outputs = self.predict_outputs(X)
-        return {
-            spec.name: output
-            for spec, output in zip(self.task_specs_, outputs)
-            if spec.is_classification
-        }
+        probabilities = {spec.name: output for spec, output in zip(self.task_specs_, outputs) if spec.is_classification}
+        return probabilities[single] if single is not None else probabilities
+
+    def for_outcome(self, outcome):
+        """One outcome of the fitted model as a read-only scikit-learn classifier or regressor.
+
+        Parameters
+        ----------
+        outcome : str
+            A key of ``tasks_``.
+
+        Returns
+        -------
+        OutcomeView
+            Predicting the outcome exactly as this model does, with array
+            outputs and the tags of a classifier or regressor, for scikit-learn's
+            scorers, displays and meta-estimators (see
+            :class:`~clinical_mtl.model.outcome_view.OutcomeView`).
+
+        Raises
+        ------
+        ValueError
+            If the model has no such outcome.
+        """
+        check_is_fitted(self)
+        outcome_spec(self, outcome)
+        return OutcomeView(self, outcome)
+
+    @property
+    def classes_(self):
+        """Sorted class labels per classification outcome, or of the one outcome of a 1-d fit."""
+        check_is_fitted(self)
+        single = single_outcome(self)
+        if single is not None:
+            return outcome_classes(outcome_spec(self, single))
+        return {spec.name: np.asarray(spec.classes) for spec in self.task_specs_ if spec.classes}
 
     def predict_interval(self, X, coverage=DEFAULT_COVERAGE):
         """Prediction intervals of every regression outcome (split-conformal).
@@ -265,6 +323,33 @@ class PredictionCoreMixin:
         index, inputs = self.transform_inputs(X)
         return index, self.outputs_from_inputs(inputs, index)
 
+    def member_outputs(self, X) -> list[np.ndarray]:
+        """Every network's own output, where ``predict_outputs`` gives their average.
+
+        The spread of these over the ensemble's networks is the model's own
+        uncertainty (what more training data would reduce), not the
+        patient's uncertain outcome.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        list of ndarray
+            In the order of ``task_specs_``, each of shape (n_members, ...)
+            where ``...`` is the shape ``outputs_from_inputs`` gives, every
+            member decoded and recalibrated on its own.
+        """
+        _, inputs = self.transform_inputs(X)
+        raw = self.module_.predict_feature_major(torch.from_numpy(inputs.T))
+        members = range(len(self.module_.members))
+        return [
+            np.stack([self._recalibrated_one(spec, decode_outputs(spec, out[m : m + 1].double().numpy()))
+                      for m in members])
+            for spec, out in zip(self.task_specs_, raw)
+        ]
+
     def interval_half_widths(self, coverage: float) -> dict[str, float]:
         """Half-width of the split-conformal ``coverage`` interval of every regression outcome.
 
@@ -302,6 +387,8 @@ class PredictionCoreMixin:
             The model's outputs on those rows (see ``outputs_from_inputs``).
         """
         index, outputs = self.predict_outputs(X)
+        if single_outcome(self) is not None:  # a 1-d fit scores 1-d labels whatever their name
+            y = outcome_labels(self, single_outcome(self), X, y)
         labels = align_labels(y, index, self.task_specs_, match_index=isinstance(X, pd.DataFrame))
         scored = labelled_outcomes(labels, self.task_specs_)
         for spec, output in zip(self.task_specs_, outputs):
@@ -339,10 +426,27 @@ class PredictionCoreMixin:
 
     def _recalibrated(self, outputs: list[np.ndarray]) -> list[np.ndarray]:
         """Decoded outputs with every classification outcome's recalibration applied."""
-        return [
-            self.calibrators_[spec.name].transform(output) if spec.name in self.calibrators_ else output
-            for spec, output in zip(self.task_specs_, outputs)
-        ]
+        return [self._recalibrated_one(spec, output) for spec, output in zip(self.task_specs_, outputs)]
+
+    def _recalibrated_one(self, spec, output: np.ndarray) -> np.ndarray:
+        calibrator = self.calibrators_.get(spec.name)
+        return output if calibrator is None else calibrator.transform(output)
+
+
+def _refuse_one_array_response(model, caller) -> None:
+    """Raise where scikit-learn would take the dict of ``predict_proba`` for one array of probabilities.
+
+    Its scorers and displays call ``predict_proba`` from
+    ``sklearn.utils._response`` and hand the result to a metric; a dict there
+    fails far away with an unrelated message, or becomes a NaN score.
+    """
+    if caller.f_globals.get("__name__") == "sklearn.utils._response":
+        raise ValueError(
+            f"This MultiTaskMLP was fitted on a label table of outcomes {list(model.tasks_)}: its predict_proba "
+            "gives a dict outcome -> probabilities, which scikit-learn's scorers and displays cannot read. "
+            "Score one outcome with clinical_mtl.outcome_scorer(outcome, scoring) (several with "
+            "mean_outcome_scorer), or pass model.for_outcome(outcome), a classifier of that outcome alone."
+        )
 
 
 def _check_finite_outputs(specs, outputs: list[np.ndarray], index: pd.Index) -> None:

@@ -44,6 +44,7 @@ from ..model.survival import SURVIVAL, headline_horizon, survival_at
 from ..model.tasks import BINARY, MULTICLASS, REGRESSION, TaskSpec
 from ..scoring.model_source import model_columns
 from . import formatting as fmt
+from .survival_page import SurvivalChart, horizon_rows, survival_chart, survival_details
 from .waterfall import Step, WaterfallChart, waterfall
 
 DEFAULT_REPORT_TOP_K = 6
@@ -77,6 +78,8 @@ class OutcomeReport:
     standing: str
     chart: WaterfallChart
     sentences: list[str]
+    survival_chart: SurvivalChart | None = None
+    horizon_probabilities: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -147,6 +150,7 @@ def build_patient_reports(loaded, patients: pd.DataFrame, *, top_k: int = DEFAUL
     outputs = _outputs(model, features, scores)
     explained = _explained(model, features, top_k, scores, outputs)
     intervals = _intervals(model, features, coverage)
+    survival = survival_details(model, features)
     outcome_specs = {outcome.name: outcome for outcome in schema.outcomes}
     feature_labels = {feature.name: feature.display_name for feature in schema.features}
     units = {feature.name: feature.unit for feature in schema.features}
@@ -159,7 +163,7 @@ def build_patient_reports(loaded, patients: pd.DataFrame, *, top_k: int = DEFAUL
         outcomes = [
             _outcome_report(spec, outcome_specs.get(spec.name) or OutcomeSpec(spec.name, spec.kind), model,
                             outputs[spec.name][row], explained[spec.name], row, intervals, coverage,
-                            feature_labels, value_texts)
+                            feature_labels, value_texts, survival.get(spec.name))
             for spec in model.task_specs_
         ]
         reports.append(PatientReport(
@@ -270,9 +274,10 @@ def _explained_output(spec: TaskSpec, output: np.ndarray, predicted: np.ndarray 
 
 def _outcome_report(spec: TaskSpec, outcome: OutcomeSpec, model, output, explained: _Explained, row: int,
                     intervals: pd.DataFrame | None, coverage: float, feature_labels: dict,
-                    value_texts: dict) -> OutcomeReport:
+                    value_texts: dict, survival=None) -> OutcomeReport:
     title = outcome.display_name
     class_probabilities, uncertainty, predicted_label, calibration = [], None, None, None
+    curve, horizon_probabilities = None, []
     if spec.is_classification:
         predicted = spec.classes[int(np.argmax(output))]
         event = _event_phrase(spec, title, predicted)
@@ -286,12 +291,21 @@ def _outcome_report(spec: TaskSpec, outcome: OutcomeSpec, model, output, explain
         calibration = _calibration_text(model, spec)
     elif spec.kind == SURVIVAL:
         unit = outcome.unit or "time units"
-        by = [f"by {horizon:g} {unit} {fmt.probability(p)}" for horizon, p in zip(spec.horizons, output)]
-        headline = f"Probability of {fmt.in_sentence(title)}: " + ", ".join(by)
+        middle = headline_horizon(spec)
+        headline = (f"Probability of {fmt.in_sentence(title)} by {fmt.number(spec.horizons[middle])} {unit}: "
+                    f"{fmt.probability(output[middle])}")
+        horizon_probabilities = horizon_rows(spec.horizons, unit, output, survival, row)
+        if survival.n_members > 1:
+            headline += f"; the model's networks range from {horizon_probabilities[middle][2]}"
+            uncertainty = (f"Range: the lowest and highest probability among the model's {survival.n_members} "
+                           "networks, the model's own uncertainty about this patient.")
+        curve = survival_chart(spec.cut_points, survival.curves[row], model.cohort_survival_.get(spec.name),
+                               spec.horizons, unit=unit, title=f"{title}: predicted probability of being "
+                               "event-free over time, against the training cohort")
         counts = model.label_counts_[spec.name]
         standing = (f"In the training cohort, {counts['events']:,} of {counts['n_labelled']:,} labelled patients had "
                     f"{fmt.in_sentence(title)} during follow-up ({counts['censored']:,} censored).")
-        event = f"{fmt.in_sentence(title)} by {spec.horizons[headline_horizon(spec)]:g} {unit}"
+        event = f"{fmt.in_sentence(title)} by {fmt.number(spec.horizons[middle])} {unit}"
     else:
         transform = DISPLAY_TRANSFORMS.get(outcome.display_transform or "", lambda v: v)
         unit = outcome.display_unit if outcome.display_transform else outcome.unit
@@ -307,7 +321,7 @@ def _outcome_report(spec: TaskSpec, outcome: OutcomeSpec, model, output, explain
         description=" ".join(sentences),
     )
     return OutcomeReport(spec.name, title, spec.kind, headline, predicted_label, class_probabilities,
-                         uncertainty, calibration, standing, chart, sentences)
+                         uncertainty, calibration, standing, chart, sentences, curve, horizon_probabilities)
 
 
 @dataclass(frozen=True)

@@ -95,7 +95,7 @@ def test_numpy_inputs_and_outputs():
     model = MultiTaskMLP(**FAST).fit(X, y)
     assert not hasattr(model, "feature_names_in_")
     assert model.tasks_ == {"y": "binary"}
-    assert model.predict(X).shape == (80, 1)
+    assert model.predict(X).shape == (80,)  # a 1-d y fits one outcome: arrays, as scikit-learn
     Y2 = np.column_stack([y, X[:, 1] * 2.5])
     model2 = MultiTaskMLP(**FAST).fit(X, Y2)
     assert model2.tasks_ == {"y0": "binary", "y1": "regression"}

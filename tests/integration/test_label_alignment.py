@@ -96,7 +96,7 @@ def test_arrays_stay_positional(patients):
     assert array_X.score(X.to_numpy(), shuffled) == expected.score(X.to_numpy(), by_position)
     array_y = MultiTaskMLP(**FAST).fit(X, shuffled["prognosis"].to_numpy())
     expected = MultiTaskMLP(**FAST).fit(X, by_position["prognosis"])
-    np.testing.assert_array_equal(array_y.predict(X)["y"].to_numpy(), expected.predict(X)["prognosis"].to_numpy())
+    np.testing.assert_array_equal(array_y.predict(X), expected.predict(X))
 
 
 def test_evaluate_and_score_check_the_index(patients, model):

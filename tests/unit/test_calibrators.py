@@ -193,7 +193,7 @@ def test_isotonic_jacobian_of_a_binary_map_is_its_one_sided_slope():
 
 
 def test_temperature_reads_a_probability_past_0_or_1_by_rounding_as_0_or_1():
-    """Explanations carry base + attributions through the map (``explain._through_calibration``),
+    """Explanations carry base + attributions through the map (``link_attributions.through_calibration``),
     which rounding can put a little past 0 or 1: fitted, transformed and differentiated, such a
     vector gives what the probabilities clipped to [0, 1] give."""
     rng = np.random.default_rng(0)

@@ -12,17 +12,14 @@ import torch
 from scipy.special import expit, logit, softmax
 
 from clinical_mtl.model.calibration import IsotonicCalibration, TemperatureScaling
-from clinical_mtl.model.explanation import (
-    MAX_CLUSTERING_ROWS,
+from clinical_mtl.model.explanation import MAX_CLUSTERING_ROWS, _deeplift, fixed_blocks, summarise_background
+from clinical_mtl.model.link_attributions import (
     NODE_LEVELS,
-    _deeplift,
-    _gauss_legendre,
-    _node_levels,
-    _through_calibration,
-    _through_link,
-    _to_log_odds,
-    fixed_blocks,
-    summarise_background,
+    gauss_legendre,
+    node_levels,
+    through_calibration,
+    through_link,
+    to_log_odds,
 )
 from clinical_mtl.model.network import MultiHeadNet
 from clinical_mtl.model.tasks import BINARY, MULTICLASS, REGRESSION, TaskSpec
@@ -179,7 +176,7 @@ def test_binary_link_rescales_by_the_sigmoid_secant_or_its_slope_where_flat():
     h_x = torch.tensor([[0.3], [-1.2]])
     h_r = torch.tensor([[0.3], [2.0]])  # patient 0 and point 0 share their logit: flat
     phi = torch.tensor(np.random.default_rng(0).normal(size=(2, 2, 1, 3)), dtype=torch.float32)
-    values, at_points = _through_link(spec, phi, h_x, h_r)
+    values, at_points = through_link(spec, phi, h_x, h_r)
     torch.testing.assert_close(at_points, torch.sigmoid(h_r))
     for i in range(2):
         for j in range(2):
@@ -208,7 +205,7 @@ def test_multiclass_link_integrates_the_softmax_jacobian_along_the_path(scale):
     delta = h_x[:, None, :] - h_r[None]
     phi = rng.normal(size=(2, 1, 3, 4))
     phi[..., -1] += delta[..., :] - phi.sum(axis=-1)  # columns summing to the logit change
-    values, at_points = _through_link(spec, torch.tensor(phi, dtype=torch.float32),
+    values, at_points = through_link(spec, torch.tensor(phi, dtype=torch.float32),
                                       torch.from_numpy(h_x), torch.from_numpy(h_r))
     torch.testing.assert_close(at_points, torch.softmax(torch.from_numpy(h_r), dim=-1))
     for i in range(2):
@@ -222,21 +219,21 @@ def test_multiclass_link_integrates_the_softmax_jacobian_along_the_path(scale):
 def test_regression_link_applies_the_target_scale():
     spec = TaskSpec("y", REGRESSION, target_mean=3.0, target_scale=2.5)
     phi = torch.tensor([[[[1.0, -2.0]]]])
-    values, at_points = _through_link(spec, phi, torch.tensor([[0.1]]), torch.tensor([[0.4]]))
+    values, at_points = through_link(spec, phi, torch.tensor([[0.1]]), torch.tensor([[0.4]]))
     torch.testing.assert_close(values, phi * 2.5)
     torch.testing.assert_close(at_points, torch.tensor([[0.4 * 2.5 + 3.0]]))
 
 
-def test_node_levels_are_the_smallest_level_covering_one_point_two_times_the_change_plus_eight():
+def testnode_levels_are_the_smallest_level_covering_one_point_two_times_the_change_plus_eight():
     changes = np.concatenate([np.linspace(0.0, 300.0, 3001), [10 / 3 - 1e-3, 3.3, 1e6]])
     expected = [next((level for level in NODE_LEVELS if level >= math.ceil(1.2 * c) + 8), NODE_LEVELS[-1])
                 for c in changes]
-    assert _node_levels(torch.tensor(changes)).tolist() == expected
+    assert node_levels(torch.tensor(changes)).tolist() == expected
 
 
 @pytest.mark.parametrize("n_nodes", [1, 3, 12])
-def test_gauss_legendre_on_the_unit_interval_is_exact_for_polynomials_of_its_degree(n_nodes):
-    nodes, weights = _gauss_legendre(n_nodes)
+def testgauss_legendre_on_the_unit_interval_is_exact_for_polynomials_of_its_degree(n_nodes):
+    nodes, weights = gauss_legendre(n_nodes)
     assert len(nodes) == n_nodes and ((nodes > 0) & (nodes < 1)).all()
     for k in range(2 * n_nodes):
         assert float((weights.double() * nodes.double() ** k).sum()) == pytest.approx(1 / (k + 1), rel=1e-6)
@@ -260,7 +257,7 @@ def test_binary_recalibration_rescales_by_the_secant_of_the_map():
     total = np.array([[0.7], [0.5], [0.1]])  # the second patient sits at the base: flat
     values = _split(total - base, 4, rng)
     values[1] = [[0.3], [-0.1], [-0.2], [0.0]]
-    out, out_base = _through_calibration(TaskSpec("y", BINARY, classes=(0, 1)), calibrator, values, base)
+    out, out_base = through_calibration(TaskSpec("y", BINARY, classes=(0, 1)), calibrator, values, base)
     np.testing.assert_allclose(out_base[:, 0], [g(b) for b in base[:, 0]])
     for n in range(3):
         p, b = total[n, 0], base[n, 0]
@@ -272,9 +269,9 @@ def test_binary_recalibration_rescales_by_the_secant_of_the_map():
 def test_binary_recalibration_clips_the_probabilities_into_the_unit_interval():
     calibrator = TemperatureScaling(2.0)
     base, values = np.array([[1.0]]), np.array([[[0.0]]])  # base exactly 1
-    out, out_base = _through_calibration(TaskSpec("y", BINARY, classes=(0, 1)), calibrator, values + 0, base)
+    out, out_base = through_calibration(TaskSpec("y", BINARY, classes=(0, 1)), calibrator, values + 0, base)
     assert out_base[0, 0] == pytest.approx(1.0)
-    out, out_base = _through_calibration(TaskSpec("y", BINARY, classes=(0, 1)), calibrator,
+    out, out_base = through_calibration(TaskSpec("y", BINARY, classes=(0, 1)), calibrator,
                                          np.array([[[-0.9]]]), np.array([[1.2]]))  # rounding past 1
     expected = softmax(np.log(np.clip([[0.0, 1.0], [0.7, 0.3]], 1e-15, 1)) / 2.0, axis=1)[:, 1]
     np.testing.assert_allclose(out_base[0, 0], expected[0])
@@ -288,7 +285,7 @@ def test_multiclass_recalibration_adds_up_and_follows_the_integrated_jacobian():
     total = np.array([[0.7, 0.2, 0.1], [0.05, 0.15, 0.8], [0.4, 0.4, 0.2]])  # third: no change
     rng = np.random.default_rng(1)
     values = _split(total - base, 5, rng)  # the third patient's attributions cancel out
-    out, out_base = _through_calibration(spec, calibrator, values, base)
+    out, out_base = through_calibration(spec, calibrator, values, base)
     assert np.isfinite(out).all()
     np.testing.assert_allclose(out_base, calibrator.transform(base), atol=1e-12)
     np.testing.assert_allclose(out_base + out.sum(axis=1), calibrator.transform(total), atol=1e-12)
@@ -306,7 +303,7 @@ def test_log_odds_rescale_by_the_logit_secant_or_its_slope_where_flat():
     total = np.array([[0.8], [0.6], [1.0]])  # second flat, third at the edge (clipped)
     values = _split(total - base, 3, np.random.default_rng(2))
     values[1] = [[0.2], [-0.2], [0.0]]
-    out, out_base = _to_log_odds(values, base)
+    out, out_base = to_log_odds(values, base)
     np.testing.assert_allclose(out_base, logit(base))
     slopes = [(logit(0.8) - logit(0.3)) / 0.5, 1 / (0.6 * 0.4), (logit(1 - 1e-12) - logit(0.2)) / (1 - 1e-12 - 0.2)]
     for n, slope in enumerate(slopes):
@@ -316,7 +313,7 @@ def test_log_odds_rescale_by_the_logit_secant_or_its_slope_where_flat():
 
 def test_log_odds_clip_a_base_at_certainty():
     base, values = np.array([[1.0], [0.0]]), np.array([[[-0.2], [-0.1]], [[0.1], [0.2]]])
-    out, out_base = _to_log_odds(values, base)
+    out, out_base = to_log_odds(values, base)
     edge = 1 - 1e-12
     np.testing.assert_allclose(out_base[:, 0], [logit(edge), logit(1e-12)])
     np.testing.assert_allclose((out_base + out.sum(axis=1))[:, 0], [logit(0.7), logit(0.3)], rtol=1e-9)
@@ -326,7 +323,7 @@ def test_log_odds_of_several_classes_rescale_each_class_on_its_own():
     base = np.array([[0.2, 0.3, 0.5]])
     total = np.array([[0.1, 0.6, 0.3]])
     values = _split(total - base, 2, np.random.default_rng(3))
-    out, out_base = _to_log_odds(values, base)
+    out, out_base = to_log_odds(values, base)
     np.testing.assert_allclose(out_base + out.sum(axis=1), logit(total), atol=1e-12)
     np.testing.assert_allclose(out / values, np.broadcast_to((logit(total) - logit(base)) / (total - base),
                                                              values.shape), rtol=1e-9)
@@ -336,7 +333,7 @@ def test_binary_recalibration_where_flat_takes_the_derivative_along_both_classes
     calibrator = TemperatureScaling(1.6)  # its positive class depends on both columns
     base = np.array([[0.3], [0.8]])
     values = np.array([[[0.2], [-0.2]], [[0.1], [-0.1]]])  # sums 0: the output is the base
-    out, _ = _through_calibration(TaskSpec("y", BINARY, classes=(0, 1)), calibrator, values, base)
+    out, _ = through_calibration(TaskSpec("y", BINARY, classes=(0, 1)), calibrator, values, base)
     step = 1e-6
     for n, b in enumerate(base[:, 0]):
         g = calibrator.transform(np.array([[1 - b - step, b + step], [1 - b + step, b - step]]))[:, 1]
