@@ -10,7 +10,6 @@ import warnings
 from pathlib import Path
 
 import click
-import pandas as pd
 
 from .config import (
     DEFAULT_CHUNK_SIZE,
@@ -34,7 +33,13 @@ def cli() -> None:
     """Multi-outcome clinical prediction with one neural network."""
 
 
-@cli.command()
+def command(function):
+    """A subcommand of ``cli`` whose docstring's first line shows whole in ``clinical-mtl --help``
+    (click cuts a description it derives at about 45 characters)."""
+    return cli.command(short_help=function.__doc__.strip().splitlines()[0])(function)
+
+
+@command
 @click.argument("pipeline", type=click.Path(exists=True, dir_okay=False))
 def run(pipeline: str) -> None:
     """Run a pipeline file (kind: train, score or report); see pipelines/."""
@@ -48,16 +53,18 @@ def run(pipeline: str) -> None:
         tune_for_streaming()  # for good: this process only scores now
         _echo_summary(run_score(config))
         return
-    result = run_train(config)
+    from .console import metrics_tables, stdout_console, training_progress
+
+    with training_progress():
+        result = run_train(config)
     model = result.model
     click.echo(f"Trained MultiTaskMLP: {len(model.n_iter_)} networks, epochs {model.n_iter_.tolist()}, "
                f"best epochs {model.best_epoch_.tolist()}")
     click.echo("Training labels: " + ", ".join(
-        f"{name} {counts['n_labelled']}" for name, counts in model.label_counts_.items())
-        + f"; rows rejected by the schema: {result.n_rejected}")
-    with pd.option_context("display.float_format", "{:.3f}".format, "display.width", 120):
-        click.echo("Held-out metrics:")
-        click.echo(result.metrics.dropna(axis=1, how="all").to_string())
+        f"{name} {counts['n_labelled']:,}" for name, counts in model.label_counts_.items())
+        + f"; rows rejected by the schema: {result.n_rejected:,}")
+    click.echo("Held-out metrics:")
+    stdout_console().print(metrics_tables(result.metrics))
     if result.model_dir is not None:
         click.echo(f"Model saved to {result.model_dir}")
     if result.model_card_path is not None:
@@ -72,7 +79,7 @@ def run(pipeline: str) -> None:
         click.echo(f"Look at it with: mlflow ui --backend-store-uri {uri}")
 
 
-@cli.command()
+@command
 @click.option("--model", "model_reference", required=True,
               help="A saved model folder, runs:/<run>/model or models:/<name>@<alias>.")
 @click.option("--input", "input_path", required=True, type=click.Path(exists=True),
@@ -103,7 +110,7 @@ def score(model_reference, input_path, output, rejects, explain, top_k, chunk_si
     _echo_summary(run_score(config, id_column=id_column))
 
 
-@cli.command()
+@command
 @click.option("--model", "model_reference", required=True,
               help="A saved model folder, runs:/<run>/model or models:/<name>@<alias>.")
 @click.option("--input", "input_path", required=True, type=click.Path(exists=True),
@@ -140,7 +147,7 @@ def _config_from_options(kind: str, **options):
     return parse_pipeline({"kind": kind} | {key: value for key, value in options.items() if value is not None})
 
 
-@cli.command()
+@command
 @click.option("--model", "model_uri", required=True,
               help="An MLflow model URI (models:/<name>@<alias>, runs:/<run>/model) or an MLflow model folder.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")

@@ -83,14 +83,25 @@ class RunSummary:
             self.seconds_by_step[step] = self.seconds_by_step.get(step, 0.0) + time.perf_counter() - start
 
     def to_dict(self) -> dict:
-        """Plain data, as written to the JSON summary (steps rounded to 0.1 ms)."""
+        """Plain data, as written to the JSON summary: counts as integers, seconds to 4 significant
+        digits, and rates in whole rows (pages) per second of those seconds."""
         data = asdict(self)
-        data["seconds_by_step"] = {step: round(seconds, 4) for step, seconds in self.seconds_by_step.items()}
+        seconds = _significant(self.seconds)
+        rate = round(self.rows_in / seconds) if seconds else 0
+        data |= {"rows_in": int(self.rows_in), "rows_scored": int(self.rows_scored),
+                 "rows_rejected": int(self.rows_rejected), "seconds": seconds, "rows_per_second": rate,
+                 "seconds_by_step": {step: _significant(s) for step, s in self.seconds_by_step.items()}}
         if self.engine == REPORT:  # the names a report's summary.json has always had
-            data |= {"pages": self.pages, "pages_per_second": self.pages_per_second}
+            data |= {"pages": int(self.pages), "pdfs": int(self.pdfs),
+                     "pages_per_second": round(self.pages / seconds) if seconds else 0}
         else:
             del data["pdfs"]
         return data
+
+
+def _significant(value: float, digits: int = 4) -> float:
+    """``value`` to ``digits`` significant digits: 0.0001235, 12.35, 1235.0."""
+    return float(f"{value:.{digits}g}")
 
 
 def check_row_accounting(rows_in: int, written: Mapping[str, int], rows_in_footers: int | None = None,

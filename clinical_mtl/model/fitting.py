@@ -15,6 +15,7 @@ import torch
 
 from ..exceptions import TaskSpecificationError
 from .calibration import fit_calibrator
+from .hooks import TrainingProgress, has_progress_listeners, notify_progress
 from .conformal import conformal_scores
 from .labels import class_counts, class_weight_vectors, encode_targets, labelled_targets
 from .losses import weighting_factory
@@ -101,8 +102,9 @@ def fit_ensemble(model, specs, inputs: np.ndarray, labels: pd.DataFrame, seeds) 
     data = TaskData(torch.from_numpy(inputs), [torch.from_numpy(t) for t in targets], torch.from_numpy(row_weights))
     fitted = FittedEnsemble([], [], [], [], [])
     for member, seed in enumerate(seeds):
+        report = _progress_reporter(model, specs, member, len(seeds)) if has_progress_listeners() else None
         network, result, valid_rows = _fit_member(model, specs, data, targets, labelled, new_weighting,
-                                                  int(seed), device)
+                                                  int(seed), device, report)
         fitted.networks.append(network)
         if valid_rows is not None:
             fitted.held_out.append((valid_rows, network))
@@ -113,8 +115,20 @@ def fit_ensemble(model, specs, inputs: np.ndarray, labels: pd.DataFrame, seeds) 
     return fitted
 
 
+def _progress_reporter(model, specs, member: int, n_members: int):
+    """The ``on_epoch`` callback of one network: tells the progress listeners (see ``hooks``)."""
+    outcomes = tuple(spec.name for spec in specs)
+
+    def report(record: dict, best_epoch: int, best_loss: float | None, done: bool = False) -> None:
+        notify_progress(model, TrainingProgress(
+            outcomes, member, n_members, record["epoch"], model.max_epochs, record["train_loss"],
+            record.get("valid_loss"), best_loss, best_epoch, done))
+
+    return report
+
+
 def _fit_member(model, specs, data: TaskData, targets, labelled: np.ndarray, new_weighting, seed: int,
-                device: torch.device):
+                device: torch.device, report=None):
     """Train one network on its own early-stopping split.
 
     Returns the network (on the CPU), what training did and the positions of
@@ -142,7 +156,10 @@ def _fit_member(model, specs, data: TaskData, targets, labelled: np.ndarray, new
         verbose=model.verbose,
     )
     result = fit_module(network, new_weighting().to(device), [s.name for s in specs], [s.kind for s in specs],
-                        train.to(device), valid, settings, seed)
+                        train.to(device), valid, settings, seed, on_epoch=report)
+    if report is not None and result.history:
+        best = result.history[result.best_epoch - 1].get("valid_loss")
+        report(result.history[-1], result.best_epoch if valid is not None else 0, best, done=True)
     return network.cpu(), result, valid_rows
 
 

@@ -8,7 +8,7 @@ than a ``DataLoader``. Nothing here imports pandas or scikit-learn.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -94,6 +94,7 @@ def fit_module(
     valid: TaskData | None,
     settings: TrainingSettings,
     seed: int,
+    on_epoch: Callable[[dict, int, float | None], None] | None = None,
 ) -> TrainingResult:
     """Train ``module`` and ``weighting`` in place.
 
@@ -114,6 +115,10 @@ def fit_module(
     settings : TrainingSettings
     seed : int
         Seeds the batch order and dropout; the global random state is restored.
+    on_epoch : callable, default=None
+        Called after every epoch with the epoch's history record, the best
+        epoch so far and its validation objective (0 and None without a
+        validation set).
 
     Returns
     -------
@@ -133,6 +138,8 @@ def fit_module(
             record = _epoch_record(epoch, task_names, train_losses, weighting)
             if valid is None:
                 result.history.append(record)
+                if on_epoch is not None:
+                    on_epoch(record, 0, None)
                 continue
             valid_losses = evaluate_losses(module, task_kinds, valid)
             objective = weighting.validation_objective(valid_losses).item()
@@ -142,10 +149,13 @@ def fit_module(
             result.history.append(record)
             if settings.verbose:
                 print(f"epoch {epoch:4d}  train {record['train_loss']:.4f}  valid {objective:.4f}")
-            if objective < best_objective:
+            improved = objective < best_objective
+            if improved:
                 best_objective, result.best_epoch = objective, epoch
                 best_state = _snapshot(module, weighting)
-            elif epoch - result.best_epoch >= settings.patience:
+            if on_epoch is not None:
+                on_epoch(record, result.best_epoch, best_objective)
+            if not improved and epoch - result.best_epoch >= settings.patience:
                 break
     result.n_epochs = len(result.history)
     if best_state is None:

@@ -78,17 +78,21 @@ def _load_from_mlflow(reference: str):
     from ..data.persistence import load_saved_model
     from ..tracking.registry import download_model, model_identity
 
-    uri = mlflow.get_tracking_uri()
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():  # MLflow would create it
-        raise ModelLoadError(f"Cannot resolve {reference}: there is no MLflow tracking database at "
-                             f"{uri[len('sqlite:///'):]} (set MLFLOW_TRACKING_URI to the one that holds it).")
+    tracking_uri = mlflow.get_tracking_uri()
+    # models:/ names are resolved by the model registry (MLFLOW_REGISTRY_URI, by default the tracking store).
+    uri, store = (mlflow.get_registry_uri(), "model registry") if reference.startswith("models:/") else (
+        tracking_uri, "tracking store")
+    for needed, name in {tracking_uri: "tracking store", uri: store}.items():
+        if needed.startswith("sqlite:///") and not Path(needed[len("sqlite:///"):]).exists():  # MLflow would create it
+            raise ModelLoadError(f"Cannot load {reference}: the MLflow {name} {needed} does not exist (no such "
+                                 "database file); set MLFLOW_TRACKING_URI to the one that holds the model.")
     try:
         identity = model_identity(reference)
         with download_model(reference) as folder:
             return (*load_saved_model(folder), identity)
     except MlflowException as error:
         reason = str(error.message).strip().splitlines()[0] if str(error.message).strip() else type(error).__name__
-        raise ModelLoadError(f"Cannot load {reference} from MLflow at {uri}: {reason}") from None
+        raise ModelLoadError(f"Cannot load {reference} from the MLflow {store} at {uri}: {reason}") from None
 
 
 def model_columns(model: MultiTaskMLP) -> list[str]:

@@ -239,7 +239,7 @@ def test_the_summary_is_written_beside_the_output(tmp_path, loaded, patients):
     assert written == json.loads(json.dumps(summary.to_dict(), default=str))
     assert (written["rows_in"], written["rows_scored"], written["rows_rejected"]) == (N_ROWS, len(GOOD), len(PROBLEMS))
     assert written["seconds"] > 0
-    assert written["rows_per_second"] == pytest.approx(N_ROWS / written["seconds"])
+    assert written["rows_per_second"] == round(N_ROWS / written["seconds"])  # whole rows per second
     assert written["input_files"] == [str(source)]
     assert written["output"] == str(tmp_path / "out" / "scores.parquet")
     assert written["rejects"] == str(tmp_path / "out" / "scores.rejects.parquet")

@@ -8,7 +8,7 @@ import clinical_mtl
 
 PACKAGE = Path(clinical_mtl.__file__).parent
 LAYERS = ["exceptions", "model", "datasets", "data", "evaluation", "tracking", "scoring", "reporting", "config",
-          "pipelines", "cli"]
+          "pipelines", "console", "cli"]
 SAME_LEVEL = {"datasets": 2, "data": 2}  # cohorts and data handling sit side by side
 
 
