@@ -15,8 +15,8 @@ import torch
 
 from ..exceptions import TaskSpecificationError
 from .calibration import fit_calibrator
-from .hooks import TrainingProgress, has_progress_listeners, notify_progress
 from .conformal import conformal_scores
+from .hooks import TrainingProgress, has_progress_listeners, notify_progress
 from .labels import class_counts, class_weight_vectors, encode_targets, labelled_targets
 from .losses import weighting_factory
 from .metrics import metrics_table
