@@ -60,12 +60,8 @@ def probability(value: float) -> str:
 
 def percent(value: float) -> str:
     """A probability as a whole percentage; one that rounds to 0% or 100% reads <1% or >99%."""
-    value = float(value)
-    if value < 0.005:
-        return "<1%"
-    if value >= 0.995:
-        return ">99%"
-    return f"{value:.0%}"
+    text = f"{float(value):.0%}"
+    return {"0%": "<1%", "100%": ">99%"}.get(text, text)
 
 
 def signed_change(value: float, digits: int = 2) -> str:

@@ -159,7 +159,8 @@ def test_page_content_matches_the_model(synthetic):
 
 def _percent(p: float) -> str:
     """A probability as the page writes it: whole percent, <1% and >99% at the ends."""
-    return "<1%" if p < 0.005 else ">99%" if p >= 0.995 else f"{round(100 * p)}%"
+    text = f"{round(100 * p)}%"
+    return {"0%": "<1%", "100%": ">99%"}.get(text, text)
 
 
 def _assert_rounded_alike(texts: list[str], values: list[float]) -> None:
