@@ -191,7 +191,10 @@ def read_training_ids(path: Path, schema: CohortSchema) -> set[str]:
     if id_column not in table.columns and len(table.columns) != 1:
         raise InputDataError(f"{path}: expected the column {id_column!r} (or a single column) of training ids, "
                              f"found {len(table.columns)} columns without it.")
-    ids, _ = schema.canonical_ids(table[id_column if id_column in table.columns else table.columns[0]])
+    ids = table[id_column if id_column in table.columns else table.columns[0]]
+    if path.suffix != ".parquet":  # the training pipeline writes CSV formula-safe: '=1 was the id =1
+        ids = ids.str.replace(r"^'([=+\-@\t\r])", r"\1", regex=True)
+    ids, _ = schema.canonical_ids(ids)
     return {str(value) for value in ids.dropna()}
 
 

@@ -478,6 +478,7 @@ def test_training_patients_are_marked(synthetic, written):
 
 def test_training_ids_are_read_in_the_schemas_id_form_and_a_bad_file_is_named(synthetic, tmp_path):
     from clinical_mtl.exceptions import InputDataError
+    from clinical_mtl.data.writing import formula_safe_frame
     from clinical_mtl.reporting.build import read_training_ids
 
     schema = synthetic["loaded"].schema
@@ -488,6 +489,8 @@ def test_training_ids_are_read_in_the_schemas_id_form_and_a_bad_file_is_named(sy
     integer = replace(schema, id_type="integer")
     pd.DataFrame({"id": ["6", "7.0"]}).to_csv(tmp_path / "numbers.csv", index=False)
     assert read_training_ids(tmp_path / "numbers.csv", integer) == {"6", "7"}
+    formula_safe_frame(pd.DataFrame({"patient_id": ["=1", "-x", "a"]})).to_csv(tmp_path / "safe.csv", index=False)
+    assert read_training_ids(tmp_path / "safe.csv", schema) == {"=1", "-x", "a"}  # as the train pipeline writes
     pd.DataFrame({"a": [1], "b": [2]}).to_csv(tmp_path / "two.csv", index=False)
     with pytest.raises(InputDataError, match=r"two.csv: expected the column 'patient_id' \(or a single column\)"):
         read_training_ids(tmp_path / "two.csv", schema)

@@ -7,7 +7,6 @@ import yaml
 
 from clinical_mtl.data.schema import CohortSchema
 from clinical_mtl.exceptions import SchemaError
-
 from clinical_mtl.reporting import DEFAULT_INTENDED_USE, build_model_card, write_reports
 from clinical_mtl.reporting import formatting as fmt
 from clinical_mtl.reporting.content import page_file_name
