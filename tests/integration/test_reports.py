@@ -502,6 +502,8 @@ def test_training_ids_are_read_in_the_schemas_id_form_and_a_bad_file_is_named(sy
 
 
 def test_the_index_sorts_by_risk_and_finds_an_id(synthetic, written, browser):
+    from axe_playwright_python.sync_playwright import Axe
+
     loaded = synthetic["loaded"]
     valid = loaded.schema.validate(synthetic["patients"]).valid
     risk = loaded.model.predict_proba(valid[list(loaded.model.feature_names_in_)])["diagnosis"][:, 1]
@@ -519,8 +521,12 @@ def test_the_index_sorts_by_risk_and_finds_an_id(synthetic, written, browser):
     assert tab.locator("th[aria-sort]").get_attribute("aria-sort") == "ascending"
     header.click()
     assert shown_ids() == list(ids[np.argsort(-risk, kind="stable")])
+    assert tab.locator("th[aria-sort]").get_attribute("aria-sort") == "descending"
+    assert tab.locator("th[aria-sort]").inner_text().strip() == "diagnosis ▼"  # the arrow shows, its name stays
     tab.get_by_label("Find a patient by id").fill("P0017")
     assert shown_ids() == ["P0017"] and tab.locator("#search-count").inner_text() == "1 of 40 patients"
+    results = Axe().run(tab)  # sorted and filtered, still clean
+    assert results.violations_count == 0, results.generate_report()
     tab.get_by_label("Find a patient by id").fill("")
     assert len(shown_ids()) == 40
     tab.close()
