@@ -118,6 +118,9 @@ def score(model_reference, input_path, output, rejects, explain, top_k, chunk_si
 @click.option("--scores", type=click.Path(exists=True, dir_okay=False), default=None,
               help="A 'clinical-mtl score --explain' file of these patients: show its predictions and "
                    "contributions instead of computing them.")
+@click.option("--training-ids", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="The ids the model was trained on (a training pipeline's training_ids file): their pages "
+                   "say their predictions are optimistic.")
 @click.option("--output", default=str(DEFAULT_REPORT_OUTPUT), show_default=True, type=click.Path(file_okay=False),
               help="Report folder (replaced when the new one is complete).")
 @click.option("--top-k", default=DEFAULT_REPORT_TOP_K, show_default=True, type=click.IntRange(1),
@@ -130,12 +133,13 @@ def score(model_reference, input_path, output, rejects, explain, top_k, chunk_si
 @click.option("--intended-use", default=None, help="Statement of intended use printed on every page.")
 @click.option("--limits", default=None, help="Statement of known limits printed on every page.")
 @click.option("--id-column", default=None, help="Id column for models saved without a cohort schema.")
-def report(model_reference, input_path, scores, output, top_k, coverage, pdf, intended_use, limits,
+def report(model_reference, input_path, scores, training_ids, output, top_k, coverage, pdf, intended_use, limits,
            id_column) -> None:
     """Write one HTML page per patient (and an index) explaining every outcome's prediction."""
     from .pipelines import run_report
 
-    config = _config_from_options("report", model=model_reference, input=input_path, scores=scores, output=output,
+    config = _config_from_options("report", model=model_reference, input=input_path, scores=scores,
+                                  training_ids=training_ids, output=output,
                                   top_k=top_k, coverage=coverage, pdf=pdf, intended_use=intended_use or None,
                                   limits=limits or None)
     _echo_report_summary(run_report(config, id_column=id_column))

@@ -125,6 +125,7 @@ class OutputsConfig:
     metrics: Path | None = None
     patients: Path | None = None
     model_card: Path | None = None
+    training_ids: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -200,6 +201,7 @@ class ReportConfig:
     input: Path
     name: str | None = None
     scores: Path | None = None
+    training_ids: Path | None = None
     output: Path = DEFAULT_REPORT_OUTPUT
     top_k: int = field(default=DEFAULT_REPORT_TOP_K, metadata={"check": _at_least(1)})
     coverage: float = field(default=DEFAULT_COVERAGE, metadata={"check": _open_unit_interval})

@@ -14,6 +14,7 @@ it are read from the file's own folder. A training pipeline (``kind: train``)::
       model_dir: ../reports/generated/pbc_model
       metrics: ../reports/generated/pbc_test_metrics.csv
       patients: ../reports/generated/pbc_patients.csv   # the features in schema form, to score
+      training_ids: ../reports/generated/pbc_training_ids.csv  # the training split's ids, for reports
       model_card: ../reports/generated/pbc_model_card.md  # and .html beside it
     model_card:                       # all optional
       title: PBC multi-task model
@@ -33,7 +34,8 @@ with its schema, and tracks and registers it in MLflow with the card. A scoring 
 ``spark_master``, as ``clinical-mtl score`` does. A report pipeline
 (``kind: report``) names ``model`` and ``input`` (patient rows), and optionally
 ``output`` (a folder; ``reports/patients`` of the working directory), ``scores`` (a ``clinical-mtl score --explain`` file of
-those patients), ``top_k``, ``coverage``, ``pdf``, ``intended_use`` and
+those patients), ``training_ids`` (the file a training pipeline's ``outputs.training_ids`` wrote: the pages
+of those patients say that their predictions are optimistic), ``top_k``, ``coverage``, ``pdf``, ``intended_use`` and
 ``limits``, as ``clinical-mtl report`` does. The local scoring engine runs
 with :func:`scoring_process_settings`.
 """
@@ -145,6 +147,8 @@ def run_train(config: TrainConfig) -> TrainResult:
         formula_safe_frame(metrics.reset_index()).to_csv(_output_path(outputs.metrics), index=False)
     if outputs.patients:
         _write_table(frame[[schema.id_column, *schema.feature_names]], _output_path(outputs.patients))
+    if outputs.training_ids:  # patient ids, kept beside the outputs and out of the model and MLflow
+        _write_table(X_train.index.to_frame(index=False, name=schema.id_column), _output_path(outputs.training_ids))
     if config.tracking is not None and config.tracking.enabled:
         _track(train, config.tracking, X_train, Y_train, seconds, schema)
     return train
@@ -220,7 +224,8 @@ def run_report(config: ReportConfig, id_column: str | None = None):
 
     loaded = load_model_for_scoring(config.model, id_column=id_column)
     return write_reports(
-        loaded, config.input, config.output, scores=config.scores, top_k=config.top_k, coverage=config.coverage,
+        loaded, config.input, config.output, scores=config.scores, training_ids=config.training_ids,
+        top_k=config.top_k, coverage=config.coverage,
         intended_use=" ".join(config.intended_use.split()), limits=" ".join(config.limits.split()),
         pdf=config.pdf,
     )

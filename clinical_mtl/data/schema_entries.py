@@ -8,7 +8,7 @@ import numpy as np
 
 from ..model.features import CATEGORICAL, FEATURE_KINDS, NUMERIC
 from ..model.survival import SURVIVAL, label_columns
-from ..model.tasks import REGRESSION, TASK_KINDS
+from ..model.tasks import BINARY, MULTICLASS, REGRESSION, TASK_KINDS
 
 ID_TYPES = ("integer", "string")
 """How ids are compared: as whole numbers (6, 6.0 and "6" are one id) or as text (numbers
@@ -65,11 +65,29 @@ class OutcomeSpec:
     label: str | None = None
     display_transform: str | None = None
     display_unit: str | None = None
+    higher_is_worse: bool | None = None
 
     @property
     def display_name(self) -> str:
         """The ``label`` given in the schema, else the outcome name."""
         return self.label or self.name
+
+    @property
+    def worse_when_higher(self) -> bool | None:
+        """Whether a higher explained output is clinically worse, as reports colour it.
+
+        The schema's ``higher_is_worse`` where it says; otherwise True for a
+        binary outcome (a higher probability of the positive class, the
+        condition) and a survival outcome (a higher probability of the
+        event), and None, not known, for a regression outcome (a higher value
+        can be better or worse) and a multi-class one (whose explained output
+        is the probability of whichever class is predicted).
+        """
+        if self.kind == MULTICLASS:
+            return None
+        if self.higher_is_worse is not None:
+            return self.higher_is_worse
+        return True if self.kind in (BINARY, SURVIVAL) else None
 
     @property
     def label_columns(self) -> tuple[str, ...]:
@@ -133,9 +151,14 @@ def outcome_spec(name: str, entry, problems: list[str]) -> OutcomeSpec | None:
     if classes is not None and not isinstance(classes, list):
         problems.append(f"outcome '{name}': classes must be a list, got {classes!r}")
         return None
-    unknown = set(entry) - {"unit", "description", "label", "display_transform", "display_unit"}
+    unknown = set(entry) - {"unit", "description", "label", "display_transform", "display_unit", "higher_is_worse"}
     if unknown:
         problems.append(f"outcome '{name}': unknown keys {sorted(unknown)}")
+        return None
+    worse = entry.get("higher_is_worse")
+    if worse is not None and (not isinstance(worse, bool) or kind == MULTICLASS):
+        problems.append(f"outcome '{name}': higher_is_worse must be true or false and not for a multiclass "
+                        f"outcome, got {worse!r} for a {kind} outcome")
         return None
     transform = entry.get("display_transform")
     if transform is not None and (kind != REGRESSION or transform not in DISPLAY_TRANSFORMS):

@@ -4,7 +4,8 @@ PDFs on request) and model cards.
 ``write_reports`` builds the reports from a model and patient rows (scored on
 the fly, or with the predictions and contributions of a ``clinical-mtl score
 --explain`` file). :mod:`~clinical_mtl.reporting.content` decides what a page
-says, :mod:`~clinical_mtl.reporting.waterfall` lays out its charts, the
+says, :mod:`~clinical_mtl.reporting.contributions` which contributions it shows
+and how they read, :mod:`~clinical_mtl.reporting.waterfall` lays out its charts, the
 templates draw them, :mod:`~clinical_mtl.reporting.browser` prints PDFs.
 :mod:`~clinical_mtl.reporting.model_card` gathers and renders model cards.
 Every template is in ``templates/`` and drawn by one environment

@@ -26,7 +26,7 @@ from .. import __version__
 from ..data.batch_io import count_rows, list_input_files
 from ..data.id_register import IdRegister
 from ..data.run_summary import REPORT, RunSummary, check_row_accounting
-from ..data.schema import ROW_NUMBER
+from ..data.schema import ROW_NUMBER, CohortSchema
 from ..data.writing import formula_safe_frame
 from ..exceptions import InputDataError, OutputPathError
 from ..model.conformal import DEFAULT_COVERAGE
@@ -42,6 +42,7 @@ MANIFEST = ".clinical-mtl-report.json"
 
 
 def write_reports(loaded: LoadedModel, inputs: str | Path, output: str | Path, *, scores: str | Path | None = None,
+                  training_ids: str | Path | None = None,
                   top_k: int = DEFAULT_REPORT_TOP_K, coverage: float = DEFAULT_COVERAGE,
                   intended_use: str = DEFAULT_INTENDED_USE,
                   limits: str = DEFAULT_LIMITS, pdf: bool = False,
@@ -63,6 +64,13 @@ def write_reports(loaded: LoadedModel, inputs: str | Path, output: str | Path, *
         A file written by ``clinical-mtl score --explain`` for these
         patients: its predictions and contributions are shown instead of
         being computed; a patient without a row in it is not reported.
+    training_ids : str or Path, default=None
+        A CSV or Parquet file of the ids of the patients the model was
+        trained on (the ``training_ids`` output of a training pipeline):
+        their pages and the index say so (their predictions are optimistic).
+        Without it, the index says that training patients are not marked.
+        Read here only: nothing of it is stored in the model or the report
+        beyond the marks.
     top_k : int, default=6
         Contributions shown per outcome (ignored with ``scores``, whose
         contributions are shown).
@@ -98,8 +106,10 @@ def write_reports(loaded: LoadedModel, inputs: str | Path, output: str | Path, *
             patients, score_rows, unscored = _match_scores(loaded, patients, Path(scores))
             rejected = (pd.concat([rejected, unscored]).sort_values(ROW_NUMBER, kind="stable") if len(unscored)
                         else rejected)
+    known = read_training_ids(Path(training_ids), loaded.schema) if training_ids is not None else None
     with summary.timed("predict_and_explain"):
-        reports = build_patient_reports(loaded, patients, top_k=top_k, coverage=coverage, scores=score_rows)
+        reports = build_patient_reports(loaded, patients, top_k=top_k, coverage=coverage, scores=score_rows,
+                                        training_ids=known)
     facts = model_facts(loaded)
     environment = template_environment()
     try:
@@ -144,7 +154,8 @@ def _write_pages(staging: Path, environment, reports: list, rejected: pd.DataFra
         pages=reports, rejected=rejected_rows.to_dict(orient="records"),
         outcome_names=[spec.name for spec in loaded.model.task_specs_],
         outcome_titles=[outcome.title for outcome in reports[0].outcomes] if reports else [],
-        source=", ".join(str(path) for path in files), **common)
+        n_training=None if not reports or reports[0].in_training is None else sum(r.in_training for r in reports),
+        source=", ".join(path.name for path in files), **common)  # file names only: the page may be shared
     (staging / "index.html").write_text(index, encoding="utf-8")
     formula_safe_frame(rejected).to_csv(staging / "rejected.csv", index=False)
 
@@ -159,6 +170,32 @@ def _read_patients(loaded: LoadedModel, files: list[Path], chunk_size: int,
             valid.append(valid_rows)
             rejected.append(reject_rows(rejected_rows, loaded.schema.id_column, path))
     return pd.concat(valid), pd.concat(rejected, ignore_index=True)
+
+
+def read_training_ids(path: Path, schema: CohortSchema) -> set[str]:
+    """The training ids of a CSV or Parquet file, in the schema's id form (``canonical_ids``), as text.
+
+    The file has the schema's id column, or a single column.
+
+    Raises
+    ------
+    InputDataError
+        If the file cannot be read or has neither column.
+    """
+    try:
+        table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype=str,
+                                                                                    keep_default_na=False)
+    except (OSError, ValueError) as error:
+        raise InputDataError(f"Cannot read the training ids file {path}: {type(error).__name__}.") from None
+    id_column = schema.id_column
+    if id_column not in table.columns and len(table.columns) != 1:
+        raise InputDataError(f"{path}: expected the column {id_column!r} (or a single column) of training ids, "
+                             f"found {len(table.columns)} columns without it.")
+    ids = table[id_column if id_column in table.columns else table.columns[0]]
+    if path.suffix != ".parquet":  # the training pipeline writes CSV formula-safe: '=1 was the id =1
+        ids = ids.str.replace(r"^'([=+\-@\t\r])", r"\1", regex=True)
+    ids, _ = schema.canonical_ids(ids)
+    return {str(value) for value in ids.dropna()}
 
 
 def _rows_written(folder: Path) -> tuple[int, int]:
@@ -189,7 +226,7 @@ def _match_scores(loaded: LoadedModel, patients: pd.DataFrame, path: Path):
     positions = pd.Index(keys).get_indexer(patients[id_column].astype(str))
     found = positions >= 0
     unscored = patients.loc[~found, [ROW_NUMBER, id_column]].assign(
-        source_file=str(path), n_problems=1, reasons=f"no row for this id in the scores file {path}")
+        source_file=str(path), n_problems=1, reasons=f"no row for this id in the scores file {path.name}")
     unscored[id_column] = unscored[id_column].astype(str)
     return patients[found], scores.iloc[positions[found]].reset_index(drop=True), unscored
 

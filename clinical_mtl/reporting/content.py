@@ -1,11 +1,15 @@
 """What a patient's report says, computed for a batch of patients at once.
 
-For every outcome: the prediction (a calibrated probability and label for a
-diagnosis, a value in units with its prediction interval for a prognosis),
+For every outcome: the prediction in words (a diagnosis "likely (72%)" or
+"unlikely (18%)" with the decision threshold stated, the most likely class
+with its probability, a value in units with its prediction interval, an
+event probability by each time), how the probabilities were calibrated,
 where it stands in the training cohort (the base rate, or the percentile of
-the observed values), the largest SHAP contributions as a waterfall and in
-words. For every feature: the patient's value with its unit, the schema's
-reference range, and flags for missing (imputed) and out-of-range values.
+the observed values), the largest SHAP contributions as a waterfall coloured
+by clinical direction and in words (:mod:`.contributions`). For every
+feature: the patient's value with its unit, the schema's reference range, and
+flags for missing (imputed) and out-of-range values. A patient whose id is
+among the training ids given is marked: the model has seen their outcomes.
 
 Everything on a page comes from that patient's own row and from the model
 (training-cohort summaries stored at fit time); no other patient's data is
@@ -15,8 +19,8 @@ read while a page is built.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,29 +30,24 @@ from ..data.schema import CohortSchema, OutcomeSpec
 from ..data.schema_entries import DISPLAY_TRANSFORMS
 from ..model.calibration import IsotonicCalibration
 from ..model.conformal import DEFAULT_COVERAGE
-from ..model.explanation import contribution_ranks
 from ..model.features import BOOLEAN, CATEGORICAL
 from ..model.fitting import LABEL_PERCENTILES
-from ..model.outputs import (
-    EVENT_PROB,
-    LOWER,
-    PRED,
-    PROBA,
-    TOP_CONTRIBUTION,
-    TOP_FEATURE,
-    UPPER,
-    column_name,
-)
+from ..model.outputs import EVENT_PROB, LOWER, PRED, PROBA, UPPER, column_name
 from ..model.preprocessing import NumericEncoding
 from ..model.survival import SURVIVAL, headline_horizon, survival_at
 from ..model.tasks import BINARY, MULTICLASS, REGRESSION, TaskSpec
 from ..scoring.model_source import model_columns
 from . import formatting as fmt
+from .contributions import Explained, explained_outputs, scale_for, steps_and_sentences
 from .survival_page import SurvivalChart, horizon_rows, survival_chart, survival_details
-from .waterfall import Step, WaterfallChart, waterfall
+from .waterfall import WaterfallChart, waterfall
 
 DEFAULT_REPORT_TOP_K = 6
 """Contributions shown per outcome on a patient page."""
+
+DECISION_THRESHOLD = 0.5
+"""A binary outcome is predicted (``predict``) where its probability is above this: the more probable class."""
+
 
 @dataclass(frozen=True)
 class ModelFacts:
@@ -80,6 +79,9 @@ class OutcomeReport:
     sentences: list[str]
     survival_chart: SurvivalChart | None = None
     horizon_probabilities: list[tuple[str, str, str]] = field(default_factory=list)
+    decision: str | None = None
+    summary: str = ""
+    sort_key: float | str = 0.0
 
 
 @dataclass(frozen=True)
@@ -102,23 +104,13 @@ class PatientReport:
     file_name: str
     outcomes: list[OutcomeReport]
     features: list[FeatureRow]
-    headlines: dict = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class _Explained:
-    """One outcome's explained output for every patient: base, output, top contributions."""
-
-    base: np.ndarray
-    output: np.ndarray
-    top_features: np.ndarray
-    top_amounts: np.ndarray
-    n_features: int
+    in_training: bool | None = None
+    """True for a patient among the training ids, False for one not among them, None when none were given."""
 
 
 def build_patient_reports(loaded, patients: pd.DataFrame, *, top_k: int = DEFAULT_REPORT_TOP_K,
-                          coverage: float = DEFAULT_COVERAGE,
-                          scores: pd.DataFrame | None = None) -> list[PatientReport]:
+                          coverage: float = DEFAULT_COVERAGE, scores: pd.DataFrame | None = None,
+                          training_ids: set[str] | None = None) -> list[PatientReport]:
     """The content of every patient's page.
 
     Parameters
@@ -137,6 +129,10 @@ def build_patient_reports(loaded, patients: pd.DataFrame, *, top_k: int = DEFAUL
         Rows of a file written by ``clinical-mtl score --explain``, aligned
         with ``patients``: its predictions and top contributions are shown
         instead of being computed again.
+    training_ids : set of str, default=None
+        The ids of the patients the model was trained on, in the schema's
+        id form (``CohortSchema.canonical_ids``) as text; a patient among
+        them is marked on their page. None: not known, nothing is marked.
 
     Returns
     -------
@@ -148,7 +144,7 @@ def build_patient_reports(loaded, patients: pd.DataFrame, *, top_k: int = DEFAUL
         return []
     features = patients[model_columns(model)]
     outputs = _outputs(model, features, scores)
-    explained = _explained(model, features, top_k, scores, outputs)
+    explained = explained_outputs(model, features, top_k, scores, outputs)
     intervals = _intervals(model, features, coverage)
     survival = survival_details(model, features)
     outcome_specs = {outcome.name: outcome for outcome in schema.outcomes}
@@ -169,7 +165,7 @@ def build_patient_reports(loaded, patients: pd.DataFrame, *, top_k: int = DEFAUL
         reports.append(PatientReport(
             patient_id=str(patient_id), file_name=page_file_name(patient_id), outcomes=outcomes,
             features=_feature_rows(values, schema, model, plain_texts, row),
-            headlines={outcome.name: outcome.headline for outcome in outcomes},
+            in_training=None if training_ids is None else str(patient_id) in training_ids,
         ))
     return reports
 
@@ -224,76 +220,42 @@ def _intervals(model, features: pd.DataFrame, coverage: float) -> pd.DataFrame |
     return model.predict_interval(features, coverage=coverage)
 
 
-def _explained(model, features: pd.DataFrame, top_k: int, scores: pd.DataFrame | None,
-               outputs: dict) -> dict[str, _Explained]:
-    """The explained output of every outcome: the positive class (binary), the
-    predicted class (multi-class), the value (regression) or the event
-    probability by the headline horizon (survival)."""
-    n_features = features.shape[1]
-    explanations = model.explain(features if scores is None else features.iloc[:1])
-    explained = {}
-    for spec in model.task_specs_:
-        explanation = explanations[spec.name]
-        predicted = None
-        if spec.kind == MULTICLASS:
-            predicted = np.argmax(outputs[spec.name], axis=1)
-        elif spec.kind == SURVIVAL:  # the explained horizon, the same for every patient
-            predicted = np.full(len(features), headline_horizon(spec))
-        base = np.asarray(explanation.base_values, dtype=float)
-        if scores is not None:  # the background, hence the base value, is the same for every patient
-            base = np.repeat(base[:1], len(features), axis=0)
-        if predicted is not None:
-            base = base[np.arange(len(base)), predicted]
-        if scores is None:
-            values = explanation.values
-            if predicted is not None:
-                values = values[np.arange(len(values)), :, predicted]
-            order = contribution_ranks(values, top_k)
-            names = np.asarray(explanation.feature_names, dtype=object)[order]
-            amounts = np.take_along_axis(values, order, axis=1)
-            output = base + values.sum(axis=1)
-        else:
-            ranks = range(1, 1 + sum(column_name(spec.name, TOP_FEATURE, j) in scores.columns
-                                     for j in range(1, n_features + 1)))
-            names = scores[[column_name(spec.name, TOP_FEATURE, j) for j in ranks]].to_numpy(dtype=object)
-            amounts = scores[[column_name(spec.name, TOP_CONTRIBUTION, j) for j in ranks]].to_numpy(float)
-            output = _explained_output(spec, outputs[spec.name], predicted)
-        explained[spec.name] = _Explained(base, output, names, amounts, n_features)
-    return explained
-
-
-def _explained_output(spec: TaskSpec, output: np.ndarray, predicted: np.ndarray | None) -> np.ndarray:
-    if spec.kind == BINARY:
-        return output[:, 1]
-    if spec.kind in (MULTICLASS, SURVIVAL):
-        return output[np.arange(len(output)), predicted]
-    return output
-
-
 # -- one outcome -------------------------------------------------------------------------------
 
-def _outcome_report(spec: TaskSpec, outcome: OutcomeSpec, model, output, explained: _Explained, row: int,
+def _outcome_report(spec: TaskSpec, outcome: OutcomeSpec, model, output, explained: Explained, row: int,
                     intervals: pd.DataFrame | None, coverage: float, feature_labels: dict,
                     value_texts: dict, survival=None) -> OutcomeReport:
     title = outcome.display_name
-    class_probabilities, uncertainty, predicted_label, calibration = [], None, None, None
+    class_probabilities, uncertainty, predicted_label, calibration, decision = [], None, None, None, None
     curve, horizon_probabilities = None, []
     if spec.is_classification:
-        predicted = spec.classes[int(np.argmax(output))]
+        position = int(np.argmax(output))  # as predict chooses: the first of equally probable classes
+        predicted = spec.classes[position]
         event = _event_phrase(spec, title, predicted)
         if spec.kind == BINARY:
-            headline = f"Probability {fmt.probability(output[1])}; predicted class: {predicted}"
+            positive = _event_phrase(spec, title, spec.classes[1])
+            word = "likely" if position == 1 else "unlikely"
+            summary = f"{word} ({fmt.percent(output[1])})"
+            headline = f"{_event_phrase(spec, title, spec.classes[1], in_sentence=False)}: {summary}"
+            decision = (f"Decision threshold {DECISION_THRESHOLD:.0%}: the model calls {positive} likely when its "
+                        f"probability is above {DECISION_THRESHOLD:.0%}, unlikely otherwise.")
+            sort_key = float(output[1])
         else:
-            headline = f"Predicted class: {predicted} (probability {fmt.probability(output.max())})"
+            summary = f"most likely {predicted} ({fmt.percent(output[position])})"
+            headline = f"{title}: {summary}"
+            decision = "The model predicts the most probable class; the table gives every class's probability."
             class_probabilities = [(str(label), fmt.probability(p)) for label, p in zip(spec.classes, output)]
+            sort_key = f"{position:04d} {float(output[position]):.6f}"  # by class, then by its probability
         standing = _base_rate_text(model, spec, predicted if spec.kind == MULTICLASS else spec.classes[1], event)
         predicted_label = str(predicted)
         calibration = _calibration_text(model, spec)
     elif spec.kind == SURVIVAL:
         unit = outcome.unit or "time units"
         middle = headline_horizon(spec)
+        summary = f"{fmt.percent(output[middle])} by {fmt.number(spec.horizons[middle])} {unit}"
         headline = (f"Probability of {fmt.in_sentence(title)} by {fmt.number(spec.horizons[middle])} {unit}: "
                     f"{fmt.probability(output[middle])}")
+        sort_key = float(output[middle])
         horizon_probabilities = horizon_rows(spec.horizons, unit, output, survival, row)
         if survival.n_members > 1:
             headline += f"; the model's networks range from {horizon_probabilities[middle][2]}"
@@ -309,73 +271,31 @@ def _outcome_report(spec: TaskSpec, outcome: OutcomeSpec, model, output, explain
     else:
         transform = DISPLAY_TRANSFORMS.get(outcome.display_transform or "", lambda v: v)
         unit = outcome.display_unit if outcome.display_transform else outcome.unit
-        headline = f"Predicted {fmt.in_sentence(title)}: {fmt.with_unit(fmt.number(transform(output)), unit)}"
-        uncertainty = _interval_text(spec, intervals, row, coverage, transform, unit)
+        value = float(transform(output))
+        value_text, uncertainty = _value_and_interval(spec, value, intervals, row, coverage, transform, unit)
+        summary = fmt.with_unit(value_text, unit)
+        headline = f"Predicted {fmt.in_sentence(title)}: {summary}"
+        sort_key = value
         standing = _percentile_text(model, spec, output)
         event = None
-    scale = _scale(spec, outcome, event)
-    steps, sentences = _steps_and_sentences(explained, row, feature_labels, value_texts, scale)
+    scale = scale_for(spec, outcome, event)
+    steps, sentences = steps_and_sentences(explained, row, feature_labels, value_texts, scale)
     chart = waterfall(
         steps, float(explained.base[row]), float(explained.output[row]), axis_label=scale.axis_label,
         limits=scale.limits, title=f"{title}: contributions to the {scale.axis_label}", tick_format=scale.tick_text,
-        description=" ".join(sentences),
+        description=" ".join(sentences), higher_is_worse=outcome.worse_when_higher,
     )
     return OutcomeReport(spec.name, title, spec.kind, headline, predicted_label, class_probabilities,
-                         uncertainty, calibration, standing, chart, sentences, curve, horizon_probabilities)
+                         uncertainty, calibration, standing, chart, sentences, curve, horizon_probabilities,
+                         decision, summary, sort_key)
 
 
-@dataclass(frozen=True)
-class _Scale:
-    """How an outcome's explained output reads, on its chart and in words."""
-
-    axis_label: str
-    change_text: Callable[[float], str]
-    tick_text: Callable[[float], str]
-    limits: tuple[float, float] | None
-    effect: Callable[[float], str]
-
-
-def _scale(spec: TaskSpec, outcome: OutcomeSpec, event: str | None) -> _Scale:
-    if spec.kind != REGRESSION:
-        return _Scale(f"probability of {event}", fmt.signed_change, lambda v: f"{v:.2f}", (0.0, 1.0),
-                      lambda a: f"{_direction(a)} the probability of {event} by {abs(a):.2f}")
-    quantity = f"predicted {fmt.in_sentence(outcome.display_name)}"
-    if outcome.display_transform == "exp":  # contributions add on the log scale: they multiply the value
-        return _Scale(
-            f"{quantity}, {outcome.display_unit or 'value'} (log scale)", lambda a: f"×{np.exp(a):.2f}",
-            lambda v: fmt.number(np.exp(v)), None,
-            lambda a: f"{_direction(a)} the {quantity} by {abs(np.exp(a) - 1):.0%} (multiplied it by {np.exp(a):.2f})",
-        )
-    return _Scale(fmt.with_unit(quantity, outcome.unit and f"({outcome.unit})"), fmt.signed_change, fmt.number,
-                  None, lambda a: f"{_direction(a)} the {quantity} by {fmt.with_unit(fmt.number(abs(a)), outcome.unit)}")
-
-
-def _direction(amount: float) -> str:
-    return "raised" if amount >= 0 else "lowered"
-
-
-def _event_phrase(spec: TaskSpec, title: str, label) -> str:
-    """``title`` for the positive class of a 0/1 outcome, else ``title = label``."""
+def _event_phrase(spec: TaskSpec, title: str, label, *, in_sentence: bool = True) -> str:
+    """``title`` for the positive class of a 0/1 outcome, else ``title = label``; in a sentence's case."""
+    title = fmt.in_sentence(title) if in_sentence else title
     if spec.kind == BINARY and [str(c) for c in spec.classes] in (["0", "1"], ["False", "True"]):
-        return fmt.in_sentence(title)
-    return f"{fmt.in_sentence(title)} = {label}"
-
-
-def _steps_and_sentences(explained: _Explained, row: int, feature_labels: dict, value_texts: dict,
-                         scale: _Scale) -> tuple[list[Step], list[str]]:
-    running = float(explained.base[row])
-    steps, sentences = [], []
-    for name, amount in zip(explained.top_features[row], explained.top_amounts[row]):
-        label, value = feature_labels.get(name, name), value_texts[name][row]
-        steps.append(Step(f"{label} = {value}", running, running + amount, scale.change_text(amount)))
-        sentences.append(f"{label} {value} {scale.effect(amount)}.")
-        running += amount
-    rest = float(explained.output[row]) - running
-    n_rest = explained.n_features - len(explained.top_features[row])
-    if n_rest > 0:
-        steps.append(Step(f"{n_rest} other features", running, running + rest, scale.change_text(rest)))
-        sentences.append(f"The other {n_rest} features together {scale.effect(rest)}.")
-    return steps, sentences
+        return title
+    return f"{title} = {label}"
 
 
 def _base_rate_text(model, spec: TaskSpec, label, event: str) -> str:
@@ -386,16 +306,42 @@ def _base_rate_text(model, spec: TaskSpec, label, event: str) -> str:
             f"({rate:.0%}) had {event}.")
 
 
-def _calibration_text(model, spec: TaskSpec) -> str | None:
+def _calibration_text(model, spec: TaskSpec) -> str:
+    """What was done to the probabilities after training, as the model's fitted state records it."""
     calibrator = getattr(model, "calibrators_", {}).get(spec.name)
+    held_out = _held_out_text(model, spec)
     if calibrator is None:
-        return None
+        if getattr(model, "calibration", None) is None:
+            return "Probabilities not recalibrated: the model was trained without recalibration."
+        return f"Probabilities not recalibrated: {held_out} could not support a recalibration."
     if isinstance(calibrator, IsotonicCalibration):
-        return "Probabilities recalibrated on held-out training patients (isotonic regression)."
-    if calibrator.temperature == 1.0:
-        return "Calibration checked on held-out training patients: no recalibration was needed."
-    return (f"Probabilities recalibrated on held-out training patients (temperature scaling, "
-            f"T = {calibrator.temperature:.2f}).")
+        return f"Probabilities recalibrated by isotonic regression, fitted on {held_out}.{_slope_text(model, spec)}"
+    if calibrator.temperature == 1.0:  # the likelihood-ratio test kept T = 1 (see model.calibration)
+        return (f"Probabilities not recalibrated: a temperature fitted on {held_out} did not differ from 1 at "
+                f"the 5% level (likelihood-ratio test), so none was applied.{_slope_text(model, spec)}")
+    softer = "softening" if calibrator.temperature > 1 else "sharpening"
+    return (f"Probabilities recalibrated by temperature scaling (T = {calibrator.temperature:.2f}, {softer} the "
+            f"networks' probabilities), fitted on {held_out}.{_slope_text(model, spec)}")
+
+
+def _held_out_text(model, spec: TaskSpec) -> str:
+    """``<n> held-out training patients``: the early-stopping rows the calibration was fitted on."""
+    table = getattr(model, "validation_metrics_", None)
+    if table is None or spec.name not in table.index:
+        return "held-out training patients"
+    return f"{int(table.loc[spec.name, 'n_labelled']):,} held-out training patients"
+
+
+def _slope_text(model, spec: TaskSpec) -> str:
+    """The calibration slope on the held-out rows after recalibration, where it was measured."""
+    table = getattr(model, "validation_metrics_", None)
+    if table is None or spec.name not in table.index or "calibration_slope" not in table.columns:
+        return ""
+    slope = float(table.loc[spec.name, "calibration_slope"])
+    if not math.isfinite(slope):
+        return ""
+    return (f" Calibration slope on those patients: {slope:.2f} (1 is ideal); on new patients, see the model "
+            "card.")
 
 
 def _percentile_text(model, spec: TaskSpec, value: float) -> str:
@@ -414,13 +360,15 @@ def _percentile_text(model, spec: TaskSpec, value: float) -> str:
     return f"This prediction is at the {fmt.ordinal(position)} percentile {cohort}."
 
 
-def _interval_text(spec: TaskSpec, intervals: pd.DataFrame | None, row: int, coverage: float, transform,
-                   unit: str | None) -> str | None:
+def _value_and_interval(spec: TaskSpec, value: float, intervals: pd.DataFrame | None, row: int,
+                        coverage: float, transform, unit: str | None) -> tuple[str, str | None]:
+    """The predicted value and its interval's text, rounded alike (one rule for the quantity)."""
     if intervals is None:
-        return None
-    low = transform(intervals[column_name(spec.name, LOWER)].iloc[row])
-    high = transform(intervals[column_name(spec.name, UPPER)].iloc[row])
-    return f"{coverage:.0%} prediction interval: {fmt.number(low)} to {fmt.with_unit(fmt.number(high), unit)}"
+        return fmt.number(value), None
+    low = float(transform(intervals[column_name(spec.name, LOWER)].iloc[row]))
+    high = float(transform(intervals[column_name(spec.name, UPPER)].iloc[row]))
+    value_text, low_text, high_text = fmt.numbers(value, low, high)
+    return value_text, f"{coverage:.0%} prediction interval: {low_text} to {fmt.with_unit(high_text, unit)}"
 
 
 # -- the patient's values ----------------------------------------------------------------------
@@ -452,7 +400,7 @@ def _feature_rows(values: dict, schema: CohortSchema, model, value_texts: dict, 
         reference = ""
         if feature.reference_range is not None:
             low, high = feature.reference_range
-            reference = f"{fmt.number(low)} to {fmt.number(high)}"
+            reference = fmt.number_range(low, high)
         flag, kind = "", ""
         if pd.isna(value):
             flag, kind = _imputed_text(encodings.get(feature.name), feature), "missing"

@@ -6,26 +6,62 @@ import math
 
 
 def number(value: float) -> str:
-    """A measurement with as many digits as a clinician reads: 14.5, 0.83, 1,230."""
+    """A measurement with as many digits as a clinician reads: 14.5, 0.83, 1,230.
+
+    The rule (:func:`decimals`): no decimal from 100 up, one from 10, two
+    from 1, three significant digits below 1; trailing zeros dropped.
+    """
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "missing"
-    size = abs(value)
+    return _trimmed(f"{value:,.{decimals(value)}f}")
+
+
+def decimals(value: float) -> int:
+    """The decimals :func:`number` gives ``value``."""
+    size = abs(float(value))
     if size >= 100:
-        return f"{value:,.0f}"
+        return 0
     if size >= 10:
-        return _trimmed(f"{value:.1f}")
-    if size >= 1:
-        return _trimmed(f"{value:.2f}")
-    return f"{value:.3g}"
+        return 1
+    if size >= 1 or size == 0 or not math.isfinite(size):
+        return 2
+    return 2 - math.floor(math.log10(size))  # three significant digits
+
+
+def numbers(*values: float) -> list[str]:
+    """Values of one quantity (a range, a value and its interval) rounded alike.
+
+    Every value gets the decimals :func:`number` gives the largest of them
+    (so "49.8 to 729" reads "50 to 729"), then the trailing zeros that all of
+    them share are dropped ("0.10 to 5.00" reads "0.1 to 5.0").
+    """
+    places = decimals(max(abs(float(v)) for v in values))
+    texts = [f"{float(v):,.{places}f}" for v in values]
+    while places > 0 and all(text.endswith("0") for text in texts):
+        places -= 1
+        texts = [text[:-1] for text in texts]
+    return [text.rstrip(".") for text in texts]
 
 
 def _trimmed(text: str) -> str:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
+def number_range(low: float, high: float) -> str:
+    """``low to high``, rounded alike (:func:`numbers`)."""
+    low_text, high_text = numbers(low, high)
+    return f"{low_text} to {high_text}"
+
+
 def probability(value: float) -> str:
     """A probability as a decimal and a percentage: ``0.72 (72%)``."""
-    return f"{value:.2f} ({value:.0%})"
+    return f"{value:.2f} ({percent(value)})"
+
+
+def percent(value: float) -> str:
+    """A probability as a whole percentage; one that rounds to 0% or 100% reads <1% or >99%."""
+    text = f"{float(value):.0%}"
+    return {"0%": "<1%", "100%": ">99%"}.get(text, text)
 
 
 def signed_change(value: float, digits: int = 2) -> str:

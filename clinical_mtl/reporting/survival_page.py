@@ -131,7 +131,8 @@ def horizon_rows(horizons, unit: str, probabilities, details: SurvivalDetails, r
     """Table rows of a patient's event probability by each horizon with its range over the networks."""
     rows = []
     for k, (horizon, p) in enumerate(zip(horizons, probabilities)):
-        spread = (f"{details.lowest[row, k]:.0%} to {details.highest[row, k]:.0%}" if details.n_members > 1
+        spread = (f"{fmt.percent(details.lowest[row, k])} to {fmt.percent(details.highest[row, k])}"
+                  if details.n_members > 1
                   else "one network: no range")
         rows.append((f"{fmt.number(horizon)} {unit}", fmt.probability(float(p)), spread))
     return rows

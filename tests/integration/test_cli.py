@@ -13,6 +13,7 @@ import yaml
 
 from clinical_mtl.cli import main
 from clinical_mtl.model.outputs import flat_predictions
+from clinical_mtl.reporting.content import page_file_name
 from clinical_mtl.tracking import load_native_model
 
 PIPELINES = Path(__file__).resolve().parents[2] / "pipelines"
@@ -35,12 +36,14 @@ def trained(tmp_path_factory):
     """The README's main job, run in a fresh folder: train on PBC (tracked, registered), then score."""
     folder = tmp_path_factory.mktemp("main_job")
     outputs = {"model_dir": str(folder / "pbc_model"), "metrics": str(folder / "metrics.csv"),
-               "patients": str(folder / "patients.csv"), "model_card": str(folder / "pbc_model_card.md")}
+               "patients": str(folder / "patients.csv"), "model_card": str(folder / "pbc_model_card.md"),
+               "training_ids": str(folder / "training_ids.csv")}
     train = _pipeline_copy("pbc_train.yaml", folder, outputs=outputs)
     score = _pipeline_copy("pbc_score.yaml", folder, input=str(folder / "patients.csv"),
                            output=str(folder / "scores.parquet"), rejects=str(folder / "rejects.parquet"))
     report = _pipeline_copy("pbc_report.yaml", folder, input=str(folder / "patients.csv"),
-                            scores=str(folder / "scores.parquet"), output=str(folder / "pbc_reports"))
+                            scores=str(folder / "scores.parquet"), output=str(folder / "pbc_reports"),
+                            training_ids=str(folder / "training_ids.csv"))
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(folder)
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -151,9 +154,25 @@ def test_main_job_ends_with_a_page_per_scored_patient(trained):
     page = next(p for p in pages if p.name.startswith("patient-1-")).read_text()
     # The page shows the scored file's probability and its largest contribution, in words.
     probability, top = scores.loc[1, ["cirrhosis_proba_1", "cirrhosis_top1_contribution"]]
-    assert f"Probability {probability:.2f}" in page
+    word = "likely" if probability > 0.5 else "unlikely"
+    assert f"Cirrhosis (histologic stage 4): {word} ({probability:.0%})" in page
     assert f"the probability of cirrhosis (histologic stage 4) by {abs(top):.2f}." in page
     assert "version 1" in page and "Research demonstration on the Mayo Clinic PBC cohort" in page
+    # The training split's ids, written by the train pipeline beside its outputs, mark those patients' pages.
+    from sklearn.model_selection import train_test_split
+
+    from clinical_mtl.datasets import load_pbc
+
+    X, Y = load_pbc()
+    train_ids, _ = train_test_split(X.index, test_size=0.25, random_state=0, stratify=Y["cirrhosis"].astype(
+        "string").fillna("unlabelled"))
+    written_ids = pd.read_csv(trained["folder"] / "training_ids.csv")
+    assert list(written_ids.columns) == ["id"] and sorted(written_ids["id"]) == sorted(train_ids)
+    marked = {p.name for p in pages if "This patient was in the training data" in p.read_text()}
+    assert len(marked) == len(train_ids) == 313
+    assert marked == {page_file_name(i) for i in train_ids}
+    assert "313 of these patients were in the training data" in index
+    assert str(trained["folder"]) not in index  # file names only on a page meant to be shared
 
 
 def test_report_command_lists_rows_it_cannot_report(trained, tmp_path, capsys):

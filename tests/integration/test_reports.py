@@ -14,7 +14,6 @@ from clinical_mtl.data.run_summary import RunSummary
 from clinical_mtl.datasets import make_synthetic_cohort, synthetic_schema
 from clinical_mtl.reporting import build_patient_reports, write_reports
 from clinical_mtl.reporting.content import page_file_name
-from clinical_mtl.reporting.formatting import number
 from clinical_mtl.scoring import load_model_for_scoring, score_files
 
 HOSTILE_ID = "<script>alert(1)</script>"
@@ -45,10 +44,15 @@ def synthetic(tmp_path_factory):
             "schema": schema}
 
 
+TRAINING_IDS = [f"P{i:04d}" for i in range(2, 10)]  # marked as training patients in ``written``
+
+
 @pytest.fixture(scope="module")
 def written(synthetic):
     folder = synthetic["folder"]
-    summary = write_reports(synthetic["loaded"], folder / "patients.csv", folder / "out")
+    pd.DataFrame({"patient_id": TRAINING_IDS}).to_csv(folder / "training_ids.csv", index=False)
+    summary = write_reports(synthetic["loaded"], folder / "patients.csv", folder / "out",
+                            training_ids=folder / "training_ids.csv")
     return {"summary": summary, "out": folder / "out"}
 
 
@@ -118,32 +122,53 @@ def test_page_content_matches_the_model(synthetic):
     for row in (0, 2, 3):
         report = {outcome.name: outcome for outcome in reports[row].outcomes}
         diagnosis = report["diagnosis"]
-        assert diagnosis.headline.startswith(f"Probability {probabilities['diagnosis'][row, 1]:.2f}")
-        temperature = model.calibrators_["diagnosis"].temperature  # predict_proba's probabilities are calibrated
-        assert ("T = " in diagnosis.calibration) == (temperature != 1.0) and "held-out" in diagnosis.calibration
+        p = probabilities["diagnosis"][row, 1]
+        # The outcome's words and its probability as predict_proba gives it, likely where predict says 1.
+        called = np.asarray(model.predict(features.iloc[[row]])["diagnosis"])[0]
+        assert diagnosis.headline == f"diagnosis: {'likely' if called == 1 else 'unlikely'} ({_percent(p)})"
+        assert (called == 1) == (p > 0.5) and "Decision threshold 50%" in diagnosis.decision
         # The waterfall runs from the base value through every contribution to the prediction.
         steps = diagnosis.chart.steps
-        assert len(steps) == 5 and steps[-1].label == "8 other features"
+        assert len(steps) == 5 and steps[-1].label == "8 other features together"
         values = explanations["diagnosis"].values[row]
         largest = np.argsort(-np.abs(values))[:4]
         for sentence, feature in zip(diagnosis.sentences, largest):
             assert f"the probability of diagnosis by {abs(values[feature]):.2f}." in sentence
         base = explanations["diagnosis"].base_values[row]
         assert base + values.sum() == pytest.approx(probabilities["diagnosis"][row, 1], abs=1e-5)
-        # A multi-class outcome lists every class and explains the predicted one.
+        # A multi-class outcome names its most likely class with that class's probability.
         subtype = report["subtype"]
-        predicted = model.classes_["subtype"][np.argmax(probabilities["subtype"][row])]
+        position = np.argmax(probabilities["subtype"][row])
+        predicted = model.classes_["subtype"][position]
+        assert subtype.headline == f"subtype: most likely {predicted} ({_percent(probabilities['subtype'][row, position])})"
         assert subtype.predicted_label == str(predicted) and len(subtype.class_probabilities) == 3
         assert f"had subtype = {predicted}" in subtype.standing
         prognosis = report["prognosis"]
         low, high = intervals[["prognosis_lower", "prognosis_upper"]].iloc[row]
         assert prognosis.uncertainty.startswith("90% prediction interval:")
-        assert prognosis.uncertainty == f"90% prediction interval: {number(low)} to {number(high)} log(days)"
+        value = np.asarray(model.predict(features.iloc[[row]])["prognosis"])[0]
+        _assert_rounded_alike([prognosis.headline.split(": ")[1].removesuffix(" log(days)"),
+                               *prognosis.uncertainty.split(": ")[1].removesuffix(" log(days)").split(" to ")],
+                              [value, low, high])
         assert "percentile of the values observed in the training cohort" in prognosis.standing
     flags = {row.label: row for row in reports[2].features}
-    assert flags["C-reactive protein"].flag_kind == "high" and flags["C-reactive protein"].reference == "0.1 to 5"
+    assert flags["C-reactive protein"].flag_kind == "high" and flags["C-reactive protein"].reference == "0.1 to 5.0"
     missing = {row.label: row for row in reports[3].features}["Albumin"]
     assert missing.flag_kind == "missing" and missing.flag.startswith("missing: imputed with the training median")
+
+
+def _percent(p: float) -> str:
+    """A probability as the page writes it: whole percent, <1% and >99% at the ends."""
+    text = f"{round(100 * p)}%"
+    return {"0%": "<1%", "100%": ">99%"}.get(text, text)
+
+
+def _assert_rounded_alike(texts: list[str], values: list[float]) -> None:
+    """Texts of one quantity: the same number of decimals, each its value rounded there."""
+    places = [len(text.partition(".")[2]) for text in texts]
+    assert len(set(places)) == 1, texts
+    for text, value in zip(texts, values):
+        assert abs(float(text.replace(",", "")) - value) <= 0.5 * 10 ** -places[0] + 1e-9, (texts, values)
 
 
 def test_base_rate_is_the_training_cohorts(synthetic):
@@ -154,11 +179,16 @@ def test_base_rate_is_the_training_cohorts(synthetic):
     assert f"{counts['events'][1]:,} of {counts['n_labelled']:,} labelled patients" in diagnosis.standing
 
 
-def injected_markup(html: str) -> list[str]:
-    """The elements and event attributes that the hostile id and category would inject if not escaped."""
+def injected_markup(html: str, own_scripts: int = 0) -> list[str]:
+    """The elements and event attributes that the hostile id and category would inject if not escaped;
+    ``own_scripts`` script elements are the page's own (the index's sorting and search)."""
     markup = _parsed(html)
-    return ([f"<{tag}>" for tag in markup.tags if tag in ("script", "img")]
+    scripts = markup.tags.count("script") - own_scripts
+    return (["<script>"] * scripts + [f"<{tag}>" for tag in markup.tags if tag == "img"]
             + [name for name in markup.attributes if name.startswith("on")])
+
+
+OWN_SCRIPTS = {"hostile id": 0, "hostile category": 0, "index": 1}
 
 
 def _hostile_pages(out) -> dict[str, str]:
@@ -169,8 +199,8 @@ def _hostile_pages(out) -> dict[str, str]:
 
 def test_values_from_data_are_escaped(written):
     pages = list(_hostile_pages(written["out"]).values())
-    for html in pages:
-        assert not injected_markup(html)
+    for name, html in _hostile_pages(written["out"]).items():
+        assert not injected_markup(html, OWN_SCRIPTS[name])
     assert HOSTILE_ID in "".join(_parsed(pages[0]).text)  # shown as text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in pages[0]
     assert "&lt;img src=x onerror=alert(1)&gt;" in pages[1]
@@ -207,7 +237,7 @@ def test_the_escaping_check_flags_pages_of_an_unescaped_template(synthetic, tmp_
     monkeypatch.setattr(build, "template_environment", unescaped)
     synthetic["patients"].head(2).to_csv(tmp_path / "patients.csv", index=False)  # the hostile id and category
     write_reports(synthetic["loaded"], tmp_path / "patients.csv", tmp_path / "out")
-    found = {name: injected_markup(html) for name, html in _hostile_pages(tmp_path / "out").items()}
+    found = {name: injected_markup(html, OWN_SCRIPTS[name]) for name, html in _hostile_pages(tmp_path / "out").items()}
     assert [name for name, injected in found.items() if injected] == flagged
     assert "<script>" in found["hostile id"] and "<script>" in found["index"]
     if unsafe == "autoescape off":
@@ -242,12 +272,12 @@ def test_reports_from_a_scored_file_show_its_predictions(synthetic, tmp_path):
     explanations = loaded.model.explain(valid[list(loaded.model.feature_names_in_)])
     html = _page({"out": tmp_path / "out"}, "P0004")
     score = scores.set_index("patient_id").loc["P0004"]
-    assert f"Probability {score['diagnosis_proba_1']:.2f}" in html
+    assert f"likely ({_percent(score['diagnosis_proba_1'])})" in html
     # Three contributions from the file, then the other features as the rest of the prediction.
     values = explanations["diagnosis"].values[4]
     rest = values.sum() - np.sort(values[np.argsort(-np.abs(values))[:3]]).sum()
     assert f"The other 9 features together {'raised' if rest >= 0 else 'lowered'} the probability of diagnosis by " \
-           f"{abs(rest):.2f}." in html
+           f"{abs(rest):.2f}; none of them alone by more than {np.sort(np.abs(values))[-3]:.2f}." in html
 
 
 def test_scores_of_another_model_are_refused(synthetic, tmp_path):
@@ -332,3 +362,187 @@ def test_pdf_output(synthetic, tmp_path):
         assert "Intended use and limits" in texts[-1]  # printed to the end of the page
         other = next(i for i in patients["patient_id"] if i != patient_id)
         assert f"Patient {other}" not in whole
+
+
+def test_the_calibration_sentence_says_what_the_fitted_state_holds(synthetic):
+    import copy
+
+    from clinical_mtl.model.calibration import TemperatureScaling
+
+    loaded = synthetic["loaded"]
+    valid = loaded.schema.validate(synthetic["patients"].head(1)).valid
+    model = loaded.model
+    n_held_out = int(model.validation_metrics_.loc["diagnosis", "n_labelled"])
+    slope = model.validation_metrics_.loc["diagnosis", "calibration_slope"]
+
+    def sentence(**changes):
+        changed = copy.copy(model)
+        for name, value in changes.items():
+            setattr(changed, name, value)
+        return build_patient_reports(replace(loaded, model=changed), valid)[0].outcomes[0].calibration
+
+    fitted = sentence()
+    temperature = model.calibrators_["diagnosis"].temperature
+    assert f"fitted on {n_held_out:,} held-out training patients" in fitted
+    assert f"Calibration slope on those patients: {slope:.2f}" in fitted and "model card" in fitted
+    assert "no recalibration was needed" not in fitted
+    if temperature == 1.0:
+        assert fitted.startswith("Probabilities not recalibrated: a temperature fitted on") and "5% level" in fitted
+    else:
+        assert f"T = {temperature:.2f}" in fitted
+    # Whatever this fit gave, each state reads as what it is.
+    softer = sentence(calibrators_=model.calibrators_ | {"diagnosis": TemperatureScaling(1.5)})
+    assert softer.startswith("Probabilities recalibrated by temperature scaling (T = 1.50, softening")
+    kept = sentence(calibrators_=model.calibrators_ | {"diagnosis": TemperatureScaling(1.0)})
+    assert kept.startswith(f"Probabilities not recalibrated: a temperature fitted on {n_held_out:,} held-out")
+    assert "did not differ from 1" in kept and "T = " not in kept
+    assert sentence(calibrators_={}, calibration=None) == (
+        "Probabilities not recalibrated: the model was trained without recalibration.")
+
+
+def test_bars_are_coloured_by_clinical_direction_with_a_key(synthetic, written):
+    loaded = synthetic["loaded"]
+    valid = loaded.schema.validate(synthetic["patients"]).valid
+    tones = {"diagnosis": set(), "subtype": set(), "prognosis": set()}
+    for report in build_patient_reports(loaded, valid.head(10), top_k=4):
+        for outcome in report.outcomes:
+            *shown, rest = outcome.chart.steps
+            assert rest.tone == "rest"
+            for step in shown:
+                # diagnosis: a higher probability of the disease is worse (the default for a binary outcome);
+                # prognosis: the synthetic schema says higher_is_worse: false (log days of survival);
+                # subtype: several classes, no direction.
+                expected = {"diagnosis": {True: "worse", False: "better"},
+                            "prognosis": {True: "better", False: "worse"},
+                            "subtype": {True: "up", False: "down"}}[outcome.name][step.increases]
+                assert step.tone == expected
+                tones[outcome.name].add(step.tone)
+            key = dict(outcome.chart.legend)
+            if outcome.name == "diagnosis":
+                assert key["worse"] == "red, towards worse: raises the probability of diagnosis"
+            if outcome.name == "prognosis":
+                assert key["better"].startswith("blue, towards better: raises the predicted prognosis")
+    assert tones == {"diagnosis": {"worse", "better"}, "subtype": {"up", "down"}, "prognosis": {"worse", "better"}}
+    html = _page(written, "P0002")
+    assert html.count('<ul class="key"') == 3 and 'class="worse"' in html and 'class="rest"' in html
+    assert "Red bars raise the prediction" not in html
+
+
+def test_the_remaining_features_are_a_sum_no_larger_one_by_one_than_any_shown(synthetic):
+    loaded = synthetic["loaded"]
+    valid = loaded.schema.validate(synthetic["patients"]).valid
+    model = loaded.model
+    explanations = model.explain(valid[list(model.feature_names_in_)])
+    reports = build_patient_reports(loaded, valid, top_k=4)
+    rest_above_shown = 0
+    for row, report in enumerate(reports):
+        diagnosis = report.outcomes[0]
+        values = np.abs(explanations["diagnosis"].values[row])
+        ordered = np.sort(values)[::-1]
+        assert ordered[4] <= ordered[3]  # any hidden feature is no larger than the smallest shown
+        *shown, rest = diagnosis.chart.steps
+        assert [abs(float(step.change_text)) for step in shown if step.change_text[0] != "<"] == pytest.approx(
+            [value for value in ordered[:4] if value >= 0.005], abs=0.0051)
+        assert rest.label == "8 other features together" and rest.tone == "rest"
+        assert diagnosis.sentences[-1].endswith(f"; none of them alone by more than {ordered[4]:.2f}.")
+        rest_sum = abs(explanations["diagnosis"].values[row].sum() - explanations["diagnosis"].values[row][
+            np.argsort(-values, kind="stable")[:4]].sum())
+        rest_above_shown += rest_sum > ordered[3]
+    assert rest_above_shown  # the case the wording is for: the sum beats a shown contribution
+
+
+def test_pages_name_no_absolute_path(synthetic, written, tmp_path):
+    folder = synthetic["folder"]
+    pages = [written["out"] / "index.html", *(written["out"] / "patients").iterdir()]
+    for page in pages:
+        assert str(folder) not in page.read_text()
+    assert "source: patients.csv." in (written["out"] / "index.html").read_text()
+    # The scores file is named by its file name in the reasons of the index too.
+    score_files(synthetic["loaded"], folder / "patients.csv", tmp_path / "scores.parquet", top_k=3)
+    pd.read_parquet(tmp_path / "scores.parquet").head(35).to_parquet(tmp_path / "some.parquet")
+    write_reports(synthetic["loaded"], folder / "patients.csv", tmp_path / "out", scores=tmp_path / "some.parquet")
+    index = (tmp_path / "out" / "index.html").read_text()
+    assert "no row for this id in the scores file some.parquet" in index and str(tmp_path) not in index
+
+
+def test_training_patients_are_marked(synthetic, written):
+    marked = "This patient was in the training data: predictions are optimistic"
+    for patient_id in synthetic["patients"]["patient_id"]:
+        text = " ".join(" ".join(_parsed(_page(written, patient_id)).text).split())
+        assert (marked in text) == (patient_id in TRAINING_IDS), patient_id
+    index = _parsed((written["out"] / "index.html").read_text())
+    text = " ".join(" ".join(index.text).split())
+    assert f"{len(TRAINING_IDS)} of these patients were in the training data: their predictions are optimistic" in text
+    assert text.count("yes: predictions optimistic") == len(TRAINING_IDS)
+
+
+def test_training_ids_are_read_in_the_schemas_id_form_and_a_bad_file_is_named(synthetic, tmp_path):
+    from clinical_mtl.exceptions import InputDataError
+    from clinical_mtl.data.writing import formula_safe_frame
+    from clinical_mtl.reporting.build import read_training_ids
+
+    schema = synthetic["loaded"].schema
+    pd.DataFrame({"anything": [" P0001 ", "P0002"]}).to_csv(tmp_path / "one_column.csv", index=False)
+    assert read_training_ids(tmp_path / "one_column.csv", schema) == {"P0001", "P0002"}
+    pd.DataFrame({"patient_id": ["P0003"], "x": [1]}).to_parquet(tmp_path / "ids.parquet")
+    assert read_training_ids(tmp_path / "ids.parquet", schema) == {"P0003"}
+    integer = replace(schema, id_type="integer")
+    pd.DataFrame({"id": ["6", "7.0"]}).to_csv(tmp_path / "numbers.csv", index=False)
+    assert read_training_ids(tmp_path / "numbers.csv", integer) == {"6", "7"}
+    formula_safe_frame(pd.DataFrame({"patient_id": ["=1", "-x", "a"]})).to_csv(tmp_path / "safe.csv", index=False)
+    assert read_training_ids(tmp_path / "safe.csv", schema) == {"=1", "-x", "a"}  # as the train pipeline writes
+    pd.DataFrame({"a": [1], "b": [2]}).to_csv(tmp_path / "two.csv", index=False)
+    with pytest.raises(InputDataError, match=r"two.csv: expected the column 'patient_id' \(or a single column\)"):
+        read_training_ids(tmp_path / "two.csv", schema)
+    # Without a file nothing is marked, and the index says so.
+    synthetic["patients"].head(3).to_csv(tmp_path / "patients.csv", index=False)
+    write_reports(synthetic["loaded"], tmp_path / "patients.csv", tmp_path / "out")
+    index = (tmp_path / "out" / "index.html").read_text()
+    assert "not marked: no list of training ids was given" in index and "In training data" not in index
+
+
+def test_the_index_sorts_by_risk_and_finds_an_id(synthetic, written, browser):
+    from axe_playwright_python.sync_playwright import Axe
+
+    loaded = synthetic["loaded"]
+    valid = loaded.schema.validate(synthetic["patients"]).valid
+    risk = loaded.model.predict_proba(valid[list(loaded.model.feature_names_in_)])["diagnosis"][:, 1]
+    ids = valid["patient_id"].astype(str).to_numpy()
+    tab = browser.new_page()
+    tab.goto((written["out"] / "index.html").as_uri())
+
+    def shown_ids():
+        return [text.strip() for text in tab.locator("#patients tbody tr:not([hidden]) td:first-child").all_inner_texts()]
+
+    assert shown_ids() == list(ids)  # as the input file orders them
+    header = tab.get_by_role("button", name="diagnosis", exact=True)
+    header.click()
+    assert shown_ids() == list(ids[np.argsort(risk, kind="stable")])
+    assert tab.locator("th[aria-sort]").get_attribute("aria-sort") == "ascending"
+    header.click()
+    assert shown_ids() == list(ids[np.argsort(-risk, kind="stable")])
+    assert tab.locator("th[aria-sort]").get_attribute("aria-sort") == "descending"
+    assert tab.locator("th[aria-sort]").inner_text().strip() == "diagnosis ▼"  # the arrow shows, its name stays
+    tab.get_by_label("Find a patient by id").fill("P0017")
+    assert shown_ids() == ["P0017"] and tab.locator("#search-count").inner_text() == "1 of 40 patients"
+    results = Axe().run(tab)  # sorted and filtered, still clean
+    assert results.violations_count == 0, results.generate_report()
+    tab.get_by_label("Find a patient by id").fill("")
+    assert len(shown_ids()) == 40
+    tab.close()
+
+
+def test_the_index_is_a_plain_table_without_scripts(written):
+    from playwright.sync_api import sync_playwright
+
+    from clinical_mtl.reporting.browser import CHROMIUM_ARGS, find_chromium
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=find_chromium(), args=CHROMIUM_ARGS)
+        try:
+            tab = chromium.new_context(java_script_enabled=False).new_page()
+            tab.goto((written["out"] / "index.html").as_uri())
+            assert tab.locator("#patients tbody tr").count() == 40
+            assert not tab.locator("#search").is_visible() and tab.locator("th button").count() == 0
+        finally:
+            chromium.close()

@@ -11,6 +11,7 @@ from clinical_mtl import MultiTaskMLP
 from clinical_mtl.data.persistence import save_model
 from clinical_mtl.data.schema import SCHEMAS, load_schema
 from clinical_mtl.datasets import load_pbc
+from clinical_mtl.model.survival import headline_horizon
 from clinical_mtl.model.survival_metrics import kaplan_meier_curve
 from clinical_mtl.reporting import build_patient_reports, write_reports
 from clinical_mtl.reporting.content import page_file_name
@@ -37,6 +38,12 @@ def _saved(tmp_path_factory, **params):
 @pytest.fixture(scope="module")
 def pbc_pages(tmp_path_factory):
     return _saved(tmp_path_factory, ensemble_size=3)
+
+
+def _percent(p: float) -> str:
+    """A probability as pages write it: whole percent, <1% and >99% at the ends."""
+    text = f"{round(100 * p)}%"
+    return {"0%": "<1%", "100%": ">99%"}.get(text, text)
 
 
 def _death(report):
@@ -71,9 +78,9 @@ def test_event_probabilities_come_with_their_range_over_the_networks(pbc_pages):
         death = _death(report)
         assert [h for h, _, _ in death.horizon_probabilities] == ["365 days", "1,826 days", "3,652 days"]
         for k, (_, probability, spread) in enumerate(death.horizon_probabilities):
-            assert probability == f"{expected[row, k]:.2f} ({expected[row, k]:.0%})"
+            assert probability == f"{expected[row, k]:.2f} ({_percent(expected[row, k])})"
             low, high = by_member[:, row, k].min(), by_member[:, row, k].max()
-            assert spread == f"{low:.0%} to {high:.0%}"
+            assert spread == f"{_percent(low)} to {_percent(high)}"
             assert low - 1e-12 <= expected[row, k] <= high + 1e-12
             spreads.add(spread)
         middle = death.horizon_probabilities[1]
@@ -81,6 +88,28 @@ def test_event_probabilities_come_with_their_range_over_the_networks(pbc_pages):
                                   f"the model's networks range from {middle[2]}")
         assert "3 networks" in death.uncertainty
     assert len(spreads) > 3  # patients differ
+
+
+def test_a_higher_event_probability_is_drawn_as_worse_and_cirrhosis_likewise(pbc_pages):
+    loaded, patients = pbc_pages["loaded"], pbc_pages["patients"]
+    model = loaded.model
+    explanations = model.explain(patients[list(model.feature_names_in_)])
+    tones = set()
+    for row, report in enumerate(build_patient_reports(loaded, patients, top_k=5)):
+        for outcome in report.outcomes:
+            values = explanations[outcome.name].values[row]
+            if outcome.name == "death":  # explained: the event probability by the headline horizon
+                values = values[:, headline_horizon(model.task_specs_[1])]
+            top = values[np.argsort(-np.abs(values), kind="stable")[:5]]
+            *shown, rest = outcome.chart.steps
+            assert [step.tone for step in shown] == ["worse" if v >= 0 else "better" for v in top]
+            assert rest.tone == "rest"
+            tones |= {step.tone for step in shown}
+            assert dict(outcome.chart.legend)["worse"].startswith("red, towards worse: raises the probability of")
+    assert tones == {"worse", "better"}
+    cirrhosis = build_patient_reports(loaded, patients.head(1))[0].outcomes[0]
+    p = model.predict_proba(patients.head(1)[list(model.feature_names_in_)])["cirrhosis"][0, 1]
+    assert cirrhosis.headline == f"Cirrhosis (histologic stage 4): {'likely' if p > 0.5 else 'unlikely'} ({_percent(p)})"
 
 
 def test_the_chart_draws_the_patient_and_the_cohort_curves(pbc_pages):

@@ -234,6 +234,7 @@ def test_the_score_command_builds_the_pipeline_file_config(captured, tmp_path, o
       "--limits", "Few patients.", "--scores", "patients.csv"],
      {"output": "pages", "top_k": 3, "coverage": 0.8, "pdf": True, "intended_use": "Research only.",
       "limits": "Few patients.", "scores": "patients.csv"}),
+    (["--training-ids", "patients.csv"], {"training_ids": "patients.csv"}),
 ])
 def test_the_report_command_builds_the_pipeline_file_config(captured, tmp_path, options, pipeline):
     argv = ["report", "--model", "models:/pbc_mtl@champion", "--input", "patients.csv", *options]

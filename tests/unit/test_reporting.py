@@ -3,12 +3,15 @@
 import inspect
 
 import pytest
+import yaml
 
+from clinical_mtl.data.schema import CohortSchema
+from clinical_mtl.exceptions import SchemaError
 from clinical_mtl.reporting import DEFAULT_INTENDED_USE, build_model_card, write_reports
 from clinical_mtl.reporting import formatting as fmt
 from clinical_mtl.reporting.content import page_file_name
 from clinical_mtl.reporting.rendering import template_environment
-from clinical_mtl.reporting.waterfall import Step, waterfall
+from clinical_mtl.reporting.waterfall import Step, legend, tone, waterfall
 
 
 @pytest.mark.parametrize("value, text", [
@@ -17,6 +20,64 @@ from clinical_mtl.reporting.waterfall import Step, waterfall
 ])
 def test_numbers_read_as_a_clinician_writes_them(value, text):
     assert fmt.number(value) == text
+
+
+@pytest.mark.parametrize("values, texts", [
+    ((49.8, 729.0), ["50", "729"]),  # the "49.8 to 729 days"
+    ((0.1, 5.0), ["0.1", "5.0"]), ((3.5, 5.0), ["3.5", "5.0"]), ((2.0, 4.0), ["2", "4"]),
+    ((0.012, 0.5), ["0.012", "0.500"]), ((1.234, 12.5, 80.0), ["1.2", "12.5", "80.0"]),
+    ((998.0, 1272.9), ["998", "1,273"]), ((-3.25, 0.5), ["-3.25", "0.50"]),
+])
+def test_values_of_one_quantity_are_rounded_alike(values, texts):
+    assert fmt.numbers(*values) == texts
+    assert len({len(text.partition(".")[2]) for text in texts}) == 1
+
+
+def test_a_range_reads_with_one_rounding():
+    assert fmt.number_range(49.8, 729) == "50 to 729" and fmt.number_range(0.1, 5) == "0.1 to 5.0"
+
+
+@pytest.mark.parametrize("p, text", [(0.72, "72%"), (0.18, "18%"), (0.004, "<1%"), (0.0051, "1%"), (0.995, ">99%"),
+                                     (0.9949, "99%"), (0.0, "<1%"), (1.0, ">99%")])
+def test_percentages_never_read_0_or_100(p, text):
+    assert fmt.percent(p) == text
+
+
+def test_bar_tones_follow_the_clinical_direction():
+    assert [tone(True, True), tone(False, True)] == ["worse", "better"]
+    assert [tone(True, False), tone(False, False)] == ["better", "worse"]
+    assert [tone(True, None), tone(False, None)] == ["up", "down"]
+    steps = [Step("a", 0.3, 0.5, "+0.20"), Step("b", 0.5, 0.4, "-0.10"), Step("rest", 0.4, 0.6, "+0.20", rest=True)]
+    chart = waterfall(steps, 0.3, 0.6, axis_label="probability of death", title="t", description="d",
+                      limits=(0.0, 1.0), higher_is_worse=True)
+    assert [step.tone for step in chart.steps] == ["worse", "better", "rest"]
+    assert chart.legend == legend(True, "probability of death") == [
+        ("worse", "red, towards worse: raises the probability of death"),
+        ("better", "blue, towards better: lowers the probability of death"),
+        ("rest", "outline: the remaining features together (a sum, not one factor)")]
+    assert dict(legend(False, "predicted survival"))["better"] == "blue, towards better: raises the predicted survival"
+    assert dict(legend(None, "value"))["up"] == "dark grey: raises the value"
+
+
+@pytest.mark.parametrize("entry, worse", [
+    ("{kind: binary}", True), ("{kind: survival}", True), ("{kind: regression}", None),
+    ("{kind: multiclass, classes: [a, b, c]}", None), ("{kind: regression, higher_is_worse: true}", True),
+    ("{kind: binary, higher_is_worse: false}", False), ("{kind: survival, higher_is_worse: false}", False),
+])
+def test_which_way_is_worse_comes_from_the_schema_or_the_kind(entry, worse):
+    schema = CohortSchema.from_dict(yaml.safe_load(f"cohort: x\nid_column: id\nfeatures: {{a: {{type: numeric}}}}\n"
+                                                   f"outcomes: {{y: {entry}}}\n"))
+    assert schema.outcomes[0].worse_when_higher is worse
+    assert CohortSchema.from_dict(schema.to_dict()) == schema  # stored with the model and read back
+
+
+@pytest.mark.parametrize("entry", ["{kind: regression, higher_is_worse: sometimes}",
+                                   "{kind: multiclass, classes: [a, b], higher_is_worse: true}"])
+def test_a_bad_higher_is_worse_is_named(entry):
+    with pytest.raises(SchemaError, match=r"outcome 'y': higher_is_worse must be true or false and not for a "
+                                          r"multiclass outcome"):
+        CohortSchema.from_dict(yaml.safe_load(f"cohort: x\nid_column: id\nfeatures: {{a: {{type: numeric}}}}\n"
+                                              f"outcomes: {{y: {entry}}}\n"))
 
 
 def test_small_changes_say_they_round_to_zero_and_others_keep_their_sign():
