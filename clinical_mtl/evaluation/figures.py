@@ -182,7 +182,9 @@ def decision_curve_figure(curves, *, title: str | None = None):
         axis.plot(rows["threshold"], rows["treat_none"], color="grey", linestyle=":", label="treat none")
         axis.set(xlabel="Threshold probability", xlim=(rows["threshold"].min(), rows["threshold"].max()),
                  ylim=(-0.05, max(prevalence, rows["model"].max()) * 1.1 + 0.01),
-                 title=f"{label} (prevalence {prevalence:.0%})" if len(classes) > 1 else f"prevalence {prevalence:.0%}")
+                 title=f"{label} (prevalence {prevalence:.0%})" if len(classes) > 1 else None)
+        if len(classes) == 1:
+            title = f"{title} (prevalence {prevalence:.0%})" if title else f"prevalence {prevalence:.0%}"
         axis.xaxis.set_major_formatter("{x:.0%}")
     axes[0].set_ylabel("Net benefit")
     axes[0].legend(loc="upper right", fontsize="small")
