@@ -42,6 +42,11 @@ TOO_FEW = "too few to estimate"
 COUNT_COLUMNS = ("kind", "n_labelled", "events", "censored", "median_follow_up")
 # Bootstrap resamples are scored in blocks of at most this many counts (rows x resamples).
 _BLOCK_CELLS = 4_000_000
+# BCa's acceleration needs a jackknife: n more evaluations of n - 1 rows, O(n^2) work. Above these sizes
+# (survival: one evaluation at a time) the percentile interval is given instead, with a note; with that
+# many rows the bias BCa corrects is small.
+_BCA_MAX_ROWS = 5_000
+_BCA_MAX_ROWS_SURVIVAL = 500
 
 
 def evaluate_model(model, X, y, groups=None, *, n_bootstrap=0, confidence=0.95, random_state=None) -> pd.DataFrame:
@@ -290,7 +295,10 @@ def bootstrap_intervals(statistic, n: int, metrics: Sequence[str], n_bootstrap: 
     the percentile interval of the defined resamples is given instead, with a
     note. An interval that does not contain its estimate (the bootstrap
     distribution lies almost wholly on one side of it, beyond what the
-    interval's level can correct) is not given: NaN, with a note.
+    interval's level can correct) is not given: NaN, with a note. Above
+    5,000 rows (500 for a statistic that is not vectorized) the percentile
+    interval is given, with a note: BCa's jackknife would cost n more
+    evaluations.
 
     Parameters
     ----------
@@ -320,18 +328,21 @@ def bootstrap_intervals(statistic, n: int, metrics: Sequence[str], n_bootstrap: 
         return {metric: (np.nan, np.nan, "no interval: one row") for metric in metrics}
     data = (np.arange(n),)
     estimate = np.asarray(statistic(data[0]), dtype=np.float64)
+    limit = _BCA_MAX_ROWS if vectorized else _BCA_MAX_ROWS_SURVIVAL
+    method = "BCa" if n <= limit else "percentile"
     with warnings.catch_warnings():
         # Degenerate or undefined cases give NaN bounds, handled below.
         warnings.simplefilter("ignore", RuntimeWarning)
         warnings.simplefilter("ignore", DegenerateDataWarning)
         result = bootstrap(data, statistic, n_resamples=n_bootstrap, batch=max(1, _BLOCK_CELLS // n),
-                           vectorized=vectorized, confidence_level=confidence, method="BCa",
+                           vectorized=vectorized, confidence_level=confidence, method=method,
                            rng=np.random.default_rng(rng.randint(np.iinfo(np.int32).max)))
     lower, upper = (np.atleast_1d(bound) for bound in result.confidence_interval)
     distribution = np.atleast_2d(result.bootstrap_distribution)
     intervals = {}
     for k, metric in enumerate(metrics):
-        low, high, note = float(lower[k]), float(upper[k]), ""
+        low, high = float(lower[k]), float(upper[k])
+        note = "" if method == "BCa" else f"percentile interval (BCa above {limit:,} rows not computed)"
         if not (np.isfinite(low) and np.isfinite(high)):
             (low, high), note = percentile_interval(distribution[k], confidence), "percentile interval (BCa undefined)"
         if np.isfinite(estimate[k]) and np.isfinite(low) and not low <= estimate[k] <= high:

@@ -263,3 +263,17 @@ def test_evaluate_model_subgroups_are_the_observed_values_then_missing(small_eva
     table = evaluation.evaluate_model(model, X, Y, sites)
     assert table.loc["diagnosis"].index.get_level_values("value").tolist() == ["a", "b", "missing"]
     assert table.loc[("diagnosis", "group", "missing"), "n_labelled"] == Y["diagnosis"].iloc[::4].notna().sum()
+
+
+def test_percentile_interval_with_a_note_above_the_bca_row_limit(monkeypatch):
+    monkeypatch.setattr(evaluation, "_BCA_MAX_ROWS", 30)
+    rng = np.random.default_rng(6)
+    values = rng.normal(size=40)
+    predictions = values + rng.normal(size=40)
+    got = _intervals("regression", values, [predictions], 80, 2)["rmse"]
+    generator = np.random.default_rng(np.random.RandomState(2).randint(np.iinfo(np.int32).max))
+    expected = stats.bootstrap((values, predictions), lambda a, b: np.sqrt(np.mean((a - b) ** 2)), paired=True,
+                               vectorized=False, n_resamples=80, method="percentile", rng=generator)
+    np.testing.assert_allclose(got[:2], (expected.confidence_interval.low, expected.confidence_interval.high),
+                               rtol=1e-9)
+    assert got[2] == "percentile interval (BCa above 30 rows not computed)"
