@@ -71,7 +71,8 @@ def evaluate_model(model, X, y, groups=None, *, n_bootstrap=0, confidence=0.95, 
     confidence : float, default=0.95
         Coverage of the intervals.
     random_state : int, RandomState instance or None, default=None
-        Seeds the resampling.
+        Seeds the resampling: it draws, in the order evaluated, the seed of a
+        ``numpy`` generator for each outcome (and subgroup) with an interval.
 
     Returns
     -------

@@ -35,8 +35,19 @@ _TABLE_METRICS = {
 
 
 @dataclass
+class Span:
+    """A cell spanning several columns: a row's reason in place of its figures."""
+
+    text: str
+    columns: int
+
+    def __str__(self) -> str:
+        return self.text
+
+
+@dataclass
 class Table:
-    """A table ready to render: column headers and rows of text."""
+    """A table ready to render: column headers and rows of text (a ``Span`` covers several columns)."""
 
     columns: list[str]
     rows: list[list[str]]
@@ -96,7 +107,7 @@ def metric_tables(table: pd.DataFrame) -> dict[str, Table]:
             note = note if isinstance(note, str) else ""
             if not row.get("estimable", True):
                 reason, _, note = note.partition("; ")
-                cells += [reason or TOO_FEW] + [""] * (len(metrics) - 1)
+                cells.append(Span(reason or TOO_FEW, len(metrics)))
             else:
                 cells += [_with_interval(row, m) if m in HEADLINE_METRICS[family]
                           else _number(row[m], 0) if m == "median_follow_up" else _number(row[m]) for m in metrics]

@@ -339,7 +339,8 @@ def found_limitations(
             listed = "; ".join(f"{outcome} in {group} = {value}" for outcome, group, value in hidden)
             found.append(f"Subgroups too few to estimate, shown without metrics: {listed}.")
     if subgroups is not None:
-        small = subgroups.index[subgroups["n_labelled"] < MIN_SUBGROUP_ROWS]
+        shown = subgroups["estimable"].astype(bool) if "estimable" in subgroups else True
+        small = subgroups.index[(subgroups["n_labelled"] < MIN_SUBGROUP_ROWS) & shown]
         if len(small):
             listed = "; ".join(f"{outcome} in {group} = {value}" for outcome, group, value in small)
             found.append(f"Subgroups with fewer than {MIN_SUBGROUP_ROWS} labelled test rows, whose metrics are "
