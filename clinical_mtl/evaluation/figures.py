@@ -1,4 +1,5 @@
-"""Figures of a fitted model: reliability diagrams and SHAP beeswarms, drawn with matplotlib and written to files.
+"""Figures of a fitted model: reliability diagrams, decision curves and SHAP beeswarms, drawn with
+matplotlib and written to files.
 
 The model's own modules compute numbers only; everything that draws or writes an image lives here."""
 
@@ -149,11 +150,62 @@ def reliability_diagrams(model, X, y, *, n_bins: int = ECE_BINS, strategy: str =
     }
 
 
+def decision_curve_figure(curves, *, title: str | None = None):
+    """Draw decision curves: net benefit against threshold probability.
+
+    One panel per class analysed (a binary outcome's positive class; each
+    class of a multi-class outcome, against the rest), each with the model,
+    "treat all" and "treat none" (see :mod:`clinical_mtl.model.decision_curve`).
+
+    Parameters
+    ----------
+    curves : DataFrame
+        The rows of one outcome from
+        :func:`clinical_mtl.model.decision_curve.decision_curves`.
+    title : str, default=None
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Outside pyplot's state.
+    """
+    from matplotlib.figure import Figure
+
+    classes = list(dict.fromkeys(curves["class"]))
+    figure = Figure(figsize=(4.6 * len(classes), 3.8), layout="constrained")
+    axes = np.atleast_1d(figure.subplots(1, len(classes), sharey=True))
+    for axis, label in zip(axes, classes):
+        rows = curves[curves["class"] == label]
+        prevalence = rows["events"].iloc[0] / rows["n"].iloc[0]
+        axis.plot(rows["threshold"], rows["model"], color="C0", linewidth=2, label="model")
+        axis.plot(rows["threshold"], rows["treat_all"], color="C1", linestyle="--", label="treat all")
+        axis.plot(rows["threshold"], rows["treat_none"], color="grey", linestyle=":", label="treat none")
+        axis.set(xlabel="Threshold probability", xlim=(rows["threshold"].min(), rows["threshold"].max()),
+                 ylim=(-0.05, max(prevalence, rows["model"].max()) * 1.1 + 0.01),
+                 title=f"{label} (prevalence {prevalence:.0%})" if len(classes) > 1 else None)
+        if len(classes) == 1:
+            title = f"{title} (prevalence {prevalence:.0%})" if title else f"prevalence {prevalence:.0%}"
+        axis.xaxis.set_major_formatter("{x:.0%}")
+    axes[0].set_ylabel("Net benefit")
+    axes[0].legend(loc="upper right", fontsize="small")
+    if title:
+        figure.suptitle(title)
+    return figure
+
+
+def decision_curve_figures(curves) -> dict:
+    """A decision-curve figure per outcome of
+    :func:`clinical_mtl.model.decision_curve.decision_curves` (outcome -> Figure)."""
+    return {name: decision_curve_figure(rows, title=f"Decision curve: {name}")
+            for name, rows in curves.groupby("outcome", sort=False)}
+
+
 def save_reliability_diagrams(
-    figures: dict, folder: str | Path, *, formats: Sequence[str] = ("png", "svg")
+    figures: dict, folder: str | Path, *, formats: Sequence[str] = ("png", "svg"), prefix: str = "reliability"
 ) -> list[Path]:
     """Save the figures of :func:`reliability_diagrams` as ``reliability_<outcome>.<format>``
-    in ``folder`` (created).
+    in ``folder`` (created); with ``prefix="decision_curve"``, those of
+    :func:`decision_curve_figures` as ``decision_curve_<outcome>.<format>``.
 
     Returns
     -------
@@ -165,15 +217,16 @@ def save_reliability_diagrams(
     written = []
     for name, figure in figures.items():
         for extension in formats:
-            path = folder / reliability_file_name(name, extension)
+            path = folder / reliability_file_name(name, extension, prefix)
             figure.savefig(path, dpi=100, metadata={"Date": None} if extension == "svg" else None)
             written.append(path)
     return written
 
 
-def reliability_file_name(outcome: str, extension: str = "png") -> str:
-    """The file name of an outcome's diagram in :func:`save_reliability_diagrams`."""
-    return f"reliability_{_file_name(str(outcome))}.{extension}"
+def reliability_file_name(outcome: str, extension: str = "png", prefix: str = "reliability") -> str:
+    """The file name of an outcome's diagram in :func:`save_reliability_diagrams`
+    (``prefix="decision_curve"`` for decision curves)."""
+    return f"{prefix}_{_file_name(str(outcome))}.{extension}"
 
 
 def save_beeswarm_plots(explanations: dict, folder, max_display: int = 12) -> list:

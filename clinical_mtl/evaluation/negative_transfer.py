@@ -20,7 +20,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..model.features import as_frame
 from ..model.labels import align_labels, check_label_index
-from ..model.metric_tables import bootstrap_metrics, bootstrap_survival, percentile_interval
+from ..model.metric_tables import TOO_FEW, bootstrap_intervals, metric_statistic, too_few_to_estimate
 from ..model.metrics import HEADLINE_METRICS, HIGHER_IS_BETTER, metrics_table
 from ..model.survival import SURVIVAL
 from ..model.tasks import REGRESSION
@@ -73,7 +73,7 @@ def single_task_comparison(
         Paired bootstrap resamples of each outcome's labelled test rows; 0
         gives no intervals.
     confidence : float, default=0.95
-        Coverage of the percentile intervals.
+        Coverage of the intervals.
     random_state : int, RandomState instance or None, default=None
         Seeds the resampling (the twins use ``model.random_state``).
 
@@ -84,7 +84,7 @@ def single_task_comparison(
         ``higher_is_better``, ``n_test`` (labelled test rows),
         ``multi_task`` and ``single_task`` (the metric of each model),
         ``delta`` (multi-task minus single-task), ``delta_lower`` and
-        ``delta_upper`` (its paired percentile interval) and ``verdict``.
+        ``delta_upper`` (its paired BCa bootstrap interval) and ``verdict``.
 
     Notes
     -----
@@ -95,8 +95,11 @@ def single_task_comparison(
     lies on one side of 0, and "no clear difference" when it contains 0 (the
     usual result on a small test set: the data cannot tell the two apart).
     An outcome where sharing hurt is a reason to deploy its single-task twin
-    instead, or to reweight the outcomes (``loss_weighting``). Training the
-    twins costs about one more fit per outcome.
+    instead, or to reweight the outcomes (``loss_weighting``). An outcome
+    whose test rows are too few to estimate (see
+    :func:`clinical_mtl.model.metric_tables.too_few_to_estimate`) gets NaN
+    metrics and the verdict "too few to estimate". Training the twins costs
+    about one more fit per outcome.
 
     A twin learns from its outcome's labelled rows only, as a separate model
     would be trained (and as the twins of ``benchmarks/compare_models.py``
@@ -140,13 +143,16 @@ def single_task_comparison(
         ((_, _, alone),) = twin.labelled_pairs(X_test, test_labels[columns])
         family = spec.kind if spec.kind in (REGRESSION, SURVIVAL) else "classification"
         metric = metrics[family]
-        values = [metrics_table([(spec, y_true, output)]).at[name, metric] for output in (shared, alone)]
-        resampled = (bootstrap_survival(spec, y_true, [shared, alone], n_bootstrap, rng) if spec.kind == SURVIVAL
-                     else bootstrap_metrics(spec.kind, y_true, [shared, alone], n_bootstrap, rng))
-        lower, upper = (
-            percentile_interval(resampled[0][metric] - resampled[1][metric], confidence)
-            if n_bootstrap and len(y_true) else (np.nan, np.nan)
-        )
+        tables = [metrics_table([(spec, y_true, output)]).loc[name] for output in (shared, alone)]
+        values = [row[metric] for row in tables]
+        too_few = too_few_to_estimate(spec.kind, tables[0]["n_labelled"], tables[0]["events"])
+        lower = upper = np.nan
+        if too_few:
+            values = [np.nan, np.nan]
+        else:
+            statistic, vectorized = metric_statistic(spec, y_true, [shared, alone], [metric])
+            ((lower, upper, _),) = bootstrap_intervals(statistic, len(y_true), [metric], n_bootstrap, confidence,
+                                                       rng, vectorized=vectorized).values()
         rows[name] = {
             "kind": spec.kind,
             "metric": metric,
@@ -157,7 +163,7 @@ def single_task_comparison(
             "delta": float(values[0] - values[1]),
             "delta_lower": lower,
             "delta_upper": upper,
-            "verdict": _verdict(lower, upper, HIGHER_IS_BETTER[metric]),
+            "verdict": TOO_FEW if too_few else _verdict(lower, upper, HIGHER_IS_BETTER[metric]),
         }
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "outcome"

@@ -10,7 +10,8 @@ from .explanation import (
     global_importance,
 )
 from .feature_codec import RawFeatureCodec
-from .metric_tables import band, bootstrap_metrics, evaluate_model, group_columns
+from .decision_curve import decision_curves
+from .metric_tables import band, bootstrap_intervals, evaluate_model, group_columns, too_few_to_estimate
 from .metrics import metrics_table
 from .outcome_view import OutcomeView
 from .outputs import (
@@ -36,9 +37,10 @@ __all__ = [
     "RawFeatureCodec",
     "TaskSpec",
     "band",
-    "bootstrap_metrics",
+    "bootstrap_intervals",
     "column_name",
     "contribution_ranks",
+    "decision_curves",
     "evaluate_model",
     "explain_model",
     "flat_predictions",
@@ -49,5 +51,6 @@ __all__ = [
     "metrics_table",
     "outcome_scorer",
     "output_columns",
+    "too_few_to_estimate",
     "top_contributions",
 ]

@@ -370,7 +370,7 @@ class MultiTaskMLP(PredictionCoreMixin, BaseEstimator):
             names of ``X``, or one value per row of ``X`` (see
             :func:`clinical_mtl.model.metric_tables.evaluate_model`).
         n_bootstrap : int, default=0
-            Bootstrap resamples of each outcome's labelled rows for percentile
+            Bootstrap resamples of each outcome's labelled rows for BCa
             confidence intervals of the headline metrics; 0 gives none.
         confidence : float, default=0.95
             Coverage of the intervals.
@@ -388,8 +388,11 @@ class MultiTaskMLP(PredictionCoreMixin, BaseEstimator):
             (classification; slope and intercept for binary outcomes) or
             RMSE, MAE and R^2 (regression, in the outcome's units); with
             ``n_bootstrap``, ``<metric>_lower`` and ``<metric>_upper`` for
-            AUROC, Brier, ECE, RMSE and R^2. NaN where a metric does not apply
-            or is undefined.
+            AUROC, Brier, ECE, RMSE and R^2 (Harrell's C and IBS for survival);
+            ``estimable`` and ``note``: rows too few to estimate keep their
+            counts only (see
+            :func:`clinical_mtl.model.metric_tables.too_few_to_estimate`). NaN
+            where a metric does not apply or is undefined.
         """
         return evaluate_model(
             self, X, y, groups, n_bootstrap=n_bootstrap, confidence=confidence, random_state=random_state

@@ -2,22 +2,28 @@
 
 ``evaluate_model`` (what ``MultiTaskMLP.evaluate`` runs) scores every outcome
 on its labelled rows (see :mod:`clinical_mtl.model.metrics`), optionally per
-subgroup of patients (sex, age band, site, ...) and with percentile bootstrap
-confidence intervals for the headline metrics: AUROC, Brier score and
-expected calibration error for classification, RMSE and R^2 for regression,
-Harrell's C and the integrated Brier score for survival. The bootstrap
-resamples each outcome's labelled rows (within each subgroup) with
-replacement, all resamples at once as a matrix of draw counts (survival
-outcomes one resample at a time: their metrics rank pairs of patients).
+subgroup of patients (sex, age band, site, ...) and with BCa bootstrap
+confidence intervals (``scipy.stats.bootstrap``) for the headline metrics:
+AUROC, Brier score and expected calibration error for classification, RMSE
+and R^2 for regression, Harrell's C and the integrated Brier score for
+survival. The bootstrap resamples each outcome's labelled rows (within each
+subgroup) with replacement, labels and predictions together; the resamples of
+the other kinds are scored a block at a time as matrices of draw counts
+(survival outcomes one resample at a time: their metrics rank pairs of
+patients). An outcome with too few patients or events on the rows evaluated
+(:func:`too_few_to_estimate`) gets counts only: its metrics and intervals are
+NaN, ``estimable`` is False and ``note`` says why.
 :mod:`clinical_mtl.evaluation.figures` draws what the calibration metrics summarise.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from scipy.stats import DegenerateDataWarning, bootstrap
 from sklearn.utils import _safe_indexing, check_random_state
 
 from ..exceptions import InputDataError
@@ -27,8 +33,20 @@ from .survival import SURVIVAL
 from .survival_metrics import survival_metrics
 
 MISSING_GROUP = "missing"
-# Bootstrap resamples are drawn in blocks of at most this many counts (rows x resamples).
+# The floors of too_few_to_estimate (its docstring says why these numbers).
+MIN_MINORITY_CLASS = 10
+MIN_SURVIVAL_EVENTS = 10
+MIN_REGRESSION_ROWS = 20
+TOO_FEW = "too few to estimate"
+# Columns kept when an outcome is too few to estimate: counts and follow-up, not model performance.
+COUNT_COLUMNS = ("kind", "n_labelled", "events", "censored", "median_follow_up")
+# Bootstrap resamples are scored in blocks of at most this many counts (rows x resamples).
 _BLOCK_CELLS = 4_000_000
+# BCa's acceleration needs a jackknife: n more evaluations of n - 1 rows, O(n^2) work. Above these sizes
+# (survival: one evaluation at a time) the percentile interval is given instead, with a note; with that
+# many rows the bias BCa corrects is small.
+_BCA_MAX_ROWS = 5_000
+_BCA_MAX_ROWS_SURVIVAL = 500
 
 
 def evaluate_model(model, X, y, groups=None, *, n_bootstrap=0, confidence=0.95, random_state=None) -> pd.DataFrame:
@@ -51,9 +69,10 @@ def evaluate_model(model, X, y, groups=None, *, n_bootstrap=0, confidence=0.95, 
     n_bootstrap : int, default=0
         Bootstrap resamples for the confidence intervals; 0 gives none.
     confidence : float, default=0.95
-        Coverage of the percentile intervals.
+        Coverage of the intervals.
     random_state : int, RandomState instance or None, default=None
-        Seeds the resampling.
+        Seeds the resampling: it draws, in the order evaluated, the seed of a
+        ``numpy`` generator for each outcome (and subgroup) with an interval.
 
     Returns
     -------
@@ -65,15 +84,21 @@ def evaluate_model(model, X, y, groups=None, *, n_bootstrap=0, confidence=0.95, 
         in the rarest of several classes), the metrics of
         :func:`clinical_mtl.model.metrics.metrics_table`, and with ``n_bootstrap``
         ``<metric>_lower`` and ``<metric>_upper`` for ``auroc``, ``brier``,
-        ``ece``, ``rmse`` and ``r2``. NaN where a metric does not apply or is
-        undefined (e.g. AUROC in a subgroup with one class).
+        ``ece``, ``rmse``, ``r2`` (and survival's ``harrell_c``, ``ibs``);
+        ``estimable`` (False when the rows are too few to estimate, see
+        :func:`too_few_to_estimate`: then every metric and interval is NaN and
+        only the counts remain) and last ``note`` (why not estimable, or
+        which intervals are percentile or missing; "" when nothing to say).
+        NaN where a metric does not apply or is undefined.
 
     Notes
     -----
-    The ECE is biased upwards in small samples, and so is its bootstrap
-    distribution: its interval can lie above the point estimate. Subgroups
-    with few labelled rows or events give wide intervals; read them before
-    the point estimates.
+    The intervals are bias-corrected and accelerated (BCa) bootstrap
+    intervals, see :func:`bootstrap_intervals`: the ECE is biased upwards in
+    small samples, and the bias correction keeps its interval around the
+    estimate (a percentile interval can lie wholly above it). Subgroups with
+    few labelled rows or events give wide intervals; read them before the
+    point estimates.
     """
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence!r}.")
@@ -170,38 +195,161 @@ def band(values, cuts: Sequence[float], *, name: str | None = None) -> pd.Series
     return banded.rename(name if name is not None else series.name)
 
 
-def bootstrap_metrics(
-    kind: str, y_true: np.ndarray, outputs: Sequence[np.ndarray], n_bootstrap: int, rng
-) -> list[dict[str, np.ndarray]]:
-    """Headline metrics of the same bootstrap resamples for one or more predictions.
+def too_few_to_estimate(kind: str, n_labelled: float, events: float) -> str:
+    """Why an outcome's metrics on these rows are not shown, or "" when they are.
+
+    The rule (module constants): classification needs at least
+    ``MIN_MINORITY_CLASS`` (10) labelled rows in its minority class (binary:
+    the rarer of events and non-events; several classes: the rarest class),
+    survival at least ``MIN_SURVIVAL_EVENTS`` (10) observed events, regression
+    at least ``MIN_REGRESSION_ROWS`` (20) labelled rows.
+
+    Why these numbers: AUROC and the concordance indices compare every minority
+    (or event) patient with the others, so with k of them one patient moves the
+    estimate by up to 1/k, more than 0.1 below 10, and a logistic calibration fit
+    needs about 10 events per parameter (Peduzzi et al., J Clin Epidemiol 1996).
+    R^2 divides by the rows' variance, whose relative standard error
+    sqrt(2 / (n - 1)) is above 1/3 below 20 rows. These are floors for showing
+    a figure at all, not sample sizes for a validation (Riley et al., BMJ 2024,
+    ask for 100 events or more; the model card says so separately).
 
     Parameters
     ----------
-    kind : {"binary", "multiclass", "regression"}
-    y_true : ndarray of shape (n,)
-        One outcome's labels on its labelled rows.
-    outputs : sequence of ndarray
-        Predictions of that outcome on the same rows, e.g. of two models (the
-        resamples are shared, so differences are paired).
-    n_bootstrap : int
-    rng : RandomState
+    kind : {"binary", "multiclass", "regression", "survival"}
+    n_labelled : float
+        Labelled rows.
+    events : float
+        Positive-class rows (binary), rows of the rarest class (several
+        classes) or observed events (survival); ignored for regression.
 
     Returns
     -------
-    list of dict of str to ndarray of shape (n_bootstrap,)
-        Per output, every headline metric of every resample.
+    str
     """
+    if kind == "regression":
+        count, needed, what = n_labelled, MIN_REGRESSION_ROWS, "labelled rows"
+    elif kind == SURVIVAL:
+        count, needed, what = events, MIN_SURVIVAL_EVENTS, "events"
+    elif kind == "binary":
+        count, needed, what = min(events, n_labelled - events), MIN_MINORITY_CLASS, "patients in the minority class"
+    else:
+        count, needed, what = events, MIN_MINORITY_CLASS, "patients in the rarest class"
+    return f"{TOO_FEW}: {count:.0f} {what} (fewer than {needed})" if count < needed else ""
+
+
+def metric_statistic(spec, y_true: np.ndarray, outputs: Sequence[np.ndarray], metrics: Sequence[str]):
+    """The statistic that :func:`bootstrap_intervals` resamples: headline metrics of rows.
+
+    Parameters
+    ----------
+    spec : TaskSpec
+        The outcome (its kind; the cut points of a survival outcome).
+    y_true : ndarray
+        The outcome's labels on its labelled rows.
+    outputs : sequence of one or two ndarray
+        Predictions on those rows; with two (e.g. two models), the statistic is
+        the difference, first minus second, on the same (paired) rows.
+    metrics : sequence of str
+        Headline metrics of the outcome's kind.
+
+    Returns
+    -------
+    statistic : callable
+        ``statistic(rows)``, ``rows`` an integer array of row positions (the
+        last axis a resample), giving an array of shape ``(len(metrics), ...)``.
+    vectorized : bool
+        Whether ``statistic`` takes many resamples at once (every kind but
+        survival, whose metrics rank the pairs of each resample).
+    """
+    if spec.kind == SURVIVAL:
+        times = np.asarray(spec.cut_points)
+
+        def survival_statistic(rows):
+            values = [survival_metrics(y_true[rows, 0], y_true[rows, 1], curves[rows], times, ())
+                      for curves in outputs]
+            return np.array([values[0][m] - (values[1][m] if len(values) > 1 else 0.0) for m in metrics])
+
+        return survival_statistic, False
     n = len(y_true)
-    results = [{} for _ in outputs]
-    if n == 0 or n_bootstrap == 0:
-        return results
-    block = max(1, _BLOCK_CELLS // n)
-    for start in range(0, n_bootstrap, block):
-        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=min(block, n_bootstrap - start))
-        for result, output in zip(results, outputs):
-            for metric, values in resampled_metrics(kind, y_true, output, counts).items():
-                result.setdefault(metric, []).append(values)
-    return [{metric: np.concatenate(parts) for metric, parts in result.items()} for result in results]
+
+    def statistic(rows, axis=-1):
+        rows = np.asarray(rows)
+        lead = rows.shape[:-1]
+        flat = rows.reshape(-1, rows.shape[-1])
+        # Draws as counts per row: every resample of the block scored at once by resampled_metrics.
+        offsets = np.arange(len(flat))[:, None] * n
+        counts = np.bincount((flat + offsets).ravel(), minlength=len(flat) * n).reshape(len(flat), n)
+        values = [resampled_metrics(spec.kind, y_true, output, counts) for output in outputs]
+        return np.stack([(values[0][m] - (values[1][m] if len(values) > 1 else 0.0)).reshape(lead) for m in metrics])
+
+    return statistic, True
+
+
+def bootstrap_intervals(statistic, n: int, metrics: Sequence[str], n_bootstrap: int, confidence: float, rng,
+                        *, vectorized: bool = True) -> dict[str, tuple[float, float, str]]:
+    """BCa bootstrap intervals of a statistic of ``n`` rows, resampling whole rows.
+
+    ``scipy.stats.bootstrap(method="BCa")`` (Efron and Tibshirani 1993,
+    ch. 14) on the row positions, so labels and predictions (and several
+    models' predictions) are resampled together. Where BCa is undefined (a
+    degenerate jackknife or bootstrap distribution, or undefined resamples)
+    the percentile interval of the defined resamples is given instead, with a
+    note. An interval that does not contain its estimate (the bootstrap
+    distribution lies almost wholly on one side of it, beyond what the
+    interval's level can correct) is not given: NaN, with a note. Above
+    5,000 rows (500 for a statistic that is not vectorized) the percentile
+    interval is given, with a note: BCa's jackknife would cost n more
+    evaluations.
+
+    Parameters
+    ----------
+    statistic : callable
+        As :func:`metric_statistic` returns.
+    n : int
+        Rows.
+    metrics : sequence of str
+        Names of the statistic's values, in order.
+    n_bootstrap : int
+        Resamples; 0 gives no intervals (NaN, no note).
+    confidence : float
+        Level of the intervals.
+    rng : RandomState
+        Seeds the resampling.
+    vectorized : bool, default=True
+
+    Returns
+    -------
+    dict of str to (float, float, str)
+        Per metric: lower and upper bound and a note ("" for BCa).
+    """
+    none = {metric: (np.nan, np.nan, "") for metric in metrics}
+    if n_bootstrap == 0 or n == 0:
+        return none
+    if n < 2:
+        return {metric: (np.nan, np.nan, "no interval: one row") for metric in metrics}
+    data = (np.arange(n),)
+    estimate = np.asarray(statistic(data[0]), dtype=np.float64)
+    limit = _BCA_MAX_ROWS if vectorized else _BCA_MAX_ROWS_SURVIVAL
+    method = "BCa" if n <= limit else "percentile"
+    with warnings.catch_warnings():
+        # Degenerate or undefined cases give NaN bounds, handled below.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        warnings.simplefilter("ignore", DegenerateDataWarning)
+        result = bootstrap(data, statistic, n_resamples=n_bootstrap, batch=max(1, _BLOCK_CELLS // n),
+                           vectorized=vectorized, confidence_level=confidence, method=method,
+                           rng=np.random.default_rng(rng.randint(np.iinfo(np.int32).max)))
+    lower, upper = (np.atleast_1d(bound) for bound in result.confidence_interval)
+    distribution = np.atleast_2d(result.bootstrap_distribution)
+    intervals = {}
+    for k, metric in enumerate(metrics):
+        low, high = float(lower[k]), float(upper[k])
+        note = "" if method == "BCa" else f"percentile interval (BCa above {limit:,} rows not computed)"
+        if not (np.isfinite(low) and np.isfinite(high)):
+            (low, high), note = percentile_interval(distribution[k], confidence), "percentile interval (BCa undefined)"
+        if np.isfinite(estimate[k]) and np.isfinite(low) and not low <= estimate[k] <= high:
+            low, high, note = np.nan, np.nan, "no interval: bootstrap distribution beyond the estimate"
+        intervals[metric] = (low, high, note)
+    return intervals
 
 
 def percentile_interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
@@ -223,46 +371,40 @@ def interval_columns(with_survival: bool = False) -> list[str]:
     return [f"{metric}_{side}" for metric in metrics for side in ("lower", "upper")]
 
 
-def bootstrap_survival(spec, y_true: np.ndarray, outputs: Sequence[np.ndarray], n_bootstrap: int,
-                       rng) -> list[dict[str, np.ndarray]]:
-    """Headline metrics (Harrell's C, integrated Brier score) of the same bootstrap
-    resamples of one survival outcome's labelled rows for one or more predictions
-    (survival curves at ``spec.cut_points``), as :func:`bootstrap_metrics` does for
-    the other kinds; each resample is scored as a whole cohort (the censoring
-    distribution of the IBS re-estimated in each)."""
-    n = len(y_true)
-    if n == 0 or n_bootstrap == 0:
-        return [{} for _ in outputs]
-    results = [{metric: np.full(n_bootstrap, np.nan) for metric in HEADLINE_METRICS["survival"]} for _ in outputs]
-    times = np.asarray(spec.cut_points)
-    for b in range(n_bootstrap):
-        rows = rng.randint(n, size=n)
-        for result, curves in zip(results, outputs):
-            scores = survival_metrics(y_true[rows, 0], y_true[rows, 1], curves[rows], times, ())
-            for metric, values in result.items():
-                values[b] = scores[metric]
-    return results
+def headline_metrics(kind: str) -> tuple[str, ...]:
+    """The metrics given intervals for an outcome kind."""
+    return HEADLINE_METRICS[kind if kind in ("regression", SURVIVAL) else "classification"]
 
 
 def _outcome_table(model, X, y, n_bootstrap: int, confidence: float, rng) -> pd.DataFrame:
     pairs = list(model.labelled_pairs(X, y))
     table = metrics_table(pairs)
-    if n_bootstrap == 0:
-        return table
-    bounds = {}
+    notes, bounds = {}, {}
     for spec, y_true, output in pairs:
-        name = spec.name
-        if spec.kind == SURVIVAL:
-            (resampled,) = bootstrap_survival(spec, y_true, [output], n_bootstrap, rng)
-        else:
-            (resampled,) = bootstrap_metrics(spec.kind, y_true, [output], n_bootstrap, rng)
-        row = bounds.setdefault(name, {})
-        for metric, values in resampled.items():
-            row[f"{metric}_lower"], row[f"{metric}_upper"] = percentile_interval(values, confidence)
-    with_survival = any(spec.kind == SURVIVAL for spec, _, _ in pairs)
-    intervals = pd.DataFrame.from_dict(bounds, orient="index").reindex(
-        index=table.index, columns=interval_columns(with_survival))
-    return pd.concat([table, intervals], axis=1)
+        reason = too_few_to_estimate(spec.kind, table.at[spec.name, "n_labelled"], table.at[spec.name, "events"])
+        notes[spec.name] = [reason] if reason else []
+        if reason or n_bootstrap == 0:
+            continue
+        metrics = headline_metrics(spec.kind)
+        statistic, vectorized = metric_statistic(spec, y_true, [output], metrics)
+        intervals = bootstrap_intervals(statistic, len(y_true), metrics, n_bootstrap, confidence, rng,
+                                        vectorized=vectorized)
+        row = bounds.setdefault(spec.name, {})
+        for metric, (lower, upper, note) in intervals.items():
+            row[f"{metric}_lower"], row[f"{metric}_upper"] = lower, upper
+            if note:
+                notes[spec.name].append(f"{metric}: {note}")
+    estimable = pd.Series({name: not (notes.get(name) and notes[name][0].startswith(TOO_FEW))
+                           for name in table.index}, dtype=bool)
+    table.loc[~estimable.to_numpy(), [c for c in table.columns if c not in COUNT_COLUMNS]] = np.nan
+    table.insert(table.columns.get_loc("events") + 1, "estimable", estimable.to_numpy())
+    if n_bootstrap:
+        with_survival = any(spec.kind == SURVIVAL for spec, _, _ in pairs)
+        intervals = pd.DataFrame.from_dict(bounds, orient="index", dtype=float).reindex(
+            index=table.index, columns=interval_columns(with_survival))
+        table = pd.concat([table, intervals], axis=1)
+    table["note"] = ["; ".join(notes.get(name, [])) for name in table.index]
+    return table
 
 
 def _subgroup_rows(column: pd.Series):

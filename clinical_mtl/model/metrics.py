@@ -35,7 +35,7 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 from scipy.special import expit
-from sklearn.metrics import log_loss, mean_absolute_error, r2_score, roc_auc_score
+from sklearn.metrics import log_loss, mean_absolute_error, r2_score, roc_auc_score, root_mean_squared_error
 
 from .survival import SURVIVAL
 from .survival_metrics import censoring_summary, survival_metrics
@@ -88,7 +88,7 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict[str, f
 def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
     """RMSE, MAE and R^2 (NaN with fewer than two rows)."""
     return {
-        "rmse": float(np.sqrt(np.mean((y_true - y_pred) ** 2))),
+        "rmse": float(root_mean_squared_error(y_true, y_pred)),
         "mae": float(mean_absolute_error(y_true, y_pred)),
         "r2": r_squared(y_true, y_pred),
     }

@@ -6,7 +6,10 @@ Model Cards (Mitchell et al., FAT* 2019): intended use; the training data as
 counts (rows, label availability and class balance per outcome, missingness
 per feature; never a patient's row); the model's settings; per-outcome test
 metrics with bootstrap confidence intervals; calibration (ECE, slope,
-intercept and reliability diagrams); the same metrics per subgroup; the
+intercept and reliability diagrams); decision curves (net benefit against
+treating everyone or no one); the same metrics per subgroup, shown as "too few
+to estimate" where the rows are too few
+(:func:`clinical_mtl.model.metric_tables.too_few_to_estimate`); the
 negative-transfer check against single-task twins; and known limits.
 ``ModelCard`` renders it as Markdown and as a self-contained HTML page
 (templates in ``clinical_mtl/reporting/templates``, drawn by
@@ -30,15 +33,27 @@ import pandas as pd
 from .. import __version__
 from ..evaluation import evaluate_model
 from ..evaluation.figures import (
+    decision_curve_figures,
     reliability_diagrams,
     reliability_file_name,
     save_reliability_diagrams,
 )
 from ..evaluation.negative_transfer import HURT, single_task_comparison
+from ..model.decision_curve import decision_curves
 from ..model.labels import check_label_index
-from ..model.metrics import HEADLINE_METRICS
+from ..model.metric_tables import MIN_MINORITY_CLASS, MIN_REGRESSION_ROWS, MIN_SURVIVAL_EVENTS
 from ..model.survival import SURVIVAL
 from ..model.tasks import BINARY, REGRESSION
+from .card_tables import (
+    Table,
+    calibration_table,
+    decision_table,
+    feature_table,
+    metric_tables,
+    outcome_table,
+    text,
+    transfer_table,
+)
 from .rendering import DEFAULT_INTENDED_USE, template_environment
 
 ARTIFACT_PATH = "model_card"
@@ -51,27 +66,10 @@ REFERENCES = (
     "that use regression or machine learning methods. BMJ 2024;385:e078378.",
     "Mitchell M et al. Model cards for model reporting. FAT* 2019:220-229.",
     "Van Calster B et al. Calibration: the Achilles heel of predictive analytics. BMC Med 2019;17:230.",
+    "Vickers AJ, Elkin EB. Decision curve analysis: a novel method for evaluating prediction models. "
+    "Med Decis Making 2006;26:565-574.",
+    "Efron B, Tibshirani RJ. An Introduction to the Bootstrap. Chapman & Hall 1993 (ch. 14: BCa intervals).",
 )
-_LABELS = {
-    "auroc": "AUROC", "brier": "Brier", "ece": "ECE", "log_loss": "Log loss", "accuracy": "Accuracy",
-    "calibration_slope": "Calibration slope", "calibration_intercept": "Calibration intercept",
-    "rmse": "RMSE", "mae": "MAE", "r2": "R²",
-    "harrell_c": "Harrell's C", "uno_c": "Uno's C", "ibs": "Integrated Brier", "median_follow_up": "Median follow-up",
-}
-_KEY_LABELS = {"outcome": "Outcome", "group": "Group", "value": "Subgroup"}
-_TABLE_METRICS = {
-    "classification": ("auroc", "brier", "ece", "log_loss", "accuracy", "calibration_slope", "calibration_intercept"),
-    "regression": ("rmse", "mae", "r2"),
-    "survival": ("harrell_c", "uno_c", "ibs", "median_follow_up"),  # then every auc_at_<h>, calibration_at_<h>
-}
-
-
-@dataclass
-class Table:
-    """A table ready to render: column headers and rows of text."""
-
-    columns: list[str]
-    rows: list[list[str]]
 
 
 @dataclass
@@ -107,6 +105,11 @@ class ModelCard:
         How the intervals were computed.
     created : str
         Date (ISO format).
+    decision_curves : DataFrame or None
+        Net benefit per classification outcome, class and threshold on the
+        test rows (:func:`clinical_mtl.evaluation.decision_curves`).
+    decision_figures : dict of str to matplotlib.figure.Figure
+        A decision-curve figure per classification outcome.
     """
 
     title: str
@@ -123,6 +126,8 @@ class ModelCard:
     n_bootstrap: int
     confidence: float
     created: str = field(default_factory=lambda: datetime.date.today().isoformat())
+    decision_curves: pd.DataFrame | None = None
+    decision_figures: dict = field(default_factory=dict)
 
     def to_markdown(self, images: str | None = None) -> str:
         """The card as Markdown.
@@ -138,9 +143,12 @@ class ModelCard:
         -------
         str
         """
+        def linked(files):
+            return {name: f"{images}/{file}" for name, file in files.items()} if images is not None else {}
+
         return template_environment(markdown=True).get_template("model_card.md.j2").render(
-            self._context(), images={name: f"{images}/{file}" for name, file in self._image_files().items()}
-            if images is not None else {},
+            self._context(), images=linked(self._image_files()),
+            decision_images=linked(self._image_files("decision_curve")),
         )
 
     def to_html(self) -> str:
@@ -151,7 +159,9 @@ class ModelCard:
         str
         """
         images = {name: _svg_data(figure) for name, figure in self.diagrams.items()}
-        return template_environment().get_template("model_card.html.j2").render(self._context(), images=images)
+        decision_images = {name: _svg_data(figure) for name, figure in self.decision_figures.items()}
+        return template_environment().get_template("model_card.html.j2").render(
+            self._context(), images=images, decision_images=decision_images)
 
     def save(self, path: str | Path) -> list[Path]:
         """Write ``<path>`` (Markdown), the same name with ``.html``, and the diagrams
@@ -171,7 +181,10 @@ class ModelCard:
         path.parent.mkdir(parents=True, exist_ok=True)
         folder = path.with_name(f"{path.stem}_files")
         written = save_reliability_diagrams(self.diagrams, folder, formats=("png",)) if self.diagrams else []
-        path.write_text(self.to_markdown(images=folder.name if self.diagrams else None), encoding="utf-8")
+        if self.decision_figures:
+            written += save_reliability_diagrams(self.decision_figures, folder, formats=("png",),
+                                                 prefix="decision_curve")
+        path.write_text(self.to_markdown(images=folder.name if written else None), encoding="utf-8")
         html = path.with_suffix(".html")
         html.write_text(self.to_html(), encoding="utf-8")
         return [path, html, *written]
@@ -187,24 +200,28 @@ class ModelCard:
             self.save(Path(folder) / "model_card.md")
             mlflow.log_artifacts(folder, artifact_path=artifact_path)
 
-    def _image_files(self) -> dict[str, str]:
-        return {name: reliability_file_name(name) for name in self.diagrams}
+    def _image_files(self, prefix: str = "reliability") -> dict[str, str]:
+        figures = self.decision_figures if prefix == "decision_curve" else self.diagrams
+        return {name: reliability_file_name(name, prefix=prefix) for name in figures}
 
     def _context(self) -> dict:
         level = f"{self.confidence:.0%}"
         return {
             "card": self,
             "version": __version__,
-            "interval": f"{level} percentile bootstrap intervals ({self.n_bootstrap} resamples)"
-            if self.n_bootstrap else "no intervals",
+            "interval": f"{level} bias-corrected and accelerated (BCa) bootstrap intervals "
+                        f"({self.n_bootstrap} resamples)" if self.n_bootstrap else "no intervals",
+            "rule": {"classification": MIN_MINORITY_CLASS, "survival": MIN_SURVIVAL_EVENTS,
+                     "regression": MIN_REGRESSION_ROWS},
             "data": self.training_data,
-            "outcome_table": _outcome_table(self.training_data),
-            "feature_table": _feature_table(self.training_data),
+            "outcome_table": outcome_table(self.training_data),
+            "feature_table": feature_table(self.training_data),
             "settings_table": Table(["Parameter", "Value"], [[k, v] for k, v in self.settings.items()]),
-            "performance": _metric_tables(self.metrics),
-            "calibration": _calibration_table(self.metrics),
-            "subgroup_tables": _metric_tables(self.subgroups) if self.subgroups is not None else {},
-            "transfer_table": _transfer_table(self.transfer) if self.transfer is not None else None,
+            "performance": metric_tables(self.metrics),
+            "calibration": calibration_table(self.metrics),
+            "subgroup_tables": metric_tables(self.subgroups) if self.subgroups is not None else {},
+            "transfer_table": transfer_table(self.transfer) if self.transfer is not None else None,
+            "decision_table": decision_table(self.decision_curves) if self.decision_curves is not None else None,
             "references": REFERENCES,
         }
 
@@ -270,12 +287,13 @@ def build_model_card(
     transfer = (
         single_task_comparison(model, X_train, Y_train, X_test, Y_test, **options) if single_task else None
     )
+    curves = decision_curves(model, X_test, Y_test)
     return ModelCard(
         title=title,
         intended_use=" ".join(intended_use.split()),
         limitations=[" ".join(text.split()) for text in limitations] + found_limitations(metrics, subgroups, transfer),
         training_data=training_data_summary(model, X_train, Y_train),
-        settings={key: _text(value) for key, value in model.get_params().items()},
+        settings={key: text(value) for key, value in model.get_params().items()},
         training={
             "networks": len(model.n_iter_),
             "epochs": model.n_iter_.tolist(),
@@ -288,6 +306,8 @@ def build_model_card(
         n_test=len(X_test),
         n_bootstrap=n_bootstrap,
         confidence=confidence,
+        decision_curves=curves,
+        decision_figures=decision_curve_figures(curves),
     )
 
 
@@ -313,8 +333,14 @@ def found_limitations(
         if np.isfinite(slope) and not 0.8 <= slope <= 1.2:
             found.append(f"{outcome}: calibration slope {slope:.2f} on the test set; predicted risks are "
                          + ("too extreme" if slope < 1 else "too moderate") + ".")
+    if subgroups is not None and "estimable" in subgroups:
+        hidden = subgroups.index[~subgroups["estimable"].astype(bool)]
+        if len(hidden):
+            listed = "; ".join(f"{outcome} in {group} = {value}" for outcome, group, value in hidden)
+            found.append(f"Subgroups too few to estimate, shown without metrics: {listed}.")
     if subgroups is not None:
-        small = subgroups.index[subgroups["n_labelled"] < MIN_SUBGROUP_ROWS]
+        shown = subgroups["estimable"].astype(bool) if "estimable" in subgroups else True
+        small = subgroups.index[(subgroups["n_labelled"] < MIN_SUBGROUP_ROWS) & shown]
         if len(small):
             listed = "; ".join(f"{outcome} in {group} = {value}" for outcome, group, value in small)
             found.append(f"Subgroups with fewer than {MIN_SUBGROUP_ROWS} labelled test rows, whose metrics are "
@@ -324,113 +350,6 @@ def found_limitations(
             found.append(f"{outcome}: its single-task twin did better on the test set (negative transfer); "
                          "consider it for this outcome.")
     return found
-
-
-# -- tables: numbers to text ----------------------------------------------------------------
-
-
-def _number(value, digits: int = 3) -> str:
-    return "–" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
-
-
-def _count(value) -> str:
-    return "–" if value is None or not np.isfinite(value) else f"{int(value):,}"
-
-
-def _with_interval(row: pd.Series, metric: str) -> str:
-    text = _number(row.get(metric))
-    lower, upper = row.get(f"{metric}_lower", np.nan), row.get(f"{metric}_upper", np.nan)
-    if pd.notna(lower) and pd.notna(upper):
-        text += f" ({_number(lower)} to {_number(upper)})"
-    return text
-
-
-def _family(kind: str) -> str:
-    return kind if kind in (REGRESSION, SURVIVAL) else "classification"
-
-
-def _metric_label(metric: str) -> str:
-    """``auc_at_365`` -> "AUC by 365", ``calibration_at_365`` -> "Calibration error by 365"."""
-    name, _, horizon = metric.partition("_at_")
-    if not horizon:
-        return _LABELS[metric]
-    return f"{'AUC' if name == 'auc' else 'Calibration error'} by {horizon.replace('p', '.')}"
-
-
-def _metric_tables(table: pd.DataFrame) -> dict[str, Table]:
-    """One table per family of outcomes (classification, regression, survival), with intervals."""
-    tables = {}
-    for family, metrics in _TABLE_METRICS.items():
-        rows = table[table["kind"].map(_family) == family]
-        if rows.empty:
-            continue
-        if family == SURVIVAL:
-            metrics = (*metrics, *(c for c in rows.columns if "_at_" in c and rows[c].notna().any()))
-        keys = list(rows.index.names)
-        columns = [_KEY_LABELS[name] for name in keys] + ["Labelled"] + (["Events"] if family != "regression" else [])
-        columns += [_metric_label(m) for m in metrics]
-        body = []
-        for key, row in rows.iterrows():
-            cells = [str(part) for part in (key if isinstance(key, tuple) else (key,))]
-            cells.append(_count(row["n_labelled"]))
-            if family != "regression":
-                cells.append(_count(row["events"]))
-            cells += [_with_interval(row, m) if m in HEADLINE_METRICS[family]
-                      else _number(row[m], 0) if m == "median_follow_up" else _number(row[m]) for m in metrics]
-            body.append(cells)
-        tables[family] = Table(columns, body)
-    return tables
-
-
-def _calibration_table(table: pd.DataFrame) -> Table | None:
-    rows = table[table["kind"].map(_family) == "classification"]
-    if rows.empty:
-        return None
-    return Table(
-        ["Outcome", "ECE", "Calibration slope (ideal 1)", "Calibration intercept (ideal 0)", "Brier"],
-        [[str(outcome), _with_interval(row, "ece"), _number(row["calibration_slope"]),
-          _number(row["calibration_intercept"]), _with_interval(row, "brier")] for outcome, row in rows.iterrows()],
-    )
-
-
-def _transfer_table(table: pd.DataFrame) -> Table:
-    body = []
-    for outcome, row in table.iterrows():
-        better = "higher" if row["higher_is_better"] else "lower"
-        interval = (f" ({_number(row['delta_lower'])} to {_number(row['delta_upper'])})"
-                    if pd.notna(row["delta_lower"]) else "")
-        body.append([str(outcome), f"{_metric_label(row['metric'])} ({better} is better)", _count(row["n_test"]),
-                     _number(row["multi_task"]), _number(row["single_task"]),
-                     f"{row['delta']:+.3f}{interval}", str(row["verdict"])])
-    return Table(["Outcome", "Metric", "Test rows", "Multi-task", "Single-task", "Difference", "Verdict"], body)
-
-
-def _outcome_table(summary: dict) -> Table:
-    n_rows = summary["n_rows"]
-    body = []
-    for name, outcome in summary["outcomes"].items():
-        labelled = outcome["n_labelled"]
-        events = outcome.get("events", {})
-        if isinstance(events, dict):
-            balance = "; ".join(f"{label}: {count:,} ({count / labelled:.0%})" for label, count in events.items())
-        else:  # a survival outcome: observed events and censored patients
-            balance = f"events: {events:,} ({events / labelled:.0%}); censored: {outcome['censored']:,}"
-        body.append([name, outcome["kind"], f"{labelled:,} ({labelled / n_rows:.0%})", balance or "–"])
-    return Table(["Outcome", "Kind", "Labelled rows", "Class balance"], body)
-
-
-def _feature_table(summary: dict) -> Table:
-    return Table(
-        ["Feature", "Kind", "Missing"],
-        [[name, feature["kind"], f"{feature['missing_fraction']:.1%}"]
-         for name, feature in summary["features"].items()],
-    )
-
-
-def _text(value) -> str:
-    if isinstance(value, dict):
-        return ", ".join(f"{key}: {item}" for key, item in value.items())
-    return str(value)
 
 
 # -- rendering ------------------------------------------------------------------------------

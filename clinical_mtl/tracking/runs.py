@@ -287,7 +287,7 @@ def _table_metrics(table: pd.DataFrame, prefix: str) -> dict[str, float]:
         f"{prefix}.{_key(outcome)}.{metric}": float(value)
         for outcome, row in table.drop(columns="kind").iterrows()
         for metric, value in row.items()
-        if pd.notna(value)
+        if not isinstance(value, str) and pd.notna(value)  # not the text of "note"
     }
 
 

@@ -4,11 +4,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.figure import Figure
-from sklearn.metrics import r2_score, roc_auc_score
+from scipy import stats
+from sklearn.metrics import r2_score
 
 from clinical_mtl import MultiTaskMLP
 from clinical_mtl.datasets import make_synthetic_cohort
-from clinical_mtl.evaluation import band
+from clinical_mtl.evaluation import band, decision_curve_figures, decision_curves
 from clinical_mtl.evaluation.figures import (
     reliability_diagrams,
     save_reliability_diagrams,
@@ -46,34 +47,25 @@ def test_bootstrap_intervals_bracket_the_headline_metrics(fitted_model, cohort):
         fitted_model.evaluate(X, Y, n_bootstrap=10, confidence=95)
 
 
-def test_evaluate_intervals_are_percentiles_of_the_seeded_resamples_at_the_given_level(fitted_model, cohort):
+def test_evaluate_intervals_are_scipys_bca_intervals_of_the_labelled_rows(fitted_model, cohort):
     X, Y = cohort
-    table = fitted_model.evaluate(X, Y, n_bootstrap=80, confidence=0.9, random_state=11)
-    # The documented resampling, drawn here outcome by outcome in the model's order.
+    table = fitted_model.evaluate(X, Y, n_bootstrap=60, confidence=0.9, random_state=11)
+    # The documented resampling, outcome by outcome in the model's order, one generator seeded per outcome.
     rng = np.random.RandomState(11)
-    draws = {name: rng.multinomial(n, np.full(n, 1.0 / n), size=80) for name, n in Y.notna().sum().items()}
-    labelled = Y["diagnosis"].notna().to_numpy()
-    y = Y["diagnosis"].to_numpy()[labelled].astype(int)
-    p = fitted_model.predict_proba(X)["diagnosis"][labelled, 1]
-    values = Y["prognosis"].to_numpy()[Y["prognosis"].notna()]
-    predicted = fitted_model.predict(X)["prognosis"].to_numpy()[Y["prognosis"].notna()]
+    seeds = {name: rng.randint(np.iinfo(np.int32).max) for name in ["diagnosis", "subtype", "prognosis"]}
+    labelled = Y["prognosis"].notna().to_numpy()
+    values = Y["prognosis"].to_numpy()[labelled]
+    predicted = fitted_model.predict(X)["prognosis"].to_numpy()[labelled]
 
-    def binary(rows):
-        bins = np.clip(np.ceil(p[rows] * 10).astype(int) - 1, 0, 9)
-        gaps = [abs(np.sum((p[rows] - y[rows])[bins == b])) for b in range(10)]
-        return {"auroc": roc_auc_score(y[rows], p[rows]), "brier": np.mean((p[rows] - y[rows]) ** 2),
-                "ece": sum(gaps) / len(rows)}
+    def statistic(a, b):
+        return np.array([np.sqrt(np.mean((a - b) ** 2)), r2_score(a, b)])
 
-    def regression(rows):
-        return {"rmse": np.sqrt(np.mean((values[rows] - predicted[rows]) ** 2)),
-                "r2": r2_score(values[rows], predicted[rows])}
-
-    for outcome, metrics_of in [("diagnosis", binary), ("prognosis", regression)]:
-        resamples = [metrics_of(np.repeat(np.arange(counts.size), counts)) for counts in draws[outcome]]
-        for metric in resamples[0]:
-            expected = np.quantile([resample[metric] for resample in resamples], [0.05, 0.95])
-            got = table.loc[outcome, [f"{metric}_lower", f"{metric}_upper"]].to_numpy(dtype=float)
-            np.testing.assert_allclose(got, expected, rtol=1e-9, err_msg=f"{outcome} {metric}")
+    result = stats.bootstrap((values, predicted), statistic, paired=True, vectorized=False, n_resamples=60,
+                             confidence_level=0.9, method="BCa", rng=np.random.default_rng(seeds["prognosis"]))
+    got = table.loc["prognosis", ["rmse_lower", "r2_lower", "rmse_upper", "r2_upper"]].to_numpy(dtype=float)
+    np.testing.assert_allclose(got, np.r_[result.confidence_interval.low, result.confidence_interval.high],
+                               rtol=1e-9)
+    assert table["estimable"].all() and (table["note"] == "").all()
 
 
 def test_subgroup_counts_equal_direct_counts(fitted_model, cohort):
@@ -94,6 +86,71 @@ def test_subgroup_counts_equal_direct_counts(fitted_model, cohort):
     women = (X["sex"] == "f").to_numpy()
     expected = fitted_model.evaluate(X[women], Y[women])
     assert by_name.loc[("diagnosis", "sex", "f"), "auroc"] == pytest.approx(expected.loc["diagnosis", "auroc"])
+
+
+def test_subgroups_too_few_to_estimate_keep_their_counts_only(fitted_model, cohort):
+    X, Y = cohort
+    table = fitted_model.evaluate(X, Y, "sex", n_bootstrap=30, random_state=0)
+    metric_columns = [c for c in table.columns if c not in ("kind", "n_labelled", "events", "estimable", "note")]
+    for (outcome, _, value), row in table.iterrows():
+        labels = Y.loc[X["sex"].isna() if value == "missing" else X["sex"] == value, outcome].dropna()
+        if outcome == "prognosis":
+            few, count = len(labels) < 20, len(labels)
+        else:
+            count = labels.value_counts().reindex(Y[outcome].dropna().unique(), fill_value=0).min()
+            few = count < 10
+        assert row["estimable"] == (not few), (outcome, value)
+        assert row["n_labelled"] == len(labels)
+        if few:
+            assert row[metric_columns].isna().all(), (outcome, value)
+            assert row["note"].startswith(f"too few to estimate: {count} "), row["note"]
+        else:
+            assert row[["auroc", "r2"]].notna().any() and not row["note"].startswith("too few")
+    assert not table["estimable"].all() and table["estimable"].any()  # both kinds of rows occur here
+
+
+def test_pbc_subgroup_intervals_bracket_their_estimates(pbc):
+    X, Y = pbc
+    model = MultiTaskMLP(**SMALL).fit(X[:300], Y[:300])
+    X_test, Y_test = X[300:], Y[300:]
+    groups = pd.DataFrame({"sex": X_test["sex"], "age_band": band(X_test["age"], [50, 65])})
+    table = model.evaluate(X_test, Y_test, groups, n_bootstrap=100, random_state=0)
+    estimates = shown = 0
+    for key, row in table[table["estimable"]].iterrows():
+        for metric in ("auroc", "brier", "ece", "harrell_c", "ibs"):
+            if pd.isna(row[metric]):
+                continue
+            estimates += 1
+            lower, upper = row[f"{metric}_lower"], row[f"{metric}_upper"]
+            if np.isnan(lower):
+                assert f"{metric}: no interval" in row["note"], (key, metric)
+            else:
+                assert lower <= row[metric] <= upper, (key, metric)
+                shown += 1
+    # 3 estimable cirrhosis subgroups x 3 metrics, 2 death subgroups x 2: each with its interval.
+    assert shown == estimates == 13
+    men = table.xs(("sex", "m"), level=("group", "value"))
+    assert not men["estimable"].any() and men[["auroc", "auroc_lower", "harrell_c", "harrell_c_upper"]].isna().all(
+        axis=None)
+
+
+def test_decision_curves_of_every_classification_outcome(fitted_model, cohort):
+    X, Y = cohort
+    curves = decision_curves(fitted_model, X, Y, thresholds=[0.1, 0.25])
+    assert list(dict.fromkeys(zip(curves["outcome"], curves["class"]))) == [
+        ("diagnosis", 1), ("subtype", "A"), ("subtype", "B"), ("subtype", "C")]
+    labelled = Y["diagnosis"].notna().to_numpy()
+    risk = fitted_model.predict_proba(X)["diagnosis"][labelled, 1]
+    event = Y["diagnosis"].to_numpy()[labelled] == 1
+    rows = curves[curves["outcome"] == "diagnosis"]
+    for pt, model_nb, treat_all in zip(rows["threshold"], rows["model"], rows["treat_all"]):
+        treated = risk >= pt
+        expected = (treated & event).sum() / len(event) - (treated & ~event).sum() / len(event) * pt / (1 - pt)
+        assert model_nb == pytest.approx(expected)
+        assert treat_all == pytest.approx(event.mean() - (1 - event.mean()) * pt / (1 - pt))
+    assert (curves["treat_none"] == 0).all()
+    figures = decision_curve_figures(decision_curves(fitted_model, X, Y))
+    assert list(figures) == ["diagnosis", "subtype"] and len(figures["subtype"].axes) == 3
 
 
 def test_reliability_diagrams_are_standalone_figures(fitted_model, cohort, tmp_path):

@@ -1,6 +1,7 @@
 """Model cards: every section, escaped, no patient row, logged to MLflow."""
 
 import re
+from html import unescape
 
 import mlflow
 import numpy as np
@@ -14,7 +15,8 @@ from clinical_mtl.evaluation.negative_transfer import HELPED, HURT, NO_INTERVAL,
 from clinical_mtl.reporting.model_card import build_model_card, found_limitations
 
 SECTIONS = ["Intended use", "Training data", "Missingness per feature", "Model settings",
-            "Performance on held-out patients", "Calibration", "Subgroups", "Negative transfer", "Known limits"]
+            "Performance on held-out patients", "Calibration", "Decision curves", "Subgroups", "Negative transfer",
+            "Known limits"]
 SENTINEL_NUMBER, SENTINEL_CATEGORY = 98765.4321, "zz_sentinel_zz"
 
 
@@ -51,7 +53,8 @@ def test_card_has_every_section_and_the_evaluation(card):
     assert "auroc_lower" in card.metrics and card.transfer.index.tolist() == card.metrics.index.tolist()
     assert set(card.subgroups.index.get_level_values("group")) == {"sex", "age_band"}
     assert list(card.diagrams) == ["diagnosis", "subtype"]
-    assert html.count('src="data:image/svg+xml;base64,') == 2
+    assert html.count('src="data:image/svg+xml;base64,') == 4  # two reliability diagrams, two decision curves
+    assert list(card.decision_figures) == ["diagnosis", "subtype"]
     assert "Small \\| synthetic cohort" in markdown  # a pipe cannot break the list or a table
     assert any(limit.startswith("diagnosis: only") for limit in card.limitations)
 
@@ -66,8 +69,10 @@ def test_card_escapes_html(card):
 def test_card_holds_no_patient_value(card, tmp_path):
     written = card.save(tmp_path / "card.md")
     assert [path.name for path in written] == ["card.md", "card.html", "reliability_diagnosis.png",
-                                               "reliability_subtype.png"]
+                                               "reliability_subtype.png", "decision_curve_diagnosis.png",
+                                               "decision_curve_subtype.png"]
     assert "](card_files/reliability_diagnosis.png)" in written[0].read_text()
+    assert "](card_files/decision_curve_subtype.png)" in written[0].read_text()
     for path in written[:2]:
         text = path.read_text()
         assert "98765" not in text and SENTINEL_CATEGORY not in text
@@ -102,8 +107,15 @@ def test_card_limits_state_the_test_sets_own_counts(card, test_split):
              for value, rows in [*Y_test.groupby(column)[outcome].count().items(),
                                  ("missing", Y_test.loc[column.isna(), outcome].count())]
              if rows < 30}
-    (listed,) = [limit for limit in card.limitations if limit.startswith("Subgroups with fewer than 30")]
-    assert set(listed.split(": ", 1)[1].rstrip(".").split("; ")) == small and small
+    def listed(start):
+        (limit,) = [limit for limit in card.limitations if limit.startswith(start)]
+        return set(limit.split(": ", 1)[1].rstrip(".").split("; "))
+
+    # Those shown with figures are listed as unreliable, those too few to estimate as such: each once.
+    too_few = {f"{outcome} in {name} = {value}" for outcome, name, value in
+               card.subgroups.index[~card.subgroups["estimable"]]}
+    assert listed("Subgroups with fewer than 30") == small - too_few and small - too_few
+    assert listed("Subgroups too few to estimate") == too_few
     hurt = card.transfer.index[card.transfer["verdict"] == HURT].tolist()
     assert [limit.split(":")[0] for limit in card.limitations if "negative transfer" in limit] == hurt
 
@@ -170,3 +182,38 @@ def test_negative_transfer_limit_names_only_the_outcomes_where_sharing_hurt():
     found = found_limitations(WELL_BEHAVED, None, transfer)
     assert [limit.split(":")[0] for limit in found] == ["a", "c"]
     assert all("single-task twin did better on the test set (negative transfer)" in limit for limit in found)
+
+
+def _table_rows(markdown: str, first_cell: str) -> list[list[str]]:
+    return [[unescape(cell.strip()) for cell in line.strip("|").split("|")] for line in markdown.splitlines()
+            if line.startswith(f"| {first_cell} |")]
+
+
+def test_subgroups_too_few_to_estimate_show_counts_and_no_figure(card):
+    hidden = card.subgroups[~card.subgroups["estimable"]]
+    assert len(hidden) and card.subgroups["estimable"].any()
+    markdown, html = card.to_markdown(), card.to_html()
+    for (outcome, group, value), row in hidden.iterrows():
+        (cells,) = [cells for cells in _table_rows(markdown, outcome) if cells[1:3] == [group, str(value)]]
+        reason = row["note"].split("; ")[0]
+        assert reason.startswith("too few to estimate")
+        assert cells[3] == str(int(row["n_labelled"]))
+        first_metric = 4 if outcome == "prognosis" else 5
+        assert cells[first_metric] == reason and not any(cells[first_metric + 1:]), cells  # no figure at all
+        assert reason in html
+    (listed,) = [limit for limit in card.limitations if limit.startswith("Subgroups too few to estimate")]
+    assert listed.count(" in ") == len(hidden)
+    assert "95% bias-corrected and accelerated (BCa) bootstrap intervals (50 resamples)" in markdown
+
+
+def test_card_decision_table_quotes_the_net_benefit_at_its_thresholds(card):
+    markdown = card.to_markdown()
+    rows = _table_rows(markdown, "diagnosis")
+    decision = [cells for cells in rows if cells[2].endswith("%")]
+    assert [cells[2] for cells in decision] == ["5%", "10%", "20%", "30%", "50%"]
+    curves = card.decision_curves
+    for cells in decision:
+        at = curves[(curves["outcome"] == "diagnosis") & np.isclose(curves["threshold"], int(cells[2][:-1]) / 100)]
+        model, treat_all = at["model"].item(), at["treat_all"].item()
+        assert cells[3:6] == [f"{model:.3f}", f"{treat_all:.3f}", "0.000"]
+        assert cells[6] == f"{model - max(treat_all, 0):+.3f}"

@@ -6,6 +6,7 @@ from scipy.optimize import minimize_scalar
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss, log_loss, r2_score, roc_auc_score
 
+from clinical_mtl.model.decision_curve import decision_curve, net_benefit, treat_all_net_benefit
 from clinical_mtl.model.metrics import (
     auroc,
     bin_edges,
@@ -19,6 +20,7 @@ from clinical_mtl.model.metrics import (
     regression_metrics,
     resampled_metrics,
 )
+from clinical_mtl.model.tasks import TaskSpec
 
 
 def test_binary_metrics_match_scikit_learn():
@@ -235,3 +237,32 @@ def test_resampled_auroc_of_one_positive_and_one_negative():
     areas = resampled_metrics("binary", y, proba, counts)["auroc"]
     assert areas[:2] == pytest.approx([roc_auc_score([0, 1], [0.7, 0.4]), roc_auc_score([0, 1], [0.2, 0.9])])
     assert np.isnan(areas[2])
+
+
+def test_net_benefit_against_a_hand_computation():
+    event = np.array([1, 0, 1, 0, 1])
+    risk = np.array([0.9, 0.6, 0.4, 0.2, 0.1])
+    # pt 0.25: rows 0-2 treated, TP 2, FP 1: 2/5 - 1/5 * 0.25/0.75 = 1/3.
+    # pt 0.5: rows 0-1, TP 1, FP 1: 1/5 - 1/5 * 1 = 0. pt 0.6: a risk equal to the threshold is treated
+    # (rows 0-1): 1/5 - 1/5 * 1.5 = -0.1. Treat all, prevalence 3/5: 3/5 - 2/5 * pt / (1 - pt).
+    np.testing.assert_allclose(net_benefit(event, risk, [0.25, 0.5, 0.6]), [1 / 3, 0.0, -0.1], atol=1e-12)
+    np.testing.assert_allclose(treat_all_net_benefit(event, [0.25, 0.5]), [0.6 - 0.4 / 3, 0.2], atol=1e-12)
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        net_benefit(event, risk, [0.0, 0.5])
+
+
+def test_decision_curve_of_several_classes_is_one_against_the_rest():
+    spec = TaskSpec("stage", "multiclass", classes=("a", "b", "c"))
+    y = np.array([0, 1, 2, 1])
+    proba = np.array([[0.7, 0.2, 0.1], [0.2, 0.5, 0.3], [0.1, 0.35, 0.55], [0.6, 0.3, 0.1]])
+    curve = decision_curve(spec, y, proba, thresholds=[0.3])
+    assert curve["class"].tolist() == ["a", "b", "c"] and curve["events"].tolist() == [1, 2, 1]
+    # Class b at 0.3: rows 1, 2 and 3 treated (0.5, 0.35, 0.3), rows 1 and 3 have it: 2/4 - 1/4 * 3/7.
+    b = curve[curve["class"] == "b"]
+    assert b["model"].item() == pytest.approx(0.5 - 0.25 * 3 / 7)
+    assert b["treat_all"].item() == pytest.approx(0.5 - 0.5 * 3 / 7)
+    binary = decision_curve(TaskSpec("d", "binary", classes=(0, 1)), np.array([0, 1]),
+                            np.array([[0.8, 0.2], [0.3, 0.7]]), thresholds=[0.5])
+    assert binary["class"].tolist() == [1] and binary["model"].item() == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="classification outcome"):
+        decision_curve(TaskSpec("t", "regression"), np.zeros(2), np.zeros(2))
