@@ -21,6 +21,7 @@ from .outputs import (
     top_contributions,
 )
 from .preprocessing import ClinicalPreprocessor
+from .relatedness import describe_relatedness, relatedness_table
 from .scorers import mean_outcome_scorer, outcome_scorer
 from .tasks import BINARY, MULTICLASS, REGRESSION, TaskSpec, infer_tasks
 
@@ -39,6 +40,7 @@ __all__ = [
     "bootstrap_metrics",
     "column_name",
     "contribution_ranks",
+    "describe_relatedness",
     "evaluate_model",
     "explain_model",
     "flat_predictions",
@@ -49,5 +51,6 @@ __all__ = [
     "metrics_table",
     "outcome_scorer",
     "output_columns",
+    "relatedness_table",
     "top_contributions",
 ]

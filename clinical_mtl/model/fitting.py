@@ -17,7 +17,6 @@ from ..exceptions import TaskSpecificationError
 from .calibration import fit_calibrator
 from .conformal import conformal_scores
 from .labels import class_counts, class_weight_vectors, encode_targets, labelled_targets
-from .losses import weighting_factory
 from .metrics import metrics_table
 from .network import build_network
 from .preprocessing import STORED_DIGITS, round_significant
@@ -32,6 +31,7 @@ from .training import (
     predict_module,
     resolve_device,
 )
+from .weighting import GRADIENT_BASED, weighting_factory
 
 LABEL_PERCENTILES = np.arange(5, 96)
 """Percentiles of the training labels a model stores (``label_percentiles_``)."""
@@ -91,6 +91,7 @@ def _label_counts(labels: pd.DataFrame, spec: TaskSpec) -> dict:
 def fit_ensemble(model, specs, inputs: np.ndarray, labels: pd.DataFrame, seeds) -> FittedEnsemble:
     """Train ``len(seeds)`` networks with ``model``'s parameters, one seed each."""
     new_weighting = weighting_factory(model.loss_weighting, specs)
+    settings = training_settings(model, specs)
     class_weights = class_weight_vectors(specs, labels, model.class_weight)
     device = resolve_device(model.device)
     targets, labelled = encode_targets(labels, specs)
@@ -102,7 +103,7 @@ def fit_ensemble(model, specs, inputs: np.ndarray, labels: pd.DataFrame, seeds) 
     fitted = FittedEnsemble([], [], [], [], [])
     for member, seed in enumerate(seeds):
         network, result, valid_rows = _fit_member(model, specs, data, targets, labelled, new_weighting,
-                                                  int(seed), device)
+                                                  settings, int(seed), device)
         fitted.networks.append(network)
         if valid_rows is not None:
             fitted.held_out.append((valid_rows, network))
@@ -113,8 +114,47 @@ def fit_ensemble(model, specs, inputs: np.ndarray, labels: pd.DataFrame, seeds) 
     return fitted
 
 
-def _fit_member(model, specs, data: TaskData, targets, labelled: np.ndarray, new_weighting, seed: int,
-                device: torch.device):
+def training_settings(model, specs) -> TrainingSettings:
+    """The ``TrainingSettings`` of ``model``'s parameters, checked against its outcomes.
+
+    Raises
+    ------
+    TaskSpecificationError
+        If ``head_weight_decay`` names an unknown outcome or gives a negative or
+        non-finite decay, or alternate training is combined with a weighting
+        that needs every task's gradient in one step.
+    """
+    if model.training == "alternate" and model.loss_weighting in GRADIENT_BASED:
+        raise TaskSpecificationError(
+            f"training='alternate' optimises one outcome per step, so loss_weighting="
+            f"{model.loss_weighting!r} has no gradients to balance; use 'equal', 'uncertainty', 'dwa' or a dict.")
+    names = [spec.name for spec in specs]
+    decay = model.head_weight_decay
+    if isinstance(decay, dict):
+        unknown = sorted(map(str, set(decay) - set(names)))
+        if unknown:
+            raise TaskSpecificationError(
+                f"head_weight_decay names {unknown}, which are not outcomes; the outcomes are {names}.")
+        decay = tuple(decay.get(name, model.weight_decay) for name in names)
+    elif decay is not None:
+        decay = (decay,) * len(names)
+    if decay is not None and not all(np.isfinite(d) and d >= 0 for d in decay):
+        raise TaskSpecificationError(f"head_weight_decay values must be finite and >= 0, got {model.head_weight_decay}.")
+    return TrainingSettings(
+        learning_rate=model.learning_rate,
+        weight_decay=model.weight_decay,
+        batch_size=model.batch_size,
+        max_epochs=model.max_epochs,
+        patience=model.patience,
+        verbose=model.verbose,
+        training=model.training,
+        head_weight_decay=None if decay is None else tuple(float(d) for d in decay),
+        self_supervision=float(model.self_supervision),
+    )
+
+
+def _fit_member(model, specs, data: TaskData, targets, labelled: np.ndarray, new_weighting,
+                settings: TrainingSettings, seed: int, device: torch.device):
     """Train one network on its own early-stopping split.
 
     Returns the network (on the CPU), what training did and the positions of
@@ -133,14 +173,6 @@ def _fit_member(model, specs, data: TaskData, targets, labelled: np.ndarray, new
     network = build_network(
         data.X.shape[1], model.hidden_layer_sizes, [s.n_outputs for s in specs], model.dropout, seed
     ).to(device)
-    settings = TrainingSettings(
-        learning_rate=model.learning_rate,
-        weight_decay=model.weight_decay,
-        batch_size=model.batch_size,
-        max_epochs=model.max_epochs,
-        patience=model.patience,
-        verbose=model.verbose,
-    )
     result = fit_module(network, new_weighting().to(device), [s.name for s in specs], [s.kind for s in specs],
                         train.to(device), valid, settings, seed)
     return network.cpu(), result, valid_rows

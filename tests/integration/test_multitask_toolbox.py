@@ -1,0 +1,100 @@
+"""The multi-task options through the estimator: every option fits a diagnosis and a
+survival outcome, is a scikit-learn parameter, survives the pickle-free format and
+reports its weights and the task relatedness in ``history_``."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+
+from clinical_mtl import MultiTaskMLP
+from clinical_mtl.data.persistence import load_model, save_model
+from clinical_mtl.datasets import load_pbc
+from clinical_mtl.exceptions import TaskSpecificationError
+from clinical_mtl.model import describe_relatedness, relatedness_table
+
+FAST = {"max_epochs": 12, "ensemble_size": 2, "patience": 5, "random_state": 0}
+OPTIONS = [
+    {"loss_weighting": "dwa"},
+    {"loss_weighting": "gradnorm"},
+    {"loss_weighting": "pcgrad"},
+    {"training": "alternate"},
+    {"training": "alternate", "loss_weighting": "uncertainty"},
+    {"head_weight_decay": {"cirrhosis": 0.5}},
+    {"self_supervision": 0.5},
+]
+
+
+@pytest.fixture(scope="module")
+def pbc():
+    return load_pbc()
+
+
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
+def test_every_option_fits_a_diagnosis_and_a_survival_outcome(pbc, options, tmp_path):
+    X, Y = pbc
+    model = MultiTaskMLP(**FAST, **options).fit(X, Y)
+    proba = model.predict_proba(X)["cirrhosis"]
+    curves = model.predict_survival_function(X, [365, 1826])["death"]
+    assert np.isfinite(proba).all() and np.isfinite(curves).all()
+    history = pd.DataFrame(model.history_)
+    assert {"weight/cirrhosis", "weight/death"} <= set(history.columns)
+    assert history["grad_cosine/cirrhosis/death"].notna().any()
+    # A scikit-learn parameter that the pickle-free format keeps.
+    assert clone(model).get_params() == model.get_params()
+    save_model(model, tmp_path / "model")
+    loaded = load_model(tmp_path / "model")
+    assert {key: loaded.get_params()[key] for key in options} == options
+    np.testing.assert_array_equal(loaded.predict_proba(X)["cirrhosis"], proba)
+
+
+def test_dynamic_weights_change_per_epoch_and_are_recorded(pbc):
+    X, Y = pbc
+    model = MultiTaskMLP(**FAST, loss_weighting="dwa").fit(X, Y)
+    weights = pd.DataFrame(model.history_).query("member == 0")[["weight/cirrhosis", "weight/death"]]
+    assert (weights.iloc[:2] == 1.0).all().all()  # no ratio before the third epoch
+    assert weights.iloc[2:].nunique().min() > 1
+    np.testing.assert_allclose(weights.sum(axis=1), 2.0, rtol=1e-6)
+
+
+def test_self_supervision_leaves_no_decoder_in_the_model(pbc):
+    X, Y = pbc
+    plain = MultiTaskMLP(**FAST).fit(X, Y)
+    supervised = MultiTaskMLP(**FAST, self_supervision=1.0).fit(X, Y)
+    assert supervised.module_.state_dict().keys() == plain.module_.state_dict().keys()
+    assert not np.array_equal(supervised.predict_proba(X)["cirrhosis"], plain.predict_proba(X)["cirrhosis"])
+
+
+def test_the_relatedness_of_pbc_outcomes_is_read_in_words(pbc):
+    X, Y = pbc
+    model = MultiTaskMLP(**FAST).fit(X, Y)
+    table = relatedness_table(model.history_)
+    assert table[["outcome", "other"]].values.tolist() == [["cirrhosis", "death"]]
+    assert -1 <= table["mean_cosine"].iloc[0] <= 1
+    words = describe_relatedness(table)
+    assert len(words) == 1 and words[0].startswith("cirrhosis and death ")
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"training": "alternate", "loss_weighting": "pcgrad"}, "has no gradients to balance"),
+    ({"head_weight_decay": {"cirrhosis": 0.1, "stage": 0.1}}, r"names \['stage'\], which are not outcomes"),
+    ({"head_weight_decay": {"cirrhosis": float("nan")}}, "must be finite"),
+])
+def test_bad_combinations_are_refused_with_the_reason(pbc, options, message):
+    X, Y = pbc
+    with pytest.raises(TaskSpecificationError, match=message):
+        MultiTaskMLP(**FAST, **options).fit(X, Y)
+
+
+def test_self_supervision_without_a_trunk_is_refused(pbc):
+    X, Y = pbc
+    with pytest.raises(ValueError, match="needs a shared trunk"):
+        MultiTaskMLP(**FAST, hidden_layer_sizes=(), self_supervision=0.5).fit(X, Y)
+
+
+def test_unknown_option_values_are_refused_by_parameter_validation(pbc):
+    X, Y = pbc
+    with pytest.raises(ValueError, match="training"):
+        MultiTaskMLP(training="sometimes").fit(X, Y)
+    with pytest.raises(ValueError, match="loss_weighting"):
+        MultiTaskMLP(loss_weighting="gradsurgery").fit(X, Y)
