@@ -130,6 +130,9 @@ class MultiTaskMLP(PredictionCoreMixin, BaseEstimator):
         reported (flat output columns, reports, metrics), for every survival
         outcome or per outcome. None takes the quartiles of each outcome's
         training event times, to two significant digits.
+    head_hidden_layer_sizes : tuple of int or dict of str to tuple, default=()
+        Task-specific layers: widths of hidden layers inside every head, or
+        per outcome, between the shared trunk and the head's output.
     training : {"joint", "alternate"}, default="joint"
         Each step on the weighted sum of the outcome losses, or on one
         outcome's loss, the outcomes labelled in the batch taken in rotation.
@@ -247,6 +250,7 @@ class MultiTaskMLP(PredictionCoreMixin, BaseEstimator):
         calibration=TEMPERATURE,
         survival_intervals=DEFAULT_INTERVALS,
         survival_horizons=None,
+        head_hidden_layer_sizes=(),
         training=JOINT,
         head_weight_decay=None,
         self_supervision=0.0,
@@ -271,6 +275,7 @@ class MultiTaskMLP(PredictionCoreMixin, BaseEstimator):
         self.calibration = calibration
         self.survival_intervals = survival_intervals
         self.survival_horizons = survival_horizons
+        self.head_hidden_layer_sizes = head_hidden_layer_sizes
         self.training = training
         self.head_weight_decay = head_weight_decay
         self.self_supervision = self_supervision

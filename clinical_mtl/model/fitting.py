@@ -114,6 +114,36 @@ def fit_ensemble(model, specs, inputs: np.ndarray, labels: pd.DataFrame, seeds) 
     return fitted
 
 
+def head_hidden_sizes(setting, specs) -> list[tuple[int, ...]]:
+    """Per outcome, the widths of its head's own hidden layers.
+
+    Parameters
+    ----------
+    setting : tuple of int or dict of str to tuple of int
+        ``head_hidden_layer_sizes``: the same layers for every head, or per
+        outcome (an outcome left out gets none).
+    specs : sequence of TaskSpec
+
+    Raises
+    ------
+    TaskSpecificationError
+        If a mapping names an unknown outcome or a width is not a positive integer.
+    """
+    names = [spec.name for spec in specs]
+    if isinstance(setting, dict):
+        unknown = sorted(map(str, set(setting) - set(names)))
+        if unknown:
+            raise TaskSpecificationError(
+                f"head_hidden_layer_sizes names {unknown}, which are not outcomes; the outcomes are {names}.")
+        sizes = [tuple(setting.get(name, ())) for name in names]
+    else:
+        sizes = [tuple(setting)] * len(names)
+    if not all(isinstance(w, (int, np.integer)) and not isinstance(w, bool) and w > 0 for layers in sizes for w in layers):
+        raise TaskSpecificationError(
+            f"head_hidden_layer_sizes must give positive integer widths, got {setting!r}.")
+    return [tuple(int(w) for w in layers) for layers in sizes]
+
+
 def training_settings(model, specs) -> TrainingSettings:
     """The ``TrainingSettings`` of ``model``'s parameters, checked against its outcomes.
 
@@ -171,7 +201,8 @@ def _fit_member(model, specs, data: TaskData, targets, labelled: np.ndarray, new
         train = data.take(torch.from_numpy(train_rows))
         valid = data.take(torch.from_numpy(valid_rows)).to(device)
     network = build_network(
-        data.X.shape[1], model.hidden_layer_sizes, [s.n_outputs for s in specs], model.dropout, seed
+        data.X.shape[1], model.hidden_layer_sizes, [s.n_outputs for s in specs], model.dropout, seed,
+        head_hidden_sizes(model.head_hidden_layer_sizes, specs),
     ).to(device)
     result = fit_module(network, new_weighting().to(device), [s.name for s in specs], [s.kind for s in specs],
                         train.to(device), valid, settings, seed)

@@ -32,6 +32,7 @@ PARAMETER_CONSTRAINTS: dict = {
     "calibration": [StrOptions({TEMPERATURE, ISOTONIC}), None],
     "survival_intervals": [Interval(Integral, 1, None, closed="left")],
     "survival_horizons": [tuple, list, dict, None],
+    "head_hidden_layer_sizes": [tuple, list, dict],
     "training": [StrOptions({JOINT, ALTERNATE})],
     "head_weight_decay": [Interval(Real, 0, None, closed="left"), dict, None],
     "self_supervision": [Interval(Real, 0, None, closed="left")],

@@ -5,6 +5,7 @@ reports its weights and the task relatedness in ``history_``."""
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from sklearn.base import clone
 
 from clinical_mtl import MultiTaskMLP
@@ -22,6 +23,8 @@ OPTIONS = [
     {"training": "alternate", "loss_weighting": "uncertainty"},
     {"head_weight_decay": {"cirrhosis": 0.5}},
     {"self_supervision": 0.5},
+    {"head_hidden_layer_sizes": (8,)},
+    {"head_hidden_layer_sizes": {"death": (8, 4)}},
 ]
 
 
@@ -98,3 +101,32 @@ def test_unknown_option_values_are_refused_by_parameter_validation(pbc):
         MultiTaskMLP(training="sometimes").fit(X, Y)
     with pytest.raises(ValueError, match="loss_weighting"):
         MultiTaskMLP(loss_weighting="gradsurgery").fit(X, Y)
+
+
+def test_task_specific_layers_predict_and_explain_exactly(pbc):
+    X, Y = pbc
+    model = MultiTaskMLP(**FAST, head_hidden_layer_sizes={"death": (8, 4)}).fit(X, Y)
+    heads = model.module_.members[0].heads
+    assert isinstance(heads[0], torch.nn.Linear) and len(heads[1]) >= 5  # two hidden layers, then the output
+    inputs = torch.from_numpy(np.ascontiguousarray(model.preprocessor_.transform(model.feature_frame(X))))
+    fast = model.module_.predict_feature_major(inputs.T.contiguous())
+    with torch.no_grad():
+        plain = model.module_.eval()(inputs)
+    for f, p in zip(fast, plain):
+        torch.testing.assert_close(f, p, atol=1e-5, rtol=1e-5)
+    explained = model.explain(X.head(40))
+    curves = model.predict_survival_function(X.head(40), model.task_specs_[1].horizons)["death"]
+    death = explained["death"]
+    assert np.abs(death.base_values + death.values.sum(axis=1) - (1 - curves)).max() < 1e-4
+    cirrhosis = explained["cirrhosis"]
+    assert np.abs(cirrhosis.base_values + cirrhosis.values.sum(axis=1)
+                  - model.predict_proba(X.head(40))["cirrhosis"][:, 1]).max() < 1e-4
+    # A patient's prediction does not depend on who else is in the batch.
+    np.testing.assert_array_equal(model.predict_proba(X.iloc[[7]])["cirrhosis"],
+                                  model.predict_proba(X)["cirrhosis"][[7]])
+
+
+def test_head_layers_for_an_unknown_outcome_are_refused(pbc):
+    X, Y = pbc
+    with pytest.raises(TaskSpecificationError, match=r"head_hidden_layer_sizes names \['stage'\]"):
+        MultiTaskMLP(**FAST, head_hidden_layer_sizes={"stage": (4,)}).fit(X, Y)
