@@ -84,12 +84,9 @@ class MultiTaskMLP(PredictionCoreMixin, BaseEstimator):
     patience : int, default=20
         Epochs without validation improvement before stopping.
     loss_weighting : {"equal", "uncertainty", "dwa", "gradnorm", "pcgrad"} or dict, default="equal"
-        How outcome losses add up: equally; learned uncertainty weights
-        (Kendall, Gal and Cipolla 2018); Dynamic Weight Average (Liu et al.
-        2019), GradNorm (Chen et al. 2018) or PCGrad's projection of
-        conflicting gradients (Yu et al. 2020), see
-        :mod:`clinical_mtl.model.weighting`; or fixed non-negative weights per
-        outcome (clinical priorities). Weights per epoch are in ``history_``.
+        Equal, learned uncertainty (Kendall et al. 2018) or dynamic task
+        weights (:mod:`clinical_mtl.model.weighting`), or fixed non-negative
+        weights per outcome (clinical priorities); per epoch in ``history_``.
     class_weight : "balanced", dict or None, default=None
         Per-class loss weights of classification outcomes. "balanced" weights
         every class of every classification outcome by
@@ -131,18 +128,16 @@ class MultiTaskMLP(PredictionCoreMixin, BaseEstimator):
         outcome or per outcome. None takes the quartiles of each outcome's
         training event times, to two significant digits.
     head_hidden_layer_sizes : tuple of int or dict of str to tuple, default=()
-        Task-specific layers: widths of hidden layers inside every head, or
-        per outcome, between the shared trunk and the head's output.
+        Task-specific hidden layers inside every head (or per outcome).
+    sharing, sharing_strength : {"hard", "soft"}, float, default="hard", 0.1
+        One trunk, or one per outcome tied by an L2 pull of that strength.
     training : {"joint", "alternate"}, default="joint"
-        Each step on the weighted sum of the outcome losses, or on one
-        outcome's loss, the outcomes labelled in the batch taken in rotation.
+        All outcomes' losses in every step, or one outcome per step in turn.
     head_weight_decay : float, dict of str to float or None, default=None
-        Weight decay of the heads' matrices, for all heads or per outcome
-        (others, and None: ``weight_decay``).
+        Weight decay of the heads' matrices, for all or per outcome.
     self_supervision : float, default=0.0
-        Weight of a masked-feature reconstruction loss on the trunk, learned
-        from every row including unlabelled patients (0: off; see
-        :mod:`clinical_mtl.model.self_supervision`).
+        Weight of a masked-feature reconstruction loss on the trunk (0: off).
+        The multi-task options: :mod:`clinical_mtl.model.parameters`.
 
     Attributes
     ----------
@@ -254,6 +249,8 @@ class MultiTaskMLP(PredictionCoreMixin, BaseEstimator):
         training=JOINT,
         head_weight_decay=None,
         self_supervision=0.0,
+        sharing="hard",
+        sharing_strength=0.1,
     ):
         self.tasks = tasks
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -279,6 +276,8 @@ class MultiTaskMLP(PredictionCoreMixin, BaseEstimator):
         self.training = training
         self.head_weight_decay = head_weight_decay
         self.self_supervision = self_supervision
+        self.sharing = sharing
+        self.sharing_strength = sharing_strength
 
     @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):

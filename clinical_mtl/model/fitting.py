@@ -151,9 +151,15 @@ def training_settings(model, specs) -> TrainingSettings:
     ------
     TaskSpecificationError
         If ``head_weight_decay`` names an unknown outcome or gives a negative or
-        non-finite decay, or alternate training is combined with a weighting
-        that needs every task's gradient in one step.
+        non-finite decay, alternate training is combined with a weighting that
+        needs every task's gradient in one step, or soft sharing with an
+        option that needs a shared trunk.
     """
+    soft = model.sharing == "soft"
+    if soft and (model.loss_weighting in GRADIENT_BASED or model.self_supervision > 0 or not model.hidden_layer_sizes):
+        raise TaskSpecificationError(
+            "sharing='soft' gives every outcome a trunk of its own, tied by a penalty: it needs hidden_layer_sizes, "
+            "and there is no shared layer for loss_weighting='gradnorm'/'pcgrad' or self_supervision to act on.")
     if model.training == "alternate" and model.loss_weighting in GRADIENT_BASED:
         raise TaskSpecificationError(
             f"training='alternate' optimises one outcome per step, so loss_weighting="
@@ -180,6 +186,8 @@ def training_settings(model, specs) -> TrainingSettings:
         training=model.training,
         head_weight_decay=None if decay is None else tuple(float(d) for d in decay),
         self_supervision=float(model.self_supervision),
+        tied_layers=len(model.hidden_layer_sizes) if soft else 0,
+        sharing_strength=float(model.sharing_strength),
     )
 
 
@@ -200,9 +208,11 @@ def _fit_member(model, specs, data: TaskData, targets, labelled: np.ndarray, new
         check_every_task_trains(specs, labelled[train_rows])
         train = data.take(torch.from_numpy(train_rows))
         valid = data.take(torch.from_numpy(valid_rows)).to(device)
+    trunk, heads = tuple(model.hidden_layer_sizes), head_hidden_sizes(model.head_hidden_layer_sizes, specs)
+    if model.sharing == "soft":  # one trunk per outcome: the trunk's layers become each head's first layers
+        trunk, heads = (), [trunk + own for own in heads]
     network = build_network(
-        data.X.shape[1], model.hidden_layer_sizes, [s.n_outputs for s in specs], model.dropout, seed,
-        head_hidden_sizes(model.head_hidden_layer_sizes, specs),
+        data.X.shape[1], trunk, [s.n_outputs for s in specs], model.dropout, seed, heads,
     ).to(device)
     result = fit_module(network, new_weighting().to(device), [s.name for s in specs], [s.kind for s in specs],
                         train.to(device), valid, settings, seed)

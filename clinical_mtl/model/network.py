@@ -87,6 +87,30 @@ def head_layers(head: nn.Module) -> tuple[list[nn.Linear], nn.Linear]:
     return linears[:-1], linears[-1]
 
 
+def soft_sharing_penalty(module: MultiHeadNet, tied_layers: int) -> Tensor:
+    """Soft parameter sharing's tie: the squared distance of every head's first
+    ``tied_layers`` hidden layers (weights and biases) from their mean over heads.
+
+    Up to a factor of the number of heads, this is the sum over pairs of heads of
+    the squared distance between corresponding weights (Duong et al. 2015).
+
+    Examples
+    --------
+    >>> net = MultiHeadNet(3, (), (1, 1), head_hidden_layer_sizes=((2,), (2,)))
+    >>> net.heads[1].load_state_dict(net.heads[0].state_dict())
+    <All keys matched successfully>
+    >>> float(soft_sharing_penalty(net, 1))
+    0.0
+    """
+    terms = []
+    for depth in range(tied_layers):
+        layers = [head_layers(head)[0][depth] for head in module.heads]
+        for name in ("weight", "bias"):
+            stacked = torch.stack([getattr(layer, name) for layer in layers])
+            terms.append(((stacked - stacked.mean(dim=0)) ** 2).sum())
+    return torch.stack(terms).sum()
+
+
 class MultiHeadEnsemble(nn.Module):
     """Several ``MultiHeadNet`` members trained apart and used together.
 

@@ -8,7 +8,7 @@ than a ``DataLoader``. Nothing here imports pandas or scikit-learn.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from ..exceptions import TrainingDivergedError
 from .losses import TaskWeighting, masked_task_loss
+from .network import soft_sharing_penalty
 from .relatedness import RELATEDNESS_EVERY, gradient_cosines, measurement_rows
 from .self_supervision import MaskedFeatureReconstruction
 
@@ -70,6 +71,10 @@ class TrainingSettings:
         Per task, the weight decay of its head's matrices (None: ``weight_decay``).
     self_supervision : float
         Weight of the masked-feature reconstruction loss on the trunk (0: off).
+    tied_layers, sharing_strength : int, float
+        Soft parameter sharing: the first ``tied_layers`` hidden layers of
+        every head are pulled together by ``sharing_strength`` times
+        ``soft_sharing_penalty`` (0: none).
     """
 
     learning_rate: float
@@ -81,6 +86,8 @@ class TrainingSettings:
     training: str = JOINT
     head_weight_decay: tuple | None = None
     self_supervision: float = 0.0
+    tied_layers: int = 0
+    sharing_strength: float = 0.0
 
 
 @dataclass
@@ -158,8 +165,7 @@ def fit_module(
         for epoch in range(1, settings.max_epochs + 1):
             train_losses = train_epoch(
                 module, weighting, task_kinds, train, optimizer, settings.batch_size, generator,
-                shared=shared, rotation=rotation, reconstruction=reconstruction,
-                reconstruction_weight=settings.self_supervision,
+                shared=shared, rotation=rotation, auxiliary=_auxiliary_loss(module, settings, reconstruction),
             )
             record = _epoch_record(epoch, task_names, train_losses, weighting)
             weighting.end_epoch(train_losses)
@@ -201,16 +207,15 @@ def train_epoch(
     *,
     shared: Sequence[Tensor] = (),
     rotation: Rotation | None = None,
-    reconstruction: MaskedFeatureReconstruction | None = None,
-    reconstruction_weight: float = 0.0,
+    auxiliary: Callable[[Tensor], Tensor] | None = None,
 ) -> list[float]:
     """One pass over ``data`` in a random order; returns each task's mean loss.
 
     A task with no labelled row in the whole epoch gets NaN. With a
     ``rotation`` each step optimises one task's loss (alternate training);
-    every task's loss is still computed and reported. With a
-    ``reconstruction``, every step adds ``reconstruction_weight`` times its
-    masked-feature loss, so batches without any label train the trunk too.
+    every task's loss is still computed and reported. With an ``auxiliary``
+    loss (a function of the batch's inputs: self-supervision, the soft-sharing
+    penalty), every step adds it, and batches without any label step too.
 
     Raises
     ------
@@ -237,15 +242,15 @@ def train_epoch(
             else None
             for t, kind in enumerate(task_kinds)
         ]
-        if not any(present) and reconstruction is None:
+        if not any(present) and auxiliary is None:
             continue
         stepped = losses
         if rotation is not None and any(present):
             chosen = rotation.choose(present)
             stepped = [loss if t == chosen else None for t, loss in enumerate(losses)]
         loss = weighting(stepped) if any(present) else absent
-        if reconstruction is not None:
-            loss = loss + reconstruction_weight * reconstruction.loss(module.trunk, batch_inputs)
+        if auxiliary is not None:
+            loss = loss + auxiliary(batch_inputs)
         if not torch.isfinite(loss):
             raise TrainingDivergedError(
                 f"The training loss became {loss.item()} in a batch (task losses "
@@ -354,6 +359,17 @@ class Rotation:
                 self.upcoming = task + 1
                 return task
         raise ValueError("no task is present in the batch")
+
+
+def _auxiliary_loss(module: nn.Module, settings: TrainingSettings,
+                    reconstruction: MaskedFeatureReconstruction | None) -> Callable[[Tensor], Tensor] | None:
+    """The terms every step adds besides the task losses, as one function of the batch inputs."""
+    terms = []
+    if reconstruction is not None:
+        terms.append(lambda x: settings.self_supervision * reconstruction.loss(module.trunk, x))
+    if settings.tied_layers:
+        terms.append(lambda x: settings.sharing_strength * soft_sharing_penalty(module, settings.tied_layers))
+    return (lambda x: sum(term(x) for term in terms)) if terms else None
 
 
 def _task_gradient_cosines(module: nn.Module, names, kinds, data: TaskData, shared) -> dict[str, float]:

@@ -25,6 +25,8 @@ OPTIONS = [
     {"self_supervision": 0.5},
     {"head_hidden_layer_sizes": (8,)},
     {"head_hidden_layer_sizes": {"death": (8, 4)}},
+    {"sharing": "soft"},
+    {"sharing": "soft", "sharing_strength": 1.0, "head_hidden_layer_sizes": (4,)},
 ]
 
 
@@ -42,7 +44,8 @@ def test_every_option_fits_a_diagnosis_and_a_survival_outcome(pbc, options, tmp_
     assert np.isfinite(proba).all() and np.isfinite(curves).all()
     history = pd.DataFrame(model.history_)
     assert {"weight/cirrhosis", "weight/death"} <= set(history.columns)
-    assert history["grad_cosine/cirrhosis/death"].notna().any()
+    if options.get("sharing") != "soft":  # soft sharing shares no layer to measure on
+        assert history["grad_cosine/cirrhosis/death"].notna().any()
     # A scikit-learn parameter that the pickle-free format keeps.
     assert clone(model).get_params() == model.get_params()
     save_model(model, tmp_path / "model")
@@ -58,6 +61,20 @@ def test_dynamic_weights_change_per_epoch_and_are_recorded(pbc):
     assert (weights.iloc[:2] == 1.0).all().all()  # no ratio before the third epoch
     assert weights.iloc[2:].nunique().min() > 1
     np.testing.assert_allclose(weights.sum(axis=1), 2.0, rtol=1e-6)
+
+
+def test_soft_sharing_gives_every_outcome_its_own_trunk_pulled_together(pbc):
+    X, Y = pbc
+    loose = MultiTaskMLP(**FAST, sharing="soft", sharing_strength=0.0).fit(X, Y)
+    tied = MultiTaskMLP(**FAST, sharing="soft", sharing_strength=10.0).fit(X, Y)
+
+    def distance(model):
+        first = [head[0].weight.detach() for head in model.module_.members[0].heads]
+        return float((first[0] - first[1]).norm())
+
+    assert all(len(head) >= 3 for head in tied.module_.members[0].heads)  # (64,) per outcome, then its output
+    assert distance(tied) < 0.5 * distance(loose)
+    assert "grad_cosine/cirrhosis/death" not in pd.DataFrame(tied.history_)  # nothing is shared
 
 
 def test_self_supervision_leaves_no_decoder_in_the_model(pbc):
@@ -82,6 +99,9 @@ def test_the_relatedness_of_pbc_outcomes_is_read_in_words(pbc):
     ({"training": "alternate", "loss_weighting": "pcgrad"}, "has no gradients to balance"),
     ({"head_weight_decay": {"cirrhosis": 0.1, "stage": 0.1}}, r"names \['stage'\], which are not outcomes"),
     ({"head_weight_decay": {"cirrhosis": float("nan")}}, "must be finite"),
+    ({"sharing": "soft", "loss_weighting": "pcgrad"}, "no shared layer"),
+    ({"sharing": "soft", "self_supervision": 0.5}, "no shared layer"),
+    ({"sharing": "soft", "hidden_layer_sizes": ()}, "needs hidden_layer_sizes"),
 ])
 def test_bad_combinations_are_refused_with_the_reason(pbc, options, message):
     X, Y = pbc

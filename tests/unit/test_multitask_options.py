@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from clinical_mtl.model.losses import FixedWeighting, masked_task_loss
-from clinical_mtl.model.network import build_network
+from clinical_mtl.model.network import build_network, soft_sharing_penalty
 from clinical_mtl.model.relatedness import (
     cosine_key,
     describe_relatedness,
@@ -301,3 +301,32 @@ def test_relatedness_table_averages_members_per_epoch():
     assert row.reading == "independent"
     assert relatedness_table([{"member": 0, "epoch": 1}]).empty
     assert isinstance(relatedness_table([]), pd.DataFrame)
+
+
+# Soft sharing -------------------------------------------------------------------------------
+
+def test_soft_sharing_penalty_is_the_pairwise_squared_distance_over_the_number_of_heads():
+    net = build_network(4, (), (1, 2, 1), 0.0, seed=0, head_hidden_layer_sizes=((5, 3), (5, 3), (5, 3)))
+    firsts = [[layer.requires_grad_(False) for layer in head if isinstance(layer, torch.nn.Linear)][:2]
+              for head in net.heads]
+    pairwise = 0.0
+    for a in range(3):
+        for b in range(a + 1, 3):
+            for depth in range(2):
+                for name in ("weight", "bias"):
+                    pairwise += float(((getattr(firsts[a][depth], name) - getattr(firsts[b][depth], name)) ** 2).sum())
+    assert float(soft_sharing_penalty(net, 2)) == pytest.approx(pairwise / 3, rel=1e-5)
+    only_first = sum(float(((getattr(firsts[a][0], n) - getattr(firsts[b][0], n)) ** 2).sum())
+                     for a in range(3) for b in range(a + 1, 3) for n in ("weight", "bias"))
+    assert float(soft_sharing_penalty(net, 1)) == pytest.approx(only_first / 3, rel=1e-5)
+
+
+def test_soft_sharing_pulls_the_trunks_together_in_training():
+    data = two_tasks()
+    def trunks_apart(strength):
+        net = build_network(3, (), (1, 1), 0.0, seed=0, head_hidden_layer_sizes=((16,), (16,)))
+        fit_module(net, FixedWeighting([1.0, 1.0]), ["cls", "value"], KINDS, data, None,
+                   TrainingSettings(**(SETTINGS | {"max_epochs": 20, "tied_layers": 1,
+                                                   "sharing_strength": strength})), seed=0)
+        return float(soft_sharing_penalty(net, 1))
+    assert trunks_apart(5.0) < 0.2 * trunks_apart(0.0)
