@@ -113,7 +113,7 @@ def relatedness_table(history: Sequence[dict]) -> pd.DataFrame:
             "outcome": first, "other": second, "mean_cosine": round(mean, 3),
             "first_epochs": round(float(by_epoch.iloc[0]), 3), "last_epochs": round(float(by_epoch.iloc[-1]), 3),
             "conflicting_share": round(float((measured[column] < 0).mean()), 3),
-            "n_measurements": len(measured), "reading": _reading(mean),
+            "n_measurements": len(measured), "reading": reading(mean),
         })
     return pd.DataFrame(rows, columns=["outcome", "other", "mean_cosine", "first_epochs", "last_epochs",
                                        "conflicting_share", "n_measurements", "reading"])
@@ -150,7 +150,8 @@ def _up_to_best_epochs(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[frame["epoch"] <= limits]
 
 
-def _reading(mean: float) -> str:
+def reading(mean: float) -> str:
+    """"aligned", "independent" or "conflicting", by ``ALIGNED`` and ``CONFLICTING``."""
     if math.isnan(mean):
         return "independent"
     return "aligned" if mean > ALIGNED else "conflicting" if mean < CONFLICTING else "independent"
