@@ -22,6 +22,7 @@ from .outputs import (
     top_contributions,
 )
 from .preprocessing import ClinicalPreprocessor
+from .relatedness import describe_relatedness, relatedness_table
 from .scorers import mean_outcome_scorer, outcome_scorer
 from .tasks import BINARY, MULTICLASS, REGRESSION, TaskSpec, infer_tasks
 
@@ -41,6 +42,7 @@ __all__ = [
     "column_name",
     "contribution_ranks",
     "decision_curves",
+    "describe_relatedness",
     "evaluate_model",
     "explain_model",
     "flat_predictions",
@@ -51,6 +53,7 @@ __all__ = [
     "metrics_table",
     "outcome_scorer",
     "output_columns",
+    "relatedness_table",
     "too_few_to_estimate",
     "top_contributions",
 ]

@@ -8,7 +8,6 @@ parameters and fitted state; the rooms do the work.
 from __future__ import annotations
 
 import warnings
-from numbers import Integral, Real
 
 import numpy as np
 import pandas as pd
@@ -18,22 +17,23 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from ._compat import Interval, StrOptions, fit_context
-from .calibration import ISOTONIC, TEMPERATURE
+from ._compat import fit_context
+from .calibration import TEMPERATURE
 from .explanation import PROBABILITY, explain_model, summarise_background
 from .fitted_state import restore_state, state_of
 from .fitting import fit_ensemble, fit_held_out, label_summaries
 from .hooks import notify_fit
 from .labels import as_label_frame
-from .losses import EQUAL, UNCERTAINTY
 from .metric_tables import evaluate_model
 from .metrics import skill_score
 from .network import MultiHeadEnsemble
 from .outcome_view import single_outcome, single_outcome_of, with_estimator_type
+from .parameters import PARAMETER_CONSTRAINTS
 from .prediction import PredictionCoreMixin
 from .preprocessing import ClinicalPreprocessor
 from .survival import DEFAULT_INTERVALS
 from .tasks import TaskSpec, infer_tasks
+from .training import JOINT
 
 
 class MultiTaskMLP(PredictionCoreMixin, BaseEstimator):
@@ -83,10 +83,10 @@ class MultiTaskMLP(PredictionCoreMixin, BaseEstimator):
         Share of training rows held out for early stopping.
     patience : int, default=20
         Epochs without validation improvement before stopping.
-    loss_weighting : "equal", "uncertainty" or dict of str to float, default="equal"
-        How outcome losses add up: equally, with learned homoscedastic
-        uncertainty weights (Kendall, Gal and Cipolla 2018), or with fixed
-        non-negative weights per outcome (clinical priorities).
+    loss_weighting : {"equal", "uncertainty", "dwa", "gradnorm", "pcgrad"} or dict, default="equal"
+        Equal, learned uncertainty (Kendall et al. 2018) or dynamic task
+        weights (:mod:`clinical_mtl.model.weighting`), or fixed non-negative
+        weights per outcome (clinical priorities); per epoch in ``history_``.
     class_weight : "balanced", dict or None, default=None
         Per-class loss weights of classification outcomes. "balanced" weights
         every class of every classification outcome by
@@ -127,6 +127,17 @@ class MultiTaskMLP(PredictionCoreMixin, BaseEstimator):
         reported (flat output columns, reports, metrics), for every survival
         outcome or per outcome. None takes the quartiles of each outcome's
         training event times, to two significant digits.
+    head_hidden_layer_sizes : tuple of int or dict of str to tuple, default=()
+        Task-specific hidden layers inside every head (or per outcome).
+    sharing, sharing_strength : {"hard", "soft"}, float, default="hard", 0.1
+        One trunk, or one per outcome tied by an L2 pull of that strength.
+    training : {"joint", "alternate"}, default="joint"
+        All outcomes' losses in every step, or one outcome per step in turn.
+    head_weight_decay : float, dict of str to float or None, default=None
+        Weight decay of the heads' matrices, for all or per outcome.
+    self_supervision : float, default=0.0
+        Weight of a masked-feature reconstruction loss on the trunk (0: off).
+        The multi-task options: :mod:`clinical_mtl.model.parameters`.
 
     Attributes
     ----------
@@ -165,7 +176,8 @@ class MultiTaskMLP(PredictionCoreMixin, BaseEstimator):
         One record per network (``member``) and epoch: total and per-outcome
         training loss (``train_loss/<outcome>``), validation losses with early
         stopping, and the weight of every outcome (``weight/<outcome>``;
-        ``sigma/<outcome>`` for uncertainty weighting).
+        ``sigma/<outcome>`` for uncertainty weighting); every tenth epoch, the
+        outcomes' gradient cosines (:mod:`clinical_mtl.model.relatedness`).
         ``pandas.DataFrame(history_)`` tabulates it.
     best_epoch_ : ndarray of int, shape (ensemble_size,)
         Per network, the epoch whose weights it holds.
@@ -209,28 +221,7 @@ class MultiTaskMLP(PredictionCoreMixin, BaseEstimator):
     ['diagnosis', 'subtype', 'prognosis']
     """
 
-    _parameter_constraints: dict = {
-        "tasks": [dict, None],
-        "hidden_layer_sizes": [tuple, list],
-        "dropout": [Interval(Real, 0, 1, closed="left")],
-        "learning_rate": [Interval(Real, 0, None, closed="neither")],
-        "weight_decay": [Interval(Real, 0, None, closed="left")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "max_epochs": [Interval(Integral, 1, None, closed="left")],
-        "early_stopping": ["boolean"],
-        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
-        "patience": [Interval(Integral, 1, None, closed="left")],
-        "loss_weighting": [StrOptions({EQUAL, UNCERTAINTY}), dict],
-        "class_weight": [StrOptions({"balanced"}), dict, None],
-        "random_state": ["random_state"],
-        "device": [str],
-        "verbose": ["verbose"],
-        "ensemble_size": [Interval(Integral, 1, None, closed="left")],
-        "log_transform": [StrOptions({"auto"}), list, None],
-        "calibration": [StrOptions({TEMPERATURE, ISOTONIC}), None],
-        "survival_intervals": [Interval(Integral, 1, None, closed="left")],
-        "survival_horizons": [tuple, list, dict, None],
-    }
+    _parameter_constraints: dict = PARAMETER_CONSTRAINTS
 
     def __init__(
         self,
@@ -254,6 +245,12 @@ class MultiTaskMLP(PredictionCoreMixin, BaseEstimator):
         calibration=TEMPERATURE,
         survival_intervals=DEFAULT_INTERVALS,
         survival_horizons=None,
+        head_hidden_layer_sizes=(),
+        training=JOINT,
+        head_weight_decay=None,
+        self_supervision=0.0,
+        sharing="hard",
+        sharing_strength=0.1,
     ):
         self.tasks = tasks
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -275,6 +272,12 @@ class MultiTaskMLP(PredictionCoreMixin, BaseEstimator):
         self.calibration = calibration
         self.survival_intervals = survival_intervals
         self.survival_horizons = survival_horizons
+        self.head_hidden_layer_sizes = head_hidden_layer_sizes
+        self.training = training
+        self.head_weight_decay = head_weight_decay
+        self.self_supervision = self_supervision
+        self.sharing = sharing
+        self.sharing_strength = sharing_strength
 
     @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):

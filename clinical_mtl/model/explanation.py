@@ -76,7 +76,7 @@ from sklearn.cluster import KMeans
 
 from .features import BOOLEAN, prepare_features
 from .link_attributions import survival_link_slopes, through_calibration, through_link, to_log_odds
-from .network import MultiHeadNet
+from .network import MultiHeadNet, head_layers
 from .preprocessing import CategoricalEncoding
 from .survival import SURVIVAL
 from .tasks import BINARY, MULTICLASS, TaskSpec
@@ -238,19 +238,20 @@ def _explained_outputs(member: MultiHeadNet, x: torch.Tensor, r: torch.Tensor, s
     weights before the backward pass, which then carries K rows instead of J
     (the pass is linear in the multipliers it starts from, so this is exact).
     """
-    linears, slopes, outputs_x, outputs_r = _forward(member, x, r)
+    linears, slopes, outputs_x, outputs_r, own = _forward(member, x, r)
     n, m = len(x), len(r)
     starts, finals = [], []
     for spec in specs:
         t = task_index[spec.name]
-        weight = member.heads[t].weight  # (head width, last hidden width)
+        weight = head_layers(member.heads[t])[1].weight  # (head width, last hidden width)
         if spec.kind == SURVIVAL:
             link, f_r = survival_link_slopes(spec, outputs_x[t], outputs_r[t])  # (n, m, K, J)
-            starts.append(torch.einsum("nmkj,jw->nmkw", link, weight))
+            start = torch.einsum("nmkj,jw->nmkw", link, weight)
             finals.append(f_r)
         else:
-            starts.append(weight.expand(n, m, *weight.shape))
+            start = weight.expand(n, m, *weight.shape)
             finals.append(None)
+        starts.append(_through_layers(*own[t], start))
     phis = torch.split(_backward(linears, slopes, torch.cat(starts, dim=2), x, r),
                        [start.shape[2] for start in starts], dim=2)
     return [(phi, f_r) if f_r is not None else through_link(spec, phi, outputs_x[task_index[spec.name]],
@@ -283,22 +284,51 @@ def _deeplift(member: MultiHeadNet, x: torch.Tensor, r: torch.Tensor):
     Returns, per head: attributions (n, m, width, n_inputs) of ``h(x) - h(r)``,
     logits at x (n, width) and at the background points (m, width).
     """
-    linears, slopes, outputs_x, outputs_r = _forward(member, x, r)
-    head_weight = torch.cat([head.weight for head in member.heads])  # (outputs, width)
-    attributions = _backward(linears, slopes, head_weight[None, None], x, r)
-    return torch.split(attributions, [head.out_features for head in member.heads], dim=2), outputs_x, outputs_r
+    linears, slopes, outputs_x, outputs_r, own = _forward(member, x, r)
+    n, m = len(x), len(r)
+    mixed = any(layers for layers, _ in own)  # then every head's multipliers are per (patient, point)
+    starts = []
+    for head, (layers, head_slopes) in zip(member.heads, own):
+        weight = head_layers(head)[1].weight  # (outputs, width)
+        starts.append(_through_layers(layers, head_slopes, weight.expand(n, m, *weight.shape) if mixed
+                                      else weight[None, None]))
+    attributions = _backward(linears, slopes, torch.cat(starts, dim=2), x, r)
+    return torch.split(attributions, [start.shape[2] for start in starts], dim=2), outputs_x, outputs_r
 
 
 def _forward(member: MultiHeadNet, x: torch.Tensor, r: torch.Tensor):
     """The forward pass at the patients ``x`` (n, d) and background points ``r`` (m, d).
 
     Returns the trunk's linear layers, the rescale slope of every hidden unit
-    for every (patient, point) pair (n, m, width) per layer, and per head its
-    outputs at x (n, width) and at r (m, width). float32: float64 is several
-    times slower here and the sums agree to ~1e-6.
+    for every (patient, point) pair (n, m, width) per layer, per head its
+    outputs at x (n, width) and at r (m, width), and per head its own hidden
+    layers with their slopes (empty for a linear head). float32: float64 is
+    several times slower here and the sums agree to ~1e-6.
     """
     linears = [layer for layer in member.trunk if isinstance(layer, torch.nn.Linear)]
-    a_x, a_r, slopes = x, r, []
+    a_x, a_r, slopes = _rescale_layers(linears, x, r)
+    heads = [head_layers(head) for head in member.heads]
+    if not any(hidden for hidden, _ in heads):
+        head_weight = torch.cat([output.weight for _, output in heads])
+        head_bias = torch.cat([output.bias for _, output in heads])
+        out_x = torch.addmm(head_bias[:, None], head_weight, a_x.T).T.contiguous()
+        out_r = a_r @ head_weight.T + head_bias
+        widths = [output.out_features for _, output in heads]
+        own = [([], [])] * len(heads)
+        return linears, slopes, torch.split(out_x, widths, dim=1), torch.split(out_r, widths, dim=1), own
+    outputs_x, outputs_r, own = [], [], []
+    for hidden, output in heads:
+        h_x, h_r, head_slopes = _rescale_layers(hidden, a_x, a_r)
+        outputs_x.append(torch.addmm(output.bias[:, None], output.weight, h_x.T).T.contiguous())
+        outputs_r.append(output(h_r))
+        own.append((hidden, head_slopes))
+    return linears, slopes, outputs_x, outputs_r, own
+
+
+def _rescale_layers(linears, a_x: torch.Tensor, a_r: torch.Tensor):
+    """Activations after ``linears`` (each followed by ReLU) at x and r, and each
+    layer's rescale slopes (n, m, width)."""
+    slopes = []
     for layer in linears:
         # Patients along the product's columns, as in predict_feature_major: with
         # patients along its rows, a row's rounding depended on its place in the block.
@@ -309,22 +339,23 @@ def _forward(member: MultiHeadNet, x: torch.Tensor, r: torch.Tensor):
         flat = delta_z.abs() < 1e-6
         slope = torch.where(flat, (z_x[:, None, :] > 0).float(), delta_a / torch.where(flat, 1.0, delta_z))
         slopes.append(slope)
-    head_weight = torch.cat([head.weight for head in member.heads])
-    head_bias = torch.cat([head.bias for head in member.heads])
-    out_x, out_r = torch.addmm(head_bias[:, None], head_weight, a_x.T).T.contiguous(), a_r @ head_weight.T + head_bias
-    widths = [head.out_features for head in member.heads]
-    return linears, slopes, torch.split(out_x, widths, dim=1), torch.split(out_r, widths, dim=1)
+    return a_x, a_r, slopes
+
+
+def _through_layers(linears, slopes, multipliers: torch.Tensor) -> torch.Tensor:
+    """Multipliers on the outputs of ``linears`` (n or 1, m or 1, k, width) carried
+    back to their inputs through the rescale slopes: (n, m, k, input width)."""
+    for layer, slope in zip(reversed(linears), reversed(slopes)):
+        n, m = slope.shape[:2]
+        multipliers = ((multipliers * slope[:, :, None, :]).reshape(-1, layer.weight.shape[0]) @ layer.weight)
+        multipliers = multipliers.reshape(n, m, -1, layer.weight.shape[1])
+    return multipliers
 
 
 def _backward(linears, slopes, multipliers: torch.Tensor, x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
     """Attributions (n, m, k, d) of k outputs whose multipliers on the last hidden
     layer (or on the inputs, without a trunk) are ``multipliers`` (n or 1, m or 1, k, width)."""
-    n, m, k = len(x), len(r), multipliers.shape[2]
-    for layer, slope in zip(reversed(linears), reversed(slopes)):
-        weight = layer.weight  # (width, previous width)
-        scaled = (multipliers * slope[:, :, None, :]).reshape(-1, weight.shape[0])
-        multipliers = (scaled @ weight).reshape(n, m, k, weight.shape[1])
-    return multipliers * (x[:, None, :] - r[None, :, :])[:, :, None, :]
+    return _through_layers(linears, slopes, multipliers) * (x[:, None, :] - r[None, :, :])[:, :, None, :]
 
 
 def _group_matrix(preprocessor) -> pd.DataFrame:

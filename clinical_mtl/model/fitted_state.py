@@ -18,7 +18,7 @@ import torch
 
 from .calibration import calibrator_from_dict
 from .explanation import Background
-from .network import MultiHeadEnsemble, MultiHeadNet
+from .network import MultiHeadEnsemble, MultiHeadNet, head_layers
 from .preprocessing import ClinicalPreprocessor
 from .tasks import TaskSpec
 
@@ -170,7 +170,8 @@ def restore_state(model, state: dict, weights: dict) -> None:
         setattr(model, attribute.name, attribute.from_json(value))
     network = state["network"]
     model.module_ = MultiHeadEnsemble([
-        MultiHeadNet(network["n_features"], network["hidden_layer_sizes"], network["head_sizes"], model.dropout)
+        MultiHeadNet(network["n_features"], network["hidden_layer_sizes"], network["head_sizes"], model.dropout,
+                     network.get("head_hidden_layer_sizes"))  # absent from models saved before task-specific layers
         for _ in range(network["n_members"])
     ])
     model.module_.load_state_dict(weights)
@@ -181,9 +182,11 @@ def network_architecture(ensemble: MultiHeadEnsemble) -> dict:
     """What rebuilding the networks needs besides their weights."""
     first = ensemble.members[0]
     linears = [layer for layer in first.trunk if isinstance(layer, torch.nn.Linear)]
+    heads = [head_layers(head) for head in first.heads]
     return {
-        "n_features": linears[0].in_features if linears else first.heads[0].in_features,
+        "n_features": linears[0].in_features if linears else (heads[0][0] or [heads[0][1]])[0].in_features,
         "hidden_layer_sizes": [layer.out_features for layer in linears],
-        "head_sizes": [head.out_features for head in first.heads],
+        "head_sizes": [output.out_features for _, output in heads],
+        "head_hidden_layer_sizes": [[layer.out_features for layer in hidden] for hidden, _ in heads],
         "n_members": len(ensemble.members),
     }

@@ -18,7 +18,6 @@ from .calibration import fit_calibrator
 from .conformal import conformal_scores
 from .hooks import TrainingProgress, has_progress_listeners, notify_progress
 from .labels import class_counts, class_weight_vectors, encode_targets, labelled_targets
-from .losses import weighting_factory
 from .metrics import metrics_table
 from .network import build_network
 from .preprocessing import STORED_DIGITS, round_significant
@@ -33,6 +32,7 @@ from .training import (
     predict_module,
     resolve_device,
 )
+from .weighting import GRADIENT_BASED, weighting_factory
 
 LABEL_PERCENTILES = np.arange(5, 96)
 """Percentiles of the training labels a model stores (``label_percentiles_``)."""
@@ -92,6 +92,7 @@ def _label_counts(labels: pd.DataFrame, spec: TaskSpec) -> dict:
 def fit_ensemble(model, specs, inputs: np.ndarray, labels: pd.DataFrame, seeds) -> FittedEnsemble:
     """Train ``len(seeds)`` networks with ``model``'s parameters, one seed each."""
     new_weighting = weighting_factory(model.loss_weighting, specs)
+    settings = training_settings(model, specs)
     class_weights = class_weight_vectors(specs, labels, model.class_weight)
     device = resolve_device(model.device)
     targets, labelled = encode_targets(labels, specs)
@@ -104,7 +105,7 @@ def fit_ensemble(model, specs, inputs: np.ndarray, labels: pd.DataFrame, seeds) 
     for member, seed in enumerate(seeds):
         report = _progress_reporter(model, specs, member, len(seeds)) if has_progress_listeners() else None
         network, result, valid_rows = _fit_member(model, specs, data, targets, labelled, new_weighting,
-                                                  int(seed), device, report)
+                                                  settings, int(seed), device, report)
         fitted.networks.append(network)
         if valid_rows is not None:
             fitted.held_out.append((valid_rows, network))
@@ -127,8 +128,85 @@ def _progress_reporter(model, specs, member: int, n_members: int):
     return report
 
 
-def _fit_member(model, specs, data: TaskData, targets, labelled: np.ndarray, new_weighting, seed: int,
-                device: torch.device, report=None):
+def head_hidden_sizes(setting, specs) -> list[tuple[int, ...]]:
+    """Per outcome, the widths of its head's own hidden layers.
+
+    Parameters
+    ----------
+    setting : tuple of int or dict of str to tuple of int
+        ``head_hidden_layer_sizes``: the same layers for every head, or per
+        outcome (an outcome left out gets none).
+    specs : sequence of TaskSpec
+
+    Raises
+    ------
+    TaskSpecificationError
+        If a mapping names an unknown outcome or a width is not a positive integer.
+    """
+    names = [spec.name for spec in specs]
+    if isinstance(setting, dict):
+        unknown = sorted(map(str, set(setting) - set(names)))
+        if unknown:
+            raise TaskSpecificationError(
+                f"head_hidden_layer_sizes names {unknown}, which are not outcomes; the outcomes are {names}.")
+        sizes = [tuple(setting.get(name, ())) for name in names]
+    else:
+        sizes = [tuple(setting)] * len(names)
+    if not all(isinstance(w, (int, np.integer)) and not isinstance(w, bool) and w > 0 for layers in sizes for w in layers):
+        raise TaskSpecificationError(
+            f"head_hidden_layer_sizes must give positive integer widths, got {setting!r}.")
+    return [tuple(int(w) for w in layers) for layers in sizes]
+
+
+def training_settings(model, specs) -> TrainingSettings:
+    """The ``TrainingSettings`` of ``model``'s parameters, checked against its outcomes.
+
+    Raises
+    ------
+    TaskSpecificationError
+        If ``head_weight_decay`` names an unknown outcome or gives a negative or
+        non-finite decay, alternate training is combined with a weighting that
+        needs every task's gradient in one step, or soft sharing with an
+        option that needs a shared trunk.
+    """
+    soft = model.sharing == "soft"
+    if soft and (model.loss_weighting in GRADIENT_BASED or model.self_supervision > 0 or not model.hidden_layer_sizes):
+        raise TaskSpecificationError(
+            "sharing='soft' gives every outcome a trunk of its own, tied by a penalty: it needs hidden_layer_sizes, "
+            "and there is no shared layer for loss_weighting='gradnorm'/'pcgrad' or self_supervision to act on.")
+    if model.training == "alternate" and model.loss_weighting in GRADIENT_BASED:
+        raise TaskSpecificationError(
+            f"training='alternate' optimises one outcome per step, so loss_weighting="
+            f"{model.loss_weighting!r} has no gradients to balance; use 'equal', 'uncertainty', 'dwa' or a dict.")
+    names = [spec.name for spec in specs]
+    decay = model.head_weight_decay
+    if isinstance(decay, dict):
+        unknown = sorted(map(str, set(decay) - set(names)))
+        if unknown:
+            raise TaskSpecificationError(
+                f"head_weight_decay names {unknown}, which are not outcomes; the outcomes are {names}.")
+        decay = tuple(decay.get(name, model.weight_decay) for name in names)
+    elif decay is not None:
+        decay = (decay,) * len(names)
+    if decay is not None and not all(np.isfinite(d) and d >= 0 for d in decay):
+        raise TaskSpecificationError(f"head_weight_decay values must be finite and >= 0, got {model.head_weight_decay}.")
+    return TrainingSettings(
+        learning_rate=model.learning_rate,
+        weight_decay=model.weight_decay,
+        batch_size=model.batch_size,
+        max_epochs=model.max_epochs,
+        patience=model.patience,
+        verbose=model.verbose,
+        training=model.training,
+        head_weight_decay=None if decay is None else tuple(float(d) for d in decay),
+        self_supervision=float(model.self_supervision),
+        tied_layers=len(model.hidden_layer_sizes) if soft else 0,
+        sharing_strength=float(model.sharing_strength),
+    )
+
+
+def _fit_member(model, specs, data: TaskData, targets, labelled: np.ndarray, new_weighting,
+                settings: TrainingSettings, seed: int, device: torch.device, report=None):
     """Train one network on its own early-stopping split.
 
     Returns the network (on the CPU), what training did and the positions of
@@ -144,17 +222,12 @@ def _fit_member(model, specs, data: TaskData, targets, labelled: np.ndarray, new
         check_every_task_trains(specs, labelled[train_rows])
         train = data.take(torch.from_numpy(train_rows))
         valid = data.take(torch.from_numpy(valid_rows)).to(device)
+    trunk, heads = tuple(model.hidden_layer_sizes), head_hidden_sizes(model.head_hidden_layer_sizes, specs)
+    if model.sharing == "soft":  # one trunk per outcome: the trunk's layers become each head's first layers
+        trunk, heads = (), [trunk + own for own in heads]
     network = build_network(
-        data.X.shape[1], model.hidden_layer_sizes, [s.n_outputs for s in specs], model.dropout, seed
+        data.X.shape[1], trunk, [s.n_outputs for s in specs], model.dropout, seed, heads,
     ).to(device)
-    settings = TrainingSettings(
-        learning_rate=model.learning_rate,
-        weight_decay=model.weight_decay,
-        batch_size=model.batch_size,
-        max_epochs=model.max_epochs,
-        patience=model.patience,
-        verbose=model.verbose,
-    )
     result = fit_module(network, new_weighting().to(device), [s.name for s in specs], [s.kind for s in specs],
                         train.to(device), valid, settings, seed, on_epoch=report)
     if report is not None and result.history:

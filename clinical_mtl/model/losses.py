@@ -1,4 +1,6 @@
-"""Masked per-task losses and the strategies that weight tasks against each other.
+"""Masked per-task losses and the static strategies that weight tasks against each
+other (equal, fixed, uncertainty); the dynamic ones and the factory that reads
+``loss_weighting`` are in :mod:`clinical_mtl.model.weighting`.
 
 Every task loss is a weighted mean over the rows labelled for that task:
 ``sum(w_i * l_i) / sum(w_i)``, where ``w_i`` is 0 for an unlabelled row and
@@ -11,17 +13,14 @@ parameters.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from numbers import Real
+from collections.abc import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..exceptions import TaskSpecificationError
 from .survival import SURVIVAL, survival_loss
-from .tasks import BINARY, MULTICLASS, REGRESSION, TaskSpec
+from .tasks import BINARY, MULTICLASS, REGRESSION
 
 EQUAL = "equal"
 UNCERTAINTY = "uncertainty"
@@ -79,6 +78,18 @@ class TaskWeighting(nn.Module):
     def report(self) -> dict[str, list[float]]:
         """Current per-task weights (and any other learned quantity) for the history."""
         raise NotImplementedError  # pragma: no cover - abstract
+
+    def backward(self, total: Tensor, losses: Sequence[Tensor | None], shared: Sequence[Tensor]) -> None:
+        """Set the gradients of one step from its objective ``total`` (``self(losses)``
+        plus any auxiliary term); ``shared`` are the trunk's parameters. Strategies
+        that act on per-task gradients (PCGrad, GradNorm) override it."""
+        total.backward()
+
+    def after_step(self, losses: Sequence[Tensor | None]) -> None:
+        """Called after each optimiser step with that step's task losses."""
+
+    def end_epoch(self, epoch_losses: Sequence[float]) -> None:
+        """Called after each epoch with every task's mean training loss (NaN if absent)."""
 
 
 class FixedWeighting(TaskWeighting):
@@ -143,46 +154,3 @@ class UncertaintyWeighting(TaskWeighting):
             "weight": (self.factors * torch.exp(-log_var)).tolist(),
             "sigma": torch.exp(0.5 * log_var).tolist(),
         }
-
-
-def weighting_factory(
-    loss_weighting: str | Mapping[str, float], specs: Sequence[TaskSpec]
-) -> Callable[[], TaskWeighting]:
-    """Check a ``loss_weighting`` setting and return a maker of fresh weightings.
-
-    Parameters
-    ----------
-    loss_weighting : "equal", "uncertainty" or mapping of str to float
-        Equal weights, learned uncertainty weights, or one fixed non-negative
-        weight per outcome.
-    specs : sequence of TaskSpec
-        The outcomes.
-
-    Returns
-    -------
-    callable
-        Returns a new, untrained ``TaskWeighting`` at each call (one per network).
-
-    Raises
-    ------
-    TaskSpecificationError
-        If a mapping does not give exactly one finite non-negative weight per
-        outcome, or gives only zeros.
-    """
-    names = [spec.name for spec in specs]
-    if loss_weighting == EQUAL:
-        return lambda: FixedWeighting([1.0] * len(specs))
-    if loss_weighting == UNCERTAINTY:
-        return lambda: UncertaintyWeighting([spec.kind == REGRESSION for spec in specs])
-    if set(loss_weighting) != set(names):
-        raise TaskSpecificationError(
-            f"loss_weighting gives weights for {sorted(map(str, loss_weighting))} but the "
-            f"outcomes are {names}; pass one weight per outcome, 'equal' or 'uncertainty'."
-        )
-    values = [loss_weighting[name] for name in names]
-    if not all(isinstance(v, Real) and np.isfinite(v) and v >= 0 for v in values) or not any(values):
-        raise TaskSpecificationError(
-            "loss_weighting values must be finite, non-negative and not all 0, "
-            f"got {dict(loss_weighting)}."
-        )
-    return lambda: FixedWeighting([float(v) for v in values])

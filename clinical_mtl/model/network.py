@@ -20,15 +20,20 @@ class MultiHeadNet(nn.Module):
         Width of the input (the preprocessed feature matrix).
     hidden_layer_sizes : sequence of int
         Widths of the trunk's hidden layers, each followed by ReLU and dropout.
-        Empty means no trunk: every head is then a linear model of the inputs.
+        Empty means no trunk: every head is then a model of the inputs.
     head_sizes : sequence of int
         Number of outputs of each head, in task order.
     dropout : float
         Dropout probability after every hidden layer.
+    head_hidden_layer_sizes : sequence of sequence of int, optional
+        Per head, the widths of its own hidden layers (task-specific layers,
+        ReLU and dropout like the trunk's) before its output layer. A head
+        without any is one ``nn.Linear``; one with some is an ``nn.Sequential``
+        (see ``head_layers``).
 
     Examples
     --------
-    >>> net = MultiHeadNet(5, (8,), head_sizes=(1, 3), dropout=0.0)
+    >>> net = MultiHeadNet(5, (8,), head_sizes=(1, 3), dropout=0.0, head_hidden_layer_sizes=((), (4,)))
     >>> [out.shape for out in net(torch.zeros(2, 5))]
     [torch.Size([2, 1]), torch.Size([2, 3])]
     """
@@ -39,22 +44,71 @@ class MultiHeadNet(nn.Module):
         hidden_layer_sizes: Sequence[int],
         head_sizes: Sequence[int],
         dropout: float = 0.0,
+        head_hidden_layer_sizes: Sequence[Sequence[int]] | None = None,
     ) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        width = n_features
-        for size in hidden_layer_sizes:
-            layers += [nn.Linear(width, size), nn.ReLU()]
-            if dropout > 0:
-                layers.append(nn.Dropout(dropout))
-            width = size
-        self.trunk = nn.Sequential(*layers)
-        self.heads = nn.ModuleList(nn.Linear(width, size) for size in head_sizes)
+        self.trunk = _perceptron(n_features, hidden_layer_sizes, dropout)
+        width = hidden_layer_sizes[-1] if len(hidden_layer_sizes) else n_features
+        head_hidden = head_hidden_layer_sizes or [()] * len(head_sizes)
+        self.heads = nn.ModuleList(
+            nn.Linear(width, size) if not hidden else
+            nn.Sequential(*_perceptron(width, hidden, dropout), nn.Linear(hidden[-1], size))
+            for size, hidden in zip(head_sizes, head_hidden)
+        )
 
     def forward(self, x: Tensor) -> list[Tensor]:
         """Return the raw output of every head (logits or standardised values)."""
         shared = self.trunk(x)
         return [head(shared) for head in self.heads]
+
+
+def _perceptron(width: int, hidden_layer_sizes: Sequence[int], dropout: float) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for size in hidden_layer_sizes:
+        layers += [nn.Linear(width, size), nn.ReLU()]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        width = size
+    return nn.Sequential(*layers)
+
+
+def head_layers(head: nn.Module) -> tuple[list[nn.Linear], nn.Linear]:
+    """A head's hidden linear layers (each followed by ReLU) and its output layer.
+
+    Examples
+    --------
+    >>> hidden, output = head_layers(MultiHeadNet(5, (8,), (2,), head_hidden_layer_sizes=((4,),)).heads[0])
+    >>> [layer.out_features for layer in hidden], output.out_features
+    ([4], 2)
+    """
+    if isinstance(head, nn.Linear):
+        return [], head
+    linears = [layer for layer in head if isinstance(layer, nn.Linear)]
+    return linears[:-1], linears[-1]
+
+
+def soft_sharing_penalty(module: MultiHeadNet, tied_layers: int) -> Tensor:
+    """Soft parameter sharing's tie: the squared distance of every head's first
+    ``tied_layers`` hidden layers (weights and biases) from their mean over heads.
+
+    Up to a factor of the number of heads, this is the sum over pairs of heads of
+    the squared distance between corresponding weights (Duong et al. 2015).
+
+    Examples
+    --------
+    >>> net = MultiHeadNet(3, (), (1, 1), head_hidden_layer_sizes=((2,), (2,)))
+    >>> net.heads[1].load_state_dict(net.heads[0].state_dict())
+    <All keys matched successfully>
+    >>> float(soft_sharing_penalty(net, 1))
+    0.0
+    """
+    terms = []
+    for depth in range(tied_layers):
+        layers = [head_layers(head)[0][depth] for head in module.heads]
+        for name in ("weight", "bias"):
+            stacked = torch.stack([getattr(layer, name) for layer in layers])
+            terms.append(((stacked - stacked.mean(dim=0)) ** 2).sum())
+    return torch.stack(terms).sum()
 
 
 class MultiHeadEnsemble(nn.Module):
@@ -110,9 +164,20 @@ class MultiHeadEnsemble(nn.Module):
             for depth in range(len(linears[0]))
         ]
         # Every head of a member in one matrix: one product reads the hidden layer once.
-        head_weight = torch.stack([torch.cat([head.weight for head in m.heads]) for m in self.members])
-        head_bias = torch.stack([torch.cat([head.bias for head in m.heads]) for m in self.members])[:, :, None]
-        widths = [head.out_features for head in self.members[0].heads]
+        # Heads with layers of their own first take their hidden layers, head by head.
+        split = [[head_layers(head) for head in m.heads] for m in self.members]
+        head_hidden = [
+            [(torch.stack([layers[h][0][depth].weight for layers in split]),
+              torch.stack([layers[h][0][depth].bias for layers in split])[:, :, None])
+             for depth in range(len(split[0][h][0]))]
+            for h in range(len(split[0]))
+        ]
+        outputs_of = [[layers[h][1] for layers in split] for h in range(len(split[0]))]
+        widths = [out[0].out_features for out in outputs_of]
+        if not any(head_hidden):
+            head_weight = torch.stack([torch.cat([out[m].weight for out in outputs_of]) for m in range(n_members)])
+            head_bias = torch.stack([torch.cat([out[m].bias for out in outputs_of])
+                                     for m in range(n_members)])[:, :, None]
         outputs: list[Tensor] = []
         n = x_t.shape[1]
         for start in range(0, n, batch_size):
@@ -128,7 +193,17 @@ class MultiHeadEnsemble(nn.Module):
                     hidden = torch.baddbmm(bias, weight, hidden).relu_()
             else:
                 hidden = columns.expand(n_members, *columns.shape)
-            outputs.append(torch.baddbmm(head_bias, head_weight, hidden))
+            if not any(head_hidden):
+                outputs.append(torch.baddbmm(head_bias, head_weight, hidden))
+                continue
+            per_head = []
+            for layers, out in zip(head_hidden, outputs_of):
+                own = hidden
+                for weight, bias in layers:
+                    own = torch.baddbmm(bias, weight, own).relu_()
+                per_head.append(torch.baddbmm(torch.stack([o.bias for o in out])[:, :, None],
+                                              torch.stack([o.weight for o in out]), own))
+            outputs.append(torch.cat(per_head, dim=1))
         stacked_outputs = torch.cat(outputs, dim=2)[:, :, :n].transpose(1, 2)  # (members, n, all head widths)
         return list(torch.split(stacked_outputs, widths, dim=2))
 
@@ -139,6 +214,7 @@ def build_network(
     head_sizes: Sequence[int],
     dropout: float,
     seed: int,
+    head_hidden_layer_sizes: Sequence[Sequence[int]] | None = None,
 ) -> MultiHeadNet:
     """Build a ``MultiHeadNet`` whose initial weights depend only on ``seed``.
 
@@ -146,4 +222,4 @@ def build_network(
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return MultiHeadNet(n_features, hidden_layer_sizes, head_sizes, dropout)
+        return MultiHeadNet(n_features, hidden_layer_sizes, head_sizes, dropout, head_hidden_layer_sizes)

@@ -16,8 +16,12 @@ from torch import Tensor, nn
 
 from ..exceptions import TrainingDivergedError
 from .losses import TaskWeighting, masked_task_loss
+from .network import soft_sharing_penalty
+from .relatedness import RELATEDNESS_EVERY, gradient_cosines, measurement_rows
+from .self_supervision import MaskedFeatureReconstruction
 
 INFERENCE_BATCH_SIZE = 4096
+JOINT, ALTERNATE = "joint", "alternate"
 
 
 @dataclass
@@ -53,7 +57,25 @@ class TaskData:
 
 @dataclass(frozen=True)
 class TrainingSettings:
-    """Optimisation settings of ``fit_module``; no defaults, the caller (the estimator) gives each."""
+    """Optimisation settings of ``fit_module``.
+
+    The first six have no default: the caller (the estimator) gives each. The
+    multi-task options default to plain joint training.
+
+    Attributes
+    ----------
+    training : {"joint", "alternate"}
+        Every step on the weighted sum of the task losses, or each step on one
+        task's loss, the tasks present in the batch taken in rotation.
+    head_weight_decay : tuple of float or None
+        Per task, the weight decay of its head's matrices (None: ``weight_decay``).
+    self_supervision : float
+        Weight of the masked-feature reconstruction loss on the trunk (0: off).
+    tied_layers, sharing_strength : int, float
+        Soft parameter sharing: the first ``tied_layers`` hidden layers of
+        every head are pulled together by ``sharing_strength`` times
+        ``soft_sharing_penalty`` (0: none).
+    """
 
     learning_rate: float
     weight_decay: float
@@ -61,6 +83,11 @@ class TrainingSettings:
     max_epochs: int
     patience: int
     verbose: int
+    training: str = JOINT
+    head_weight_decay: tuple | None = None
+    self_supervision: float = 0.0
+    tied_layers: int = 0
+    sharing_strength: float = 0.0
 
 
 @dataclass
@@ -73,7 +100,9 @@ class TrainingResult:
         One record per epoch: ``epoch``, ``train_loss``, ``valid_loss`` (with a
         validation set), and per task ``train_loss/<task>``,
         ``valid_loss/<task>``, ``weight/<task>`` (and ``sigma/<task>`` for
-        uncertainty weighting).
+        uncertainty weighting); every ``RELATEDNESS_EVERY`` epochs from the
+        first, ``grad_cosine/<task>/<other task>`` (see
+        :mod:`clinical_mtl.model.relatedness`).
     best_epoch : int
         Epoch (from 1) whose weights the module holds on return.
     n_epochs : int
@@ -125,17 +154,29 @@ def fit_module(
     TrainingResult
     """
     device = train.X.device
-    optimizer = _make_optimizer(module, weighting, settings, device)
+    shared = list(module.trunk.parameters()) if hasattr(module, "trunk") else []
+    reconstruction = None
+    if settings.self_supervision > 0:
+        reconstruction = MaskedFeatureReconstruction.for_module(module, train.X.shape[1], seed).to(device)
+    optimizer = _make_optimizer(module, weighting, settings, device, reconstruction)
     generator = torch.Generator().manual_seed(seed)
+    rotation = Rotation(len(task_kinds)) if settings.training == ALTERNATE else None
+    auxiliary = _auxiliary_loss(module, settings, reconstruction)
+    measured = (train.take(torch.from_numpy(measurement_rows(len(train), seed)).to(device))
+                if shared and len(task_kinds) > 1 else None)
     result = TrainingResult()
     best_objective, best_state = math.inf, None
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         for epoch in range(1, settings.max_epochs + 1):
             train_losses = train_epoch(
-                module, weighting, task_kinds, train, optimizer, settings.batch_size, generator
+                module, weighting, task_kinds, train, optimizer, settings.batch_size, generator,
+                shared=shared, rotation=rotation, auxiliary=auxiliary,
             )
             record = _epoch_record(epoch, task_names, train_losses, weighting)
+            weighting.end_epoch(train_losses)
+            if measured is not None and (epoch - 1) % RELATEDNESS_EVERY == 0:
+                record |= _task_gradient_cosines(module, task_names, task_kinds, measured, shared)
             if valid is None:
                 result.history.append(record)
                 if on_epoch is not None:
@@ -174,10 +215,18 @@ def train_epoch(
     optimizer: torch.optim.Optimizer,
     batch_size: int,
     generator: torch.Generator,
+    *,
+    shared: Sequence[Tensor] = (),
+    rotation: Rotation | None = None,
+    auxiliary: Callable[[Tensor], Tensor] | None = None,
 ) -> list[float]:
     """One pass over ``data`` in a random order; returns each task's mean loss.
 
-    A task with no labelled row in the whole epoch gets NaN.
+    A task with no labelled row in the whole epoch gets NaN. With a
+    ``rotation`` each step optimises one task's loss (alternate training);
+    every task's loss is still computed and reported. With an ``auxiliary``
+    loss (a function of the batch's inputs: self-supervision, the soft-sharing
+    penalty), every step adds it, and batches without any label step too.
 
     Raises
     ------
@@ -196,16 +245,23 @@ def train_epoch(
         batch_weights = shuffled.weights[start:stop]
         weight_total = batch_weights.sum(dim=0)
         present = (weight_total > 0).tolist()
-        outputs = module(shuffled.X[start:stop])
+        batch_inputs = shuffled.X[start:stop]
+        outputs = module(batch_inputs)
         losses = [
             masked_task_loss(outputs[t], shuffled.targets[t][start:stop], batch_weights[:, t], kind)
             if present[t]
             else None
             for t, kind in enumerate(task_kinds)
         ]
-        if not any(present):
+        if not any(present) and auxiliary is None:
             continue
-        loss = weighting(losses)
+        stepped = losses
+        if rotation is not None and any(present):
+            chosen = rotation.choose(present)
+            stepped = [loss if t == chosen else None for t, loss in enumerate(losses)]
+        loss = weighting(stepped) if any(present) else absent
+        if auxiliary is not None:
+            loss = loss + auxiliary(batch_inputs)
         if not torch.isfinite(loss):
             raise TrainingDivergedError(
                 f"The training loss became {loss.item()} in a batch (task losses "
@@ -213,8 +269,9 @@ def train_epoch(
                 "or check the targets for extreme values."
             )
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        weighting.backward(loss, stepped, shared)
         optimizer.step()
+        weighting.after_step(stepped)
         detached = torch.stack([l.detach() if l is not None else absent for l in losses])
         loss_sums += detached * weight_total
         weight_sums += weight_total
@@ -266,20 +323,77 @@ def resolve_device(device: str) -> torch.device:
 
 
 def _make_optimizer(
-    module: nn.Module, weighting: TaskWeighting, settings: TrainingSettings, device: torch.device
+    module: nn.Module, weighting: TaskWeighting, settings: TrainingSettings, device: torch.device,
+    reconstruction: nn.Module | None = None,
 ) -> torch.optim.Optimizer:
-    """AdamW with weight decay on weight matrices only, never on biases or task weights.
+    """AdamW with weight decay on weight matrices only, never on biases or task weights;
+    with ``head_weight_decay``, each head's matrices at their task's own decay.
 
     The fused kernel on CPU and CUDA: one step for all parameters, about 3.4x
     faster on the CPU than the per-parameter loop for small networks.
     """
-    matrices = [p for p in module.parameters() if p.ndim > 1]
-    others = [p for p in module.parameters() if p.ndim <= 1] + list(weighting.parameters())
+    parts = [module] + ([reconstruction] if reconstruction is not None else [])
+    parameters = [p for part in parts for p in part.parameters()]
+    head_groups = []
+    if settings.head_weight_decay is not None:
+        head_groups = [{"params": [p for p in head.parameters() if p.ndim > 1], "weight_decay": decay}
+                       for head, decay in zip(module.heads, settings.head_weight_decay)]
+    in_heads = {id(p) for group in head_groups for p in group["params"]}
+    matrices = [p for p in parameters if p.ndim > 1 and id(p) not in in_heads]
+    others = [p for p in parameters if p.ndim <= 1] + list(weighting.parameters())
     groups = [
         {"params": matrices, "weight_decay": settings.weight_decay},
+        *head_groups,
         {"params": others, "weight_decay": 0.0},
     ]
     return torch.optim.AdamW(groups, lr=settings.learning_rate, fused=device.type in ("cpu", "cuda"))
+
+
+class Rotation:
+    """Alternate training's schedule: the tasks in turn, skipping those absent from a batch.
+
+    Examples
+    --------
+    >>> rotation = Rotation(3)
+    >>> [rotation.choose(present) for present in ([1, 1, 1], [1, 1, 1], [1, 0, 0], [1, 1, 1])]
+    [0, 1, 0, 1]
+    """
+
+    def __init__(self, n_tasks: int) -> None:
+        self.n_tasks, self.upcoming = n_tasks, 0
+
+    def choose(self, present: Sequence[bool]) -> int:
+        """The next task in turn that has a label in the batch (one must)."""
+        for offset in range(self.n_tasks):
+            task = (self.upcoming + offset) % self.n_tasks
+            if present[task]:
+                self.upcoming = task + 1
+                return task
+        raise ValueError("no task is present in the batch")
+
+
+def _auxiliary_loss(module: nn.Module, settings: TrainingSettings,
+                    reconstruction: MaskedFeatureReconstruction | None) -> Callable[[Tensor], Tensor] | None:
+    """The terms every step adds besides the task losses, as one function of the batch inputs."""
+    terms = []
+    if reconstruction is not None:
+        terms.append(lambda x: settings.self_supervision * reconstruction.loss(module.trunk, x))
+    if settings.tied_layers:
+        terms.append(lambda x: settings.sharing_strength * soft_sharing_penalty(module, settings.tied_layers))
+    return (lambda x: sum(term(x) for term in terms)) if terms else None
+
+
+def _task_gradient_cosines(module: nn.Module, names, kinds, data: TaskData, shared) -> dict[str, float]:
+    """``gradient_cosines`` on ``data`` with dropout off; the module's mode and
+    gradients are left as they were."""
+    was_training = module.training
+    module.eval()
+    outputs = module(data.X)
+    losses = [masked_task_loss(outputs[t], data.targets[t], data.weights[:, t], kind)
+              if data.weights[:, t].sum() > 0 else None for t, kind in enumerate(kinds)]
+    cosines = gradient_cosines(losses, shared, names)
+    module.train(was_training)
+    return cosines
 
 
 def _epoch_record(

@@ -110,7 +110,20 @@ def _reference_deeplift(net: MultiHeadNet, x: np.ndarray, r: np.ndarray):
     by the chain rule layer by layer; a ReLU whose input does not move has torch's slope
     (1 above 0, 0 at or below)."""
     linears = [layer for layer in net.trunk if isinstance(layer, torch.nn.Linear)]
-    a_x, a_r, multiplier = x, r, np.eye(len(x))
+    a_x, a_r, multiplier = _reference_relu_chain(linears, x, r, np.eye(len(x)))
+    attributions, outputs_x, outputs_r = [], [], []
+    for head in net.heads:  # a head's own hidden layers (task-specific layers) continue the chain
+        layers = [layer for layer in (head if isinstance(head, torch.nn.Sequential) else [head])
+                  if isinstance(layer, torch.nn.Linear)]
+        h_x, h_r, head_multiplier = _reference_relu_chain(layers[:-1], a_x, a_r, multiplier)
+        weight, bias = layers[-1].weight.detach().double().numpy(), layers[-1].bias.detach().double().numpy()
+        attributions.append((weight @ head_multiplier) * (x - r)[None, :])
+        outputs_x.append(weight @ h_x + bias)
+        outputs_r.append(weight @ h_r + bias)
+    return np.vstack(attributions), np.concatenate(outputs_x), np.concatenate(outputs_r)
+
+
+def _reference_relu_chain(linears, a_x, a_r, multiplier):
     for layer in linears:
         weight, bias = layer.weight.detach().double().numpy(), layer.bias.detach().double().numpy()
         z_x, z_r = weight @ a_x + bias, weight @ a_r + bias
@@ -122,9 +135,7 @@ def _reference_deeplift(net: MultiHeadNet, x: np.ndarray, r: np.ndarray):
                 slope[j] = (max(z_x[j], 0) - max(z_r[j], 0)) / (z_x[j] - z_r[j])
         multiplier = (slope[:, None] * weight) @ multiplier
         a_x, a_r = np.maximum(z_x, 0), np.maximum(z_r, 0)
-    head_weight = np.vstack([head.weight.detach().double().numpy() for head in net.heads])
-    head_bias = np.concatenate([head.bias.detach().double().numpy() for head in net.heads])
-    return (head_weight @ multiplier) * (x - r)[None, :], head_weight @ a_x + head_bias, head_weight @ a_r + head_bias
+    return a_x, a_r, multiplier
 
 
 @pytest.fixture(scope="module")
@@ -157,6 +168,25 @@ def test_deeplift_matches_the_layer_by_layer_rescale_rule(net):
             np.testing.assert_allclose(out_x[i], h_x, atol=1e-5)
             np.testing.assert_allclose(out_r[j], h_r, atol=1e-5)
             np.testing.assert_allclose(together[i, j].sum(axis=1), h_x - h_r, atol=1e-5)  # exact sums
+
+
+@pytest.mark.parametrize("trunk", [(4,), ()])
+def test_deeplift_through_task_specific_layers_matches_the_rescale_rule(trunk):
+    torch.manual_seed(3)
+    net = MultiHeadNet(3, trunk, head_sizes=(1, 3, 2), dropout=0.0,
+                       head_hidden_layer_sizes=((5,), (), (3, 2))).eval()
+    rng = np.random.default_rng(4)
+    x, r = rng.normal(size=(4, 3)).astype(np.float32), rng.normal(size=(3, 3)).astype(np.float32)
+    attributions, logits_x, logits_r = _deeplift(net, torch.from_numpy(x), torch.from_numpy(r))
+    assert [a.shape[2] for a in attributions] == [1, 3, 2]
+    together = torch.cat(attributions, dim=2).double().numpy()
+    out_x, out_r = torch.cat(logits_x, dim=1).double().numpy(), torch.cat(logits_r, dim=1).double().numpy()
+    for i in range(len(x)):
+        for j in range(len(r)):
+            expected, h_x, h_r = _reference_deeplift(net, x[i].astype(np.float64), r[j].astype(np.float64))
+            np.testing.assert_allclose(together[i, j], expected, atol=1e-5, err_msg=f"patient {i}, point {j}")
+            np.testing.assert_allclose(out_x[i], h_x, atol=1e-5)
+            np.testing.assert_allclose(out_r[j], h_r, atol=1e-5)
 
 
 def test_deeplift_of_a_net_without_trunk_is_weight_times_difference():

@@ -4,14 +4,10 @@ import pytest
 import torch
 
 from clinical_mtl.exceptions import TaskSpecificationError
-from clinical_mtl.model.losses import (
-    FixedWeighting,
-    UncertaintyWeighting,
-    masked_task_loss,
-    weighting_factory,
-)
+from clinical_mtl.model.losses import FixedWeighting, UncertaintyWeighting, masked_task_loss
 from clinical_mtl.model.network import build_network
 from clinical_mtl.model.tasks import TaskSpec
+from clinical_mtl.model.weighting import weighting_factory
 
 
 def test_loss_is_the_mean_over_labelled_rows_only():

@@ -80,8 +80,10 @@ def test_history_records_per_task_losses_and_weights():
     assert set(result.history[0]) == {
         "epoch", "train_loss", "valid_loss",
         "train_loss/cls", "train_loss/value", "valid_loss/cls", "valid_loss/value",
-        "weight/cls", "weight/value",
+        "weight/cls", "weight/value", "grad_cosine/cls/value",
     }
+    # The gradient cosines are measured on the first epoch and every RELATEDNESS_EVERY after it.
+    assert set(result.history[1]) == set(result.history[0]) - {"grad_cosine/cls/value"}
 
 
 def test_task_unlabelled_in_every_row_records_nan_and_trains_the_rest():

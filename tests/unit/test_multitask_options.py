@@ -1,0 +1,332 @@
+"""The multi-task toolbox in the training loop: dynamic weighting (DWA, GradNorm,
+PCGrad), alternate training, per-head weight decay, self-supervision and the
+gradient cosines, each against an independent computation."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from clinical_mtl.model.losses import FixedWeighting, masked_task_loss
+from clinical_mtl.model.network import build_network, soft_sharing_penalty
+from clinical_mtl.model.relatedness import (
+    cosine_key,
+    describe_relatedness,
+    gradient_cosines,
+    relatedness_table,
+)
+from clinical_mtl.model.self_supervision import MaskedFeatureReconstruction
+from clinical_mtl.model.training import Rotation, TaskData, TrainingSettings, fit_module
+from clinical_mtl.model.weighting import DynamicWeightAverage, GradNorm, PCGrad, project_conflicts
+
+SETTINGS = {"learning_rate": 0.01, "weight_decay": 0.0, "batch_size": 8, "max_epochs": 3, "patience": 10,
+            "verbose": 0}
+KINDS = ["binary", "regression"]
+
+
+def two_tasks(n=40, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, 3, generator=generator)
+    weights = torch.ones(n, 2)
+    weights[::4, 1] = 0.0
+    return TaskData(X, [(X[:, 0] > 0).long(), 2 * X[:, 1]], weights)
+
+
+def fit(data, weighting=None, seed=0, **settings):
+    net = build_network(3, (16,), [1, 1], 0.0, seed=seed)
+    result = fit_module(net, weighting or FixedWeighting([1.0, 1.0]), ["cls", "value"], KINDS, data, None,
+                        TrainingSettings(**(SETTINGS | settings)), seed=seed)
+    return net, result
+
+
+def task_losses(net, data):
+    outputs = net(data.X)
+    return [masked_task_loss(outputs[t], data.targets[t], data.weights[:, t], kind) for t, kind in enumerate(KINDS)]
+
+
+# Dynamic Weight Average -----------------------------------------------------------------
+
+def test_dwa_weights_follow_the_ratio_of_the_last_two_epoch_losses():
+    dwa = DynamicWeightAverage(3)
+    dwa.end_epoch([2.0, 1.0, 4.0])
+    assert dwa.report()["weight"] == [1.0, 1.0, 1.0]  # one epoch: no ratio yet
+    dwa.end_epoch([1.0, 0.9, 4.4])
+    ratios = np.array([0.5, 0.9, 1.1])
+    expected = 3 * np.exp(ratios / 2) / np.exp(ratios / 2).sum()
+    assert dwa.report()["weight"] == pytest.approx(expected.tolist(), rel=1e-6)
+    total = dwa([torch.tensor(1.0), None, torch.tensor(2.0)])
+    assert total.item() == pytest.approx(expected[0] + 2 * expected[2], rel=1e-6)
+
+
+def test_dwa_keeps_the_weight_of_a_task_absent_from_an_epoch():
+    dwa = DynamicWeightAverage(3)
+    dwa.end_epoch([1.0, 1.0, 1.0])
+    dwa.end_epoch([0.5, 1.0, 2.0])
+    before = dwa.report()["weight"]
+    dwa.end_epoch([0.25, math.nan, 2.0])
+    after = dwa.report()["weight"]
+    assert after[1] == before[1]
+    ratios = np.array([0.5, 1.0])
+    assert [after[0], after[2]] == pytest.approx((2 * np.exp(ratios / 2) / np.exp(ratios / 2).sum()).tolist())
+
+
+def test_dynamic_weightings_stop_early_on_the_unweighted_validation_loss():
+    for weighting in (DynamicWeightAverage(2), GradNorm(2), PCGrad(2)):
+        losses = [torch.tensor(0.3), torch.tensor(0.5)]
+        assert weighting.validation_objective(losses).item() == pytest.approx(0.8)
+
+
+# GradNorm ---------------------------------------------------------------------------
+
+def test_gradnorm_moves_each_weight_by_the_gradient_of_its_norm_gap():
+    data = two_tasks()
+    net = build_network(3, (16,), [1, 1], 0.0, seed=0)
+    gradnorm = GradNorm(2)
+    with torch.no_grad():
+        gradnorm.task_weights[0].fill_(0.5)
+        gradnorm.task_weights[1].fill_(1.5)
+        gradnorm.initial_losses.copy_(torch.tensor([2.0, 0.5]))
+    losses = task_losses(net, data)
+    last = net.trunk[0].weight
+    norms = [torch.autograd.grad(loss, last, retain_graph=True)[0].norm().item() for loss in losses]
+    scaled = np.array([0.5 * norms[0], 1.5 * norms[1]])
+    rates = np.array([losses[0].item() / 2.0, losses[1].item() / 0.5])
+    target = scaled.mean() * (rates / rates.mean()) ** 1.5
+    expected = np.sign(scaled - target) * np.array(norms)
+    gradnorm.backward(gradnorm(losses), losses, list(net.trunk.parameters()))
+    assert [w.grad.item() for w in gradnorm.task_weights] == pytest.approx(expected.tolist(), rel=1e-5)
+    # The network's gradient is that of sum w_t L_t.
+    reference = build_network(3, (16,), [1, 1], 0.0, seed=0)
+    ref_losses = task_losses(reference, data)
+    (0.5 * ref_losses[0] + 1.5 * ref_losses[1]).backward()
+    for p, q in zip(net.parameters(), reference.parameters()):
+        assert torch.allclose(p.grad, q.grad, atol=1e-6)
+
+
+def test_gradnorm_renormalises_only_the_tasks_present():
+    gradnorm = GradNorm(3)
+    with torch.no_grad():
+        for w, value in zip(gradnorm.task_weights, (2.0, 0.4, 1.0)):
+            w.fill_(value)
+    gradnorm.after_step([torch.tensor(1.0), None, torch.tensor(1.0)])
+    weights = gradnorm.report()["weight"]
+    assert weights[1] == pytest.approx(0.4)
+    assert sum(weights) == pytest.approx(3.0)
+    assert weights[0] / weights[2] == pytest.approx(2.0)
+
+
+def test_gradnorm_never_moves_the_weight_of_an_absent_task_in_training():
+    data = two_tasks()
+    data.weights[:, 1] = 0.0
+    gradnorm = GradNorm(2)
+    fit(data, gradnorm, max_epochs=2)
+    assert gradnorm.report()["weight"][1] == 1.0
+    assert gradnorm.task_weights[1].grad is None
+
+
+# PCGrad -----------------------------------------------------------------------------
+
+def test_project_conflicts_matches_the_projection_rule():
+    g = torch.tensor([[1.0, 0.0, 1.0], [-1.0, 1.0, 0.0], [0.0, 1.0, 1.0]])
+    projected = project_conflicts(g, torch.Generator().manual_seed(3))
+    # Only tasks 0 and 1 conflict (inner product -1); task 2 agrees with both.
+    expected = g.clone()
+    expected[0] = g[0] - (-1.0 / 2.0) * g[1]
+    expected[1] = g[1] - (-1.0 / 2.0) * g[0]
+    assert torch.allclose(projected, expected)
+    agreeing = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    assert torch.equal(project_conflicts(agreeing, torch.Generator()), agreeing)
+
+
+def test_pcgrad_writes_the_projected_sum_on_the_trunk_and_plain_gradients_on_the_heads():
+    data = two_tasks()
+    net = build_network(3, (16,), [1, 1], 0.0, seed=0)
+    shared = list(net.trunk.parameters())
+    losses = task_losses(net, data)
+    per_task = torch.stack([torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, shared, retain_graph=True)])
+                            for loss in losses])
+    expected = project_conflicts(per_task, torch.Generator().manual_seed(0)).sum(dim=0)
+    head_gradients = [torch.autograd.grad(loss, list(net.heads[t].parameters()), retain_graph=True)
+                      for t, loss in enumerate(losses)]
+    pcgrad = PCGrad(2)
+    pcgrad.backward(pcgrad(losses), losses, shared)
+    assert torch.allclose(torch.cat([p.grad.reshape(-1) for p in shared]), expected, atol=1e-6)
+    for head, gradients in zip(net.heads, head_gradients):
+        for p, g in zip(head.parameters(), gradients):
+            assert torch.allclose(p.grad, g, atol=1e-6)
+
+
+@pytest.mark.parametrize("make", [lambda: PCGrad(2), lambda: GradNorm(2), lambda: DynamicWeightAverage(2)])
+def test_an_unlabelled_rows_target_never_changes_a_dynamic_fit(make):
+    data = two_tasks()
+    first, _ = fit(data, make(), max_epochs=2)
+    changed = two_tasks()
+    unlabelled = changed.weights[:, 1] == 0
+    changed.targets[1][unlabelled] = 1e3
+    second, _ = fit(changed, make(), max_epochs=2)
+    for p, q in zip(first.parameters(), second.parameters()):
+        assert torch.equal(p, q)
+
+
+# Alternate training --------------------------------------------------------------------
+
+def test_rotation_takes_the_tasks_in_turn_and_skips_absent_ones():
+    rotation = Rotation(3)
+    picks = [rotation.choose(present) for present in
+             ([1, 1, 1], [1, 1, 1], [1, 1, 1], [0, 1, 1], [1, 0, 1], [1, 1, 0])]
+    assert picks == [0, 1, 2, 1, 2, 0]
+
+
+def test_alternate_training_moves_one_head_per_step():
+    data = two_tasks()
+    before = build_network(3, (16,), [1, 1], 0.0, seed=0)
+    after, result = fit(data, training="alternate", max_epochs=1, batch_size=len(data))
+    assert not torch.equal(before.trunk[0].weight, after.trunk[0].weight)
+    assert not torch.equal(before.heads[0].weight, after.heads[0].weight)  # step 1: the first task
+    assert torch.equal(before.heads[1].weight, after.heads[1].weight)
+    assert torch.equal(before.heads[1].bias, after.heads[1].bias)
+    # Both tasks' losses are still reported.
+    assert math.isfinite(result.history[0]["train_loss/value"])
+
+
+def test_alternate_training_gives_each_task_its_share_of_steps():
+    data = two_tasks(n=64)
+    before = build_network(3, (16,), [1, 1], 0.0, seed=0)
+    after, _ = fit(data, training="alternate", max_epochs=1, batch_size=16)  # 4 steps: 0, 1, 0, 1
+    assert not torch.equal(before.heads[1].weight, after.heads[1].weight)
+
+
+# Per-head weight decay -------------------------------------------------------------------
+
+def test_head_weight_decay_shrinks_only_its_own_head():
+    data = two_tasks()
+    initial = build_network(3, (16,), [1, 1], 0.0, seed=0)
+    plain, _ = fit(data, max_epochs=1, batch_size=len(data), head_weight_decay=(0.0, 0.0))
+    decayed, _ = fit(data, max_epochs=1, batch_size=len(data), head_weight_decay=(0.0, 5.0))
+    # AdamW's decoupled decay after one step: p - lr * decay * p, on top of the same Adam update.
+    expected = plain.heads[1].weight - 0.01 * 5.0 * initial.heads[1].weight
+    assert torch.allclose(decayed.heads[1].weight, expected, atol=1e-7)
+    assert torch.equal(plain.heads[0].weight, decayed.heads[0].weight)
+    assert torch.equal(plain.trunk[0].weight, decayed.trunk[0].weight)
+    assert torch.equal(plain.heads[1].bias, decayed.heads[1].bias)
+
+
+# Self-supervision ------------------------------------------------------------------------
+
+def test_reconstruction_loss_is_the_mean_squared_error_of_the_masked_cells():
+    net = build_network(4, (8,), [1], 0.0, seed=0)
+    reconstruction = MaskedFeatureReconstruction.for_module(net, 4, seed=1)
+    x = torch.randn(10, 4, generator=torch.Generator().manual_seed(2))
+    torch.manual_seed(5)
+    loss = reconstruction.loss(net.trunk, x)
+    torch.manual_seed(5)
+    mask = torch.rand(x.shape) < 0.3
+    restored = reconstruction.decoder(net.trunk(torch.where(mask, torch.zeros_like(x), x)))
+    expected = ((restored - x)[mask] ** 2).mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_self_supervision_trains_the_trunk_on_patients_without_labels():
+    data = two_tasks()
+    data.weights[:] = 0.0  # nobody labelled
+    before = build_network(3, (16,), [1, 1], 0.0, seed=0)
+    unsupervised, _ = fit(data, max_epochs=1)
+    assert all(torch.equal(p, q) for p, q in zip(before.parameters(), unsupervised.parameters()))
+    supervised_by_itself, _ = fit(data, max_epochs=1, self_supervision=1.0)
+    assert not torch.equal(before.trunk[0].weight, supervised_by_itself.trunk[0].weight)
+    assert torch.equal(before.heads[0].weight, supervised_by_itself.heads[0].weight)
+
+
+def test_self_supervision_needs_a_trunk():
+    net = build_network(3, (), [1, 1], 0.0, seed=0)
+    with pytest.raises(ValueError, match="needs a shared trunk"):
+        MaskedFeatureReconstruction.for_module(net, 3, seed=0)
+
+
+# Task relatedness ------------------------------------------------------------------------
+
+def test_gradient_cosines_equal_the_cosine_of_the_flattened_trunk_gradients():
+    data = two_tasks()
+    net = build_network(3, (16,), [1, 1], 0.0, seed=0)
+    shared = list(net.trunk.parameters())
+    losses = task_losses(net, data)
+    g = [torch.cat([x.reshape(-1) for x in torch.autograd.grad(loss, shared, retain_graph=True)]).double()
+         for loss in losses]
+    expected = (g[0] @ g[1] / (g[0].norm() * g[1].norm())).item()
+    assert gradient_cosines(losses, shared, ["cls", "value"]) == {
+        cosine_key("cls", "value"): pytest.approx(expected, abs=1e-5)}
+    assert gradient_cosines([losses[0], None], shared, ["cls", "value"]) == {}
+
+
+def test_tasks_competing_for_a_narrow_trunk_read_as_conflicting():
+    """One hidden unit, two outcomes driven by different columns: each pulls the
+    unit towards its own column and away from the other's."""
+    X = torch.randn(300, 3, generator=torch.Generator().manual_seed(100))
+    data = TaskData(X, [X[:, 0], X[:, 1]], torch.ones(300, 2))
+    history = []
+    for member in range(4):
+        net = build_network(3, (1,), [1, 1], 0.0, seed=member)
+        result = fit_module(net, FixedWeighting([1.0, 1.0]), ["first", "second"], ["regression"] * 2, data, None,
+                            TrainingSettings(**(SETTINGS | {"max_epochs": 11})), seed=member)
+        history += [{"member": member} | record for record in result.history]
+    table = relatedness_table(history)
+    assert table[["outcome", "other", "reading"]].values.tolist() == [["first", "second", "conflicting"]]
+    assert table["n_measurements"].tolist() == [8]  # epochs 1 and 11 of 4 networks
+    assert describe_relatedness(table)[0].startswith("first and second conflict in the shared layers")
+
+
+def test_the_reading_stops_at_each_networks_best_epoch():
+    history = [
+        {"member": 0, "epoch": 1, "valid_loss": 1.0, "grad_cosine/x/y": 0.5},
+        {"member": 0, "epoch": 11, "valid_loss": 0.5, "grad_cosine/x/y": 0.3},
+        {"member": 0, "epoch": 21, "valid_loss": 0.7, "grad_cosine/x/y": -0.9},  # past the best epoch
+    ]
+    row = relatedness_table(history).iloc[0]
+    assert (row.mean_cosine, row.n_measurements, row.reading) == (pytest.approx(0.4), 2, "aligned")
+
+
+def test_relatedness_table_averages_members_per_epoch():
+    history = [
+        {"member": 0, "epoch": 1, "grad_cosine/x/y": -0.4},
+        {"member": 1, "epoch": 1, "grad_cosine/x/y": 0.0},
+        {"member": 0, "epoch": 11, "grad_cosine/x/y": 0.1},
+        {"member": 1, "epoch": 11, "grad_cosine/x/y": 0.3},
+    ]
+    row = relatedness_table(history).iloc[0]
+    assert (row.first_epochs, row.last_epochs) == (pytest.approx(-0.2), pytest.approx(0.2))
+    assert row.mean_cosine == pytest.approx(0.0)
+    assert row.conflicting_share == pytest.approx(0.25)
+    assert row.reading == "independent"
+    assert relatedness_table([{"member": 0, "epoch": 1}]).empty
+    assert isinstance(relatedness_table([]), pd.DataFrame)
+
+
+# Soft sharing -------------------------------------------------------------------------------
+
+def test_soft_sharing_penalty_is_the_pairwise_squared_distance_over_the_number_of_heads():
+    net = build_network(4, (), (1, 2, 1), 0.0, seed=0, head_hidden_layer_sizes=((5, 3), (5, 3), (5, 3)))
+    firsts = [[layer.requires_grad_(False) for layer in head if isinstance(layer, torch.nn.Linear)][:2]
+              for head in net.heads]
+    pairwise = 0.0
+    for a in range(3):
+        for b in range(a + 1, 3):
+            for depth in range(2):
+                for name in ("weight", "bias"):
+                    pairwise += float(((getattr(firsts[a][depth], name) - getattr(firsts[b][depth], name)) ** 2).sum())
+    assert float(soft_sharing_penalty(net, 2)) == pytest.approx(pairwise / 3, rel=1e-5)
+    only_first = sum(float(((getattr(firsts[a][0], n) - getattr(firsts[b][0], n)) ** 2).sum())
+                     for a in range(3) for b in range(a + 1, 3) for n in ("weight", "bias"))
+    assert float(soft_sharing_penalty(net, 1)) == pytest.approx(only_first / 3, rel=1e-5)
+
+
+def test_soft_sharing_pulls_the_trunks_together_in_training():
+    data = two_tasks()
+    def trunks_apart(strength):
+        net = build_network(3, (), (1, 1), 0.0, seed=0, head_hidden_layer_sizes=((16,), (16,)))
+        fit_module(net, FixedWeighting([1.0, 1.0]), ["cls", "value"], KINDS, data, None,
+                   TrainingSettings(**(SETTINGS | {"max_epochs": 20, "tied_layers": 1,
+                                                   "sharing_strength": strength})), seed=0)
+        return float(soft_sharing_penalty(net, 1))
+    assert trunks_apart(5.0) < 0.2 * trunks_apart(0.0)
