@@ -89,8 +89,12 @@ def metrics_tables(metrics: pd.DataFrame, confidence: float = 0.95) -> Group:
         table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
         table.add_column("metric")
         table.add_column(f"value ({confidence:.0%} interval)", justify="right")
+        note = row.get("note")
+        if isinstance(note, str) and note:  # too few to estimate, or why an interval is missing
+            table.add_row("note", note)
         for name, value in row.items():
-            if name in COUNTS or name == "kind" or name.endswith(("_lower", "_upper")) or pd.isna(value):
+            if (name in COUNTS or name in ("kind", "note", "estimable") or name.endswith(("_lower", "_upper"))
+                    or pd.isna(value)):
                 continue
             table.add_row(_label(str(name)), with_interval(float(value), float(row.get(f"{name}_lower", math.nan)),
                                                            float(row.get(f"{name}_upper", math.nan))))

@@ -52,6 +52,17 @@ def test_metrics_print_one_table_per_outcome_with_counts_as_integers():
     assert max(map(len, lines)) <= 60
 
 
+def test_an_outcome_too_few_to_estimate_shows_its_reason_and_no_figure():
+    metrics = pd.DataFrame({
+        "kind": ["binary"], "n_labelled": [6.0], "events": [3.0], "estimable": [False],
+        "note": ["too few to estimate: 3 patients in the minority class (fewer than 10)"],
+        "auroc": [np.nan], "auroc_lower": [np.nan], "auroc_upper": [np.nan],
+    }, index=pd.Index(["cirrhosis"], name="outcome"))
+    text = _render(metrics_tables(metrics))
+    assert "too few to estimate: 3 patients in the minority class" in " ".join(text.split())
+    assert "AUROC" not in text and "False" not in text and "nan" not in text.lower()
+
+
 def test_the_json_summary_is_rounded_with_counts_as_integers():
     summary = RunSummary(rows_in=np.int64(1000), rows_scored=np.int64(990), rows_rejected=10, seconds=1.2345678,
                          rows_per_second=1000 / 1.2345678, seconds_by_step={"read": 0.000123456, "predict": 12.34567})
