@@ -14,6 +14,7 @@ import pandas as pd
 
 from ..model.metric_tables import TOO_FEW
 from ..model.metrics import HEADLINE_METRICS
+from ..model.relatedness import describe_relatedness
 from ..model.survival import SURVIVAL
 from ..model.tasks import REGRESSION
 
@@ -161,6 +162,15 @@ def transfer_table(table: pd.DataFrame) -> Table:
                      _number(row["multi_task"]), _number(row["single_task"]),
                      f"{delta}{interval}", str(row["verdict"])])
     return Table(["Outcome", "Metric", "Test rows", "Multi-task", "Single-task", "Difference", "Verdict"], body)
+
+
+def relatedness_card_table(table: pd.DataFrame) -> Table:
+    """The outcomes' gradient cosines on the shared trunk, with their reading in words."""
+    words = describe_relatedness(table)
+    body = [[f"{row.outcome} and {row.other}", f"{row.mean_cosine:+.2f}", f"{row.conflicting_share:.0%}",
+             _count(row.n_measurements), sentence]
+            for row, sentence in zip(table.itertuples(), words)]
+    return Table(["Outcomes", "Mean gradient cosine", "Opposed in", "Measurements", "Reading"], body)
 
 
 def outcome_table(summary: dict) -> Table:

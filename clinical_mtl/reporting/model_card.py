@@ -42,6 +42,7 @@ from ..evaluation.negative_transfer import HURT, single_task_comparison
 from ..model.decision_curve import decision_curves
 from ..model.labels import check_label_index
 from ..model.metric_tables import MIN_MINORITY_CLASS, MIN_REGRESSION_ROWS, MIN_SURVIVAL_EVENTS
+from ..model.relatedness import relatedness_table
 from ..model.survival import SURVIVAL
 from ..model.tasks import BINARY, REGRESSION
 from .card_tables import (
@@ -51,6 +52,7 @@ from .card_tables import (
     feature_table,
     metric_tables,
     outcome_table,
+    relatedness_card_table,
     text,
     transfer_table,
 )
@@ -110,6 +112,10 @@ class ModelCard:
         test rows (:func:`clinical_mtl.evaluation.decision_curves`).
     decision_figures : dict of str to matplotlib.figure.Figure
         A decision-curve figure per classification outcome.
+    relatedness : DataFrame or None
+        The outcomes' gradient cosines during training
+        (:func:`clinical_mtl.model.relatedness_table`); None for models
+        saved before they were measured, empty for a single outcome.
     """
 
     title: str
@@ -128,6 +134,7 @@ class ModelCard:
     created: str = field(default_factory=lambda: datetime.date.today().isoformat())
     decision_curves: pd.DataFrame | None = None
     decision_figures: dict = field(default_factory=dict)
+    relatedness: pd.DataFrame | None = None
 
     def to_markdown(self, images: str | None = None) -> str:
         """The card as Markdown.
@@ -222,6 +229,8 @@ class ModelCard:
             "subgroup_tables": metric_tables(self.subgroups) if self.subgroups is not None else {},
             "transfer_table": transfer_table(self.transfer) if self.transfer is not None else None,
             "decision_table": decision_table(self.decision_curves) if self.decision_curves is not None else None,
+            "relatedness_table": (relatedness_card_table(self.relatedness)
+                                  if self.relatedness is not None and not self.relatedness.empty else None),
             "references": REFERENCES,
         }
 
@@ -308,6 +317,7 @@ def build_model_card(
         confidence=confidence,
         decision_curves=curves,
         decision_figures=decision_curve_figures(curves),
+        relatedness=relatedness_table(model.history_),
     )
 
 

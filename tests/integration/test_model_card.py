@@ -16,7 +16,7 @@ from clinical_mtl.reporting.model_card import build_model_card, found_limitation
 
 SECTIONS = ["Intended use", "Training data", "Missingness per feature", "Model settings",
             "Performance on held-out patients", "Calibration", "Decision curves", "Subgroups", "Negative transfer",
-            "Known limits"]
+            "Which outcomes pull the shared layers together", "Known limits"]
 SENTINEL_NUMBER, SENTINEL_CATEGORY = 98765.4321, "zz_sentinel_zz"
 
 
@@ -217,3 +217,16 @@ def test_card_decision_table_quotes_the_net_benefit_at_its_thresholds(card):
         model, treat_all = at["model"].item(), at["treat_all"].item()
         assert cells[3:6] == [f"{model:.3f}", f"{treat_all:.3f}", "0.000"]
         assert cells[6] == f"{model - max(treat_all, 0):+.3f}"
+
+
+def test_card_reads_the_outcomes_gradient_cosines_from_the_training_history(card):
+    from clinical_mtl.model import describe_relatedness, relatedness_table
+
+    assert card.relatedness[["outcome", "other"]].values.tolist() == [
+        ["diagnosis", "subtype"], ["diagnosis", "prognosis"], ["subtype", "prognosis"]]
+    markdown, html = card.to_markdown(), unescape(card.to_html())
+    for row, sentence in zip(card.relatedness.itertuples(), describe_relatedness(card.relatedness)):
+        assert sentence in markdown and sentence in html
+        assert f"{row.mean_cosine:+.2f}" in markdown
+    history = [{"member": 0, "epoch": 1, "grad_cosine/a/b": -0.5}]
+    assert relatedness_table(history)["reading"].tolist() == ["conflicting"]
