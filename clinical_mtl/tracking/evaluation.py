@@ -21,7 +21,8 @@ import pandas as pd
 
 from ..exceptions import InputDataError
 from ..model.features import as_frame
-from ..model.outputs import PROBA, column_name
+from ..model.estimator import MultiTaskMLP
+from ..model.outputs import PRED, PROBA, column_name
 from ..model.tasks import BINARY, REGRESSION, SURVIVAL
 
 _TARGET, _PREDICTION, _PROBABILITY = "target", "prediction", "probability"
@@ -78,7 +79,9 @@ def evaluate_outcome(model_uri, data: pd.DataFrame, outcome: str, *, targets: st
     import mlflow
 
     pyfunc = mlflow.pyfunc.load_model(model_uri) if isinstance(model_uri, str) else model_uri
-    model = pyfunc.unwrap_python_model().model
+    model = getattr(pyfunc.unwrap_python_model(), "model", None)
+    if not isinstance(model, MultiTaskMLP):
+        raise InputDataError("evaluate_outcome takes a model logged by clinical_mtl.tracking.log_model.")
     spec = next((spec for spec in model.task_specs_ if spec.name == outcome), None)
     if spec is None:
         raise InputDataError(f"The model has no outcome '{outcome}'; its outcomes are {list(model.tasks_)}.")
@@ -94,7 +97,7 @@ def evaluate_outcome(model_uri, data: pd.DataFrame, outcome: str, *, targets: st
         raise InputDataError(f"Column '{target}' labels no row.")
     features = [name for name in pyfunc.metadata.get_input_schema().input_names() if name in frame.columns]
     outputs = pyfunc.predict(labelled[features])
-    table = pd.DataFrame({_PREDICTION: outputs[column_name(outcome, "pred")].to_numpy()})
+    table = pd.DataFrame({_PREDICTION: outputs[column_name(outcome, PRED)].to_numpy()})
     config = {"log_model_explainability": False}
     metrics = list(extra_metrics or [])
     if spec.kind == REGRESSION:

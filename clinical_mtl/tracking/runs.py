@@ -17,11 +17,11 @@ sqlite:///mlflow.db`` opens it. ``MLFLOW_TRACKING_URI=http://host:5000`` points
 everything at an ``mlflow server`` instead.
 
 Patient data stays out of MLflow: the dataset input and the data summary hold
-digests, types, counts and fractions only, and the model's input example is a synthetic row made from the learned
-per-feature medians and first categories, never a patient's row. The logged
-model is a folder of JSON and a weights-only ``state_dict``, wrapped by a
-models-from-code pyfunc: nothing is pickled, and loading works with
-``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false``.
+digests, types, counts and fractions only, and the model's input example is a
+synthetic row made from the learned per-feature medians and first categories,
+never a patient's row. The logged model is a folder of JSON and a weights-only
+``state_dict``, wrapped by a models-from-code pyfunc: nothing is pickled, and
+loading works with ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false``.
 
 ``mlflow`` is imported inside the functions, so ``import clinical_mtl`` stays fast.
 """
@@ -33,6 +33,7 @@ import math
 import re
 import tempfile
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -163,15 +164,13 @@ def log_training_data(X, y, name: str | None = None, context: str = "training") 
     context : str, default="training"
         The input's role in the run.
     """
-    import warnings
-
     import mlflow
 
     features = as_frame(X)
     table = features.reset_index(drop=True)
     targets = None
     if y is not None:
-        labels = y if isinstance(y, pd.DataFrame) else pd.DataFrame(y)
+        labels = pd.DataFrame(y)  # a new frame: renaming its columns leaves the caller's alone
         if isinstance(y, pd.Series) or (not isinstance(y, pd.DataFrame) and labels.shape[1] == 1):
             labels.columns = [getattr(y, "name", None) or "y"]
         labels.columns = [str(column) for column in labels.columns]
@@ -268,7 +267,8 @@ def _log_global_explanations(model: MultiTaskMLP, X) -> None:
     features = as_frame(X)
     if len(features) > EXPLANATION_ROWS:
         features = features.sample(EXPLANATION_ROWS, random_state=0)
-    explanations = model.explain(features)
+    # A model fitted on an array is explained on an array (named columns would draw scikit-learn's warning).
+    explanations = model.explain(features if hasattr(model, "feature_names_in_") else features.to_numpy())
     with tempfile.TemporaryDirectory() as folder:
         formula_safe_frame(global_importance(explanations).reset_index()).to_csv(
             Path(folder) / "global_importance.csv", index=False)

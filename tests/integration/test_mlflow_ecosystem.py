@@ -153,6 +153,7 @@ def test_evaluate_outcome_scores_a_regression_outcome_as_scikit_learn_does(regis
         assert result.metrics[name] == pytest.approx(value, rel=1e-9), name
 
 
+@pytest.mark.filterwarnings("ignore:Hint. Inferred schema contains integer:UserWarning")  # MLflow's, on its dataset
 def test_mlflows_own_evaluate_takes_the_model_uri_per_outcome(registered, store):
     """The documented direct calls: ``predictions=`` for a regression outcome, ``model_config`` for a
     classification one (MLflow's classifier takes one column of labels); MLflow's SHAP step off."""
