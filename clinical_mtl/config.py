@@ -112,7 +112,7 @@ class TrackingConfig:
 
     enabled: bool = True
     experiment: str = "clinical_mtl"
-    run_name: str = "train"
+    run_name: str | None = None  # None: "<cohort> · MultiTaskMLP(<outcomes>)"
     registered_model_name: str | None = None
     alias: str | None = None
 

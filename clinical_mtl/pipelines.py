@@ -28,8 +28,9 @@ validates the data with the schema (rejected rows are written beside the
 metrics and left out), fits ``MultiTaskMLP(tasks=<schema outcomes>)`` on the
 training split, evaluates it on the test split (with bootstrap intervals),
 writes its model card (see :mod:`clinical_mtl.reporting.model_card`), saves the model
-with its schema, and tracks and registers it in MLflow with the card. A scoring pipeline
-(``kind: score``) names ``model``, ``input``, ``output`` and optionally
+with its schema, and tracks and registers it in MLflow with the card (the MLflow run,
+named "<cohort> · MultiTaskMLP(<outcomes>)" unless ``run_name`` is set, starts when
+the fit does). A scoring pipeline (``kind: score``) names ``model``, ``input``, ``output`` and optionally
 ``rejects``, ``top_k``, ``chunk_size``, ``engine`` (``local`` or ``spark``) and
 ``spark_master``, as ``clinical-mtl score`` does. A report pipeline
 (``kind: report``) names ``model`` and ``input`` (patient rows), and optionally
@@ -45,7 +46,7 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from numbers import Real
 from pathlib import Path
@@ -106,6 +107,11 @@ def load_pipeline(path: str | Path) -> PipelineConfig:
 
 def run_train(config: TrainConfig) -> TrainResult:
     """Run a ``kind: train`` pipeline (see the module docstring)."""
+    with ExitStack() as tracking_run:  # the MLflow run, when tracked: entered just before the fit
+        return _run_train(config, tracking_run)
+
+
+def _run_train(config: TrainConfig, tracking_run: ExitStack) -> TrainResult:
     schema = load_schema(config.schema)
     frame = _training_frame(config.data, schema)
     result = schema.validate(frame)
@@ -127,6 +133,8 @@ def run_train(config: TrainConfig) -> TrainResult:
     X_train, X_test, Y_train, Y_test = train_test_split(
         features, labels, test_size=split.test_size, random_state=split.random_state, stratify=strata,
     )
+    if config.tracking is not None and config.tracking.enabled:
+        tracking_run.enter_context(_start_run(config.tracking, schema))
     start = time.perf_counter()
     model = MultiTaskMLP(tasks=schema.tasks, **config.model).fit(X_train, Y_train)
     seconds = time.perf_counter() - start
@@ -314,22 +322,33 @@ def _write_table(frame: pd.DataFrame, path: Path) -> None:
         formula_safe_frame(frame).to_csv(path, index=False)
 
 
+def _start_run(settings: TrackingConfig, schema: CohortSchema):
+    """The pipeline's MLflow run (a context manager), in its experiment, named after the cohort and model."""
+    import mlflow
+
+    from .tracking import run_name
+
+    experiment = mlflow.get_experiment_by_name(settings.experiment)
+    experiment_id = experiment.experiment_id if experiment else mlflow.create_experiment(settings.experiment)
+    name = settings.run_name or run_name(schema.cohort, MultiTaskMLP.__name__, schema.tasks)
+    return mlflow.start_run(experiment_id=experiment_id, run_name=name)
+
+
 def _track(train: TrainResult, settings: TrackingConfig, X_train, Y_train, seconds: float,
            schema: CohortSchema) -> None:
+    """Log the fit, the test metrics and the card into the run :func:`_start_run` opened."""
     import mlflow
 
     from . import tracking
     from .tracking.registry import register_model
 
-    experiment = mlflow.get_experiment_by_name(settings.experiment)
-    experiment_id = experiment.experiment_id if experiment else mlflow.create_experiment(settings.experiment)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=settings.run_name) as run:
-        tracking.log_fit(train.model, X_train, Y_train, training_seconds=seconds, schema=schema)
-        tracking.log_metrics_table(train.metrics, prefix="test")
-        if train.model_card is not None:
-            train.model_card.log_to_mlflow()
-        train.run_id = run.info.run_id
-        train.model_uri = mlflow.get_run(run.info.run_id).data.tags["clinical_mtl.model_uri"]
+    run = mlflow.active_run()
+    tracking.log_fit(train.model, X_train, Y_train, training_seconds=seconds, schema=schema, dataset=schema.cohort)
+    tracking.log_metrics_table(train.metrics, prefix="test")
+    if train.model_card is not None:
+        train.model_card.log_to_mlflow()
+    train.run_id = run.info.run_id
+    train.model_uri = mlflow.get_run(run.info.run_id).data.tags["clinical_mtl.model_uri"]
     if settings.registered_model_name:
         name, alias = settings.registered_model_name, settings.alias
         version = register_model(train.model_uri, name, alias=alias)

@@ -44,6 +44,9 @@ def load_pbc() -> tuple[pd.DataFrame, pd.DataFrame]:
         (232) or at liver transplantation (25), transplant being censored as
         in Fleming and Harrington. Every patient is labelled.
 
+    Both carry ``attrs["dataset"] = "pbc"``, the name MLflow tracking gives
+    the data (``clinical_mtl.tracking.dataset_name``).
+
     Examples
     --------
     >>> from clinical_mtl.datasets import load_pbc
@@ -66,4 +69,5 @@ def load_pbc() -> tuple[pd.DataFrame, pd.DataFrame]:
     Y["cirrhosis"] = (raw["stage"] == 4).astype("Int64").mask(raw["stage"].isna())
     Y["death_time"] = raw["time"].astype(float)
     Y["death_event"] = (raw["status"] == 2).astype(float)  # status 0 censored, 1 transplant (censored), 2 dead
+    X.attrs["dataset"] = Y.attrs["dataset"] = "pbc"
     return X, Y

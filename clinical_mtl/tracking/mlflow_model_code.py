@@ -11,6 +11,10 @@ installed clinical_mtl package.
 before predicting, and answers anything wrong with a values-free
 ``clinical_mtl.tracking.serving.RequestRejected`` (HTTP 400 from ``mlflow models
 serve``); see ``clinical_mtl.tracking.serving``.
+
+Loaded with ``model_config={"outcome": name}`` (``mlflow.pyfunc.load_model`` or
+``mlflow.models.evaluate``), ``predict`` returns that outcome's ``<outcome>_pred``
+alone, as a Series: the one column of predictions MLflow's classifier evaluator takes.
 """
 
 import mlflow
@@ -33,6 +37,10 @@ class ClinicalMTLModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         self.model, stored, _ = load_saved_model(context.artifacts["model"])
         self.schema = schema_for_model(stored or schema_from_model(self.model, "id"), self.model)
+        self.outcome = (context.model_config or {}).get("outcome")
+        if self.outcome is not None and self.outcome not in self.model.tasks_:
+            raise InputDataError(f"model_config names the outcome '{self.outcome}'; the model's outcomes are "
+                                 f"{list(self.model.tasks_)}.")
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         params = params or {}
@@ -41,8 +49,9 @@ class ClinicalMTLModel(mlflow.pyfunc.PythonModel):
                                                    params.get("interval_coverage", DEFAULT_COVERAGE))
             max_rows = serving.max_rows_per_request() if serving.in_serving_environment() else None
             features = serving.validate_request(self.schema, model_input, max_rows=max_rows)
-            predictions = flat_predictions(self.model, features, top_k=top_k, coverage=coverage)
-            return serving.check_outputs(predictions)
+            predictions = serving.check_outputs(
+                flat_predictions(self.model, features, top_k=top_k, coverage=coverage))
+            return predictions if self.outcome is None else predictions[f"{self.outcome}_pred"]
         except serving.RequestRejected:
             raise
         except InputDataError as error:

@@ -102,6 +102,7 @@ def _pyfunc_arguments(model: MultiTaskMLP, saved: Path, top_k: int) -> dict:
         signature=model_signature(model, top_k=top_k),
         input_example=synthetic_input_example(model),
         pip_requirements=_pinned_requirements(),
+        model_config={"outcome": None},  # load_model(..., model_config={"outcome": name}): that outcome's labels
     )
 
 

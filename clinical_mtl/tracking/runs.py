@@ -1,8 +1,11 @@
 """MLflow tracking: every fit recorded, every fitted model an MLflow model.
 
 ``autolog()`` turns tracking on for every later ``MultiTaskMLP.fit``: the fit
-logs into the active run (a nested run if the active run already holds a fit,
-a new run if none is active) its parameters, a summary of its training data,
+runs inside the active run (a nested run if the active run already holds a fit,
+a new run named after the data and the model if none is active, see
+:func:`run_name`), so that the run's start is the training's, and logs its
+parameters, its training data as an MLflow dataset input (digest, column
+types and counts: ``mlflow.log_input``), a summary of its training data,
 per-epoch losses and task weights as step metrics, the validation metrics per
 outcome, the training time, the global view of its explanations (mean
 absolute SHAP values and beeswarm images) and the model. ``log_fit`` does the
@@ -13,12 +16,12 @@ working directory and artifacts to ``./mlruns``; ``mlflow ui --backend-store-uri
 sqlite:///mlflow.db`` opens it. ``MLFLOW_TRACKING_URI=http://host:5000`` points
 everything at an ``mlflow server`` instead.
 
-Patient data stays out of MLflow: the data summary holds counts and fractions
-only, and the model's input example is a synthetic row made from the learned
-per-feature medians and first categories, never a patient's row. The logged
-model is a folder of JSON and a weights-only ``state_dict``, wrapped by a
-models-from-code pyfunc: nothing is pickled, and loading works with
-``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false``.
+Patient data stays out of MLflow: the dataset input and the data summary hold
+digests, types, counts and fractions only, and the model's input example is a
+synthetic row made from the learned per-feature medians and first categories,
+never a patient's row. The logged model is a folder of JSON and a weights-only
+``state_dict``, wrapped by a models-from-code pyfunc: nothing is pickled, and
+loading works with ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false``.
 
 ``mlflow`` is imported inside the functions, so ``import clinical_mtl`` stays fast.
 """
@@ -30,6 +33,7 @@ import math
 import re
 import tempfile
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -48,6 +52,7 @@ from .pyfunc import log_model
 
 EXPLANATION_ROWS = 1000
 FIT_LOGGED_TAG = "clinical_mtl.fit_logged"
+DATASET_ATTR = "dataset"
 _autolog_settings: dict = {}
 
 
@@ -82,7 +87,7 @@ def autolog(disable: bool = False, *, log_models: bool = True, registered_model_
 def _track_fit(model, X, y):
     import mlflow
 
-    started = _start_run_for_fit()
+    started = _start_run_for_fit(run_name(dataset_name(X), type(model).__name__))
     start = time.perf_counter()
     try:
         yield
@@ -90,10 +95,15 @@ def _track_fit(model, X, y):
         if started:
             mlflow.end_run(status="FAILED")
         raise
+    seconds = time.perf_counter() - start
     try:
+        if started:
+            mlflow.MlflowClient().update_run(
+                mlflow.active_run().info.run_id,
+                name=run_name(dataset_name(X), type(model).__name__, model.tasks_))
         log_fit(
             model, X, y,
-            training_seconds=time.perf_counter() - start,
+            training_seconds=seconds,
             log_models=_autolog_settings.get("log_models", True),
             registered_model_name=_autolog_settings.get("registered_model_name"),
         )
@@ -102,18 +112,75 @@ def _track_fit(model, X, y):
             mlflow.end_run()
 
 
-def _start_run_for_fit() -> bool:
-    """Make sure a run is active for the coming fit; return whether one was started."""
+def _start_run_for_fit(name: str) -> bool:
+    """Make sure a run is active for the coming fit; return whether one was started (named ``name``
+    until the fit, which knows the outcomes, renames it)."""
     import mlflow
 
     active = mlflow.active_run()
     if active is None:
-        mlflow.start_run()
+        mlflow.start_run(run_name=name)
         return True
     if mlflow.get_run(active.info.run_id).data.tags.get(FIT_LOGGED_TAG) == "true":
-        mlflow.start_run(nested=True)
+        mlflow.start_run(run_name=name, nested=True)
         return True
     return False
+
+
+def run_name(dataset: str | None, model_name: str, outcomes=None) -> str:
+    """A run's name: its data and its model, e.g. ``"pbc · MultiTaskMLP(cirrhosis, death)"``.
+
+    Parameters
+    ----------
+    dataset : str or None
+        The training data's name (left out when None).
+    model_name : str
+        The estimator's class name.
+    outcomes : iterable of str, default=None
+        The outcomes it learns (left out when None).
+    """
+    model = model_name if outcomes is None else f"{model_name}({', '.join(str(o) for o in outcomes)})"
+    return model if not dataset else f"{dataset} · {model}"
+
+
+def dataset_name(X) -> str | None:
+    """The name a feature table carries in ``X.attrs["dataset"]`` (``load_pbc`` sets "pbc"), or None."""
+    name = getattr(X, "attrs", {}).get(DATASET_ATTR)
+    return str(name) if name else None
+
+
+def log_training_data(X, y, name: str | None = None, context: str = "training") -> None:
+    """Record a table as an input of the active run (``mlflow.log_input``): its digest, column
+    types and row and cell counts, never its rows.
+
+    Parameters
+    ----------
+    X : DataFrame or array-like
+        The features.
+    y : DataFrame, Series or array-like, or None
+        The labels, recorded with the features as one table.
+    name : str, default=None
+        The dataset's name; default ``dataset_name(X)`` or "training data".
+    context : str, default="training"
+        The input's role in the run.
+    """
+    import mlflow
+
+    features = as_frame(X)
+    table = features.reset_index(drop=True)
+    targets = None
+    if y is not None:
+        labels = pd.DataFrame(y)  # a new frame: renaming its columns leaves the caller's alone
+        if isinstance(y, pd.Series) or (not isinstance(y, pd.DataFrame) and labels.shape[1] == 1):
+            labels.columns = [getattr(y, "name", None) or "y"]
+        labels.columns = [str(column) for column in labels.columns]
+        if not set(labels.columns) & set(table.columns) and len(labels) == len(table):
+            table = pd.concat([table, labels.reset_index(drop=True)], axis=1)
+            targets = labels.columns[0] if labels.shape[1] == 1 else None
+    with warnings.catch_warnings():  # MLflow's hint about integer columns concerns model signatures
+        warnings.filterwarnings("ignore", "Hint: Inferred schema contains integer", UserWarning)
+        dataset = mlflow.data.from_pandas(table, name=name or dataset_name(X) or "training data", targets=targets)
+        mlflow.log_input(dataset, context=context)
 
 
 def log_fit(
@@ -126,8 +193,10 @@ def log_fit(
     log_explanations: bool = True,
     registered_model_name: str | None = None,
     schema: CohortSchema | None = None,
+    dataset: str | None = None,
 ) -> str:
-    """Log a fitted model and what it learned from into the active run (or a new one).
+    """Log a fitted model and what it learned from into the active run (or a new one,
+    named by :func:`run_name`).
 
     Parameters
     ----------
@@ -148,6 +217,9 @@ def log_fit(
     schema : CohortSchema, default=None
         The cohort schema the model was trained with; logged as
         ``cohort_schema.yaml`` and stored with the model.
+    dataset : str, default=None
+        The training data's name, for the dataset input and a new run's name;
+        default ``X.attrs["dataset"]`` (see :func:`dataset_name`).
 
     Returns
     -------
@@ -157,7 +229,8 @@ def log_fit(
     import mlflow
     from mlflow.entities import Metric, Param
 
-    with _active_run() as run:
+    dataset = dataset or dataset_name(X)
+    with _active_run(run_name(dataset, type(model).__name__, model.tasks_)) as run:
         run_id = run.info.run_id
         client = mlflow.MlflowClient()
         now = int(time.time() * 1000)
@@ -171,6 +244,7 @@ def log_fit(
         client.log_batch(run_id, params=params)
         for start in range(0, len(metrics), 1000):
             client.log_batch(run_id, metrics=metrics[start : start + 1000])
+        log_training_data(X, y, dataset)
         mlflow.log_dict(training_data_summary(model, X, y), "training_data.json")
         mlflow.set_tags({
             FIT_LOGGED_TAG: "true",
@@ -193,7 +267,8 @@ def _log_global_explanations(model: MultiTaskMLP, X) -> None:
     features = as_frame(X)
     if len(features) > EXPLANATION_ROWS:
         features = features.sample(EXPLANATION_ROWS, random_state=0)
-    explanations = model.explain(features)
+    # A model fitted on an array is explained on an array (named columns would draw scikit-learn's warning).
+    explanations = model.explain(features if hasattr(model, "feature_names_in_") else features.to_numpy())
     with tempfile.TemporaryDirectory() as folder:
         formula_safe_frame(global_importance(explanations).reset_index()).to_csv(
             Path(folder) / "global_importance.csv", index=False)
@@ -202,14 +277,14 @@ def _log_global_explanations(model: MultiTaskMLP, X) -> None:
 
 
 @contextmanager
-def _active_run():
+def _active_run(name: str | None = None):
     import mlflow
 
     active = mlflow.active_run()
     if active is not None:
         yield active
         return
-    with mlflow.start_run() as run:
+    with mlflow.start_run(run_name=name) as run:
         yield run
 
 

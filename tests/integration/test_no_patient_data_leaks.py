@@ -192,8 +192,28 @@ def test_a_tracked_fit_stores_no_patient_value_in_mlflow(tracked):
     assert {"training_data.json", "cohort_schema.yaml"} <= {f.path for f in mlflow.artifacts.list_artifacts(
         run_id=tracked["run_id"])}
     assert run.data.params and run.data.metrics
+    [training_data] = run.inputs.dataset_inputs  # mlflow.log_input: digest, types and counts
+    assert json.loads(training_data.dataset.profile)["num_rows"] == 200
     model_files = {f.path for f in mlflow.artifacts.list_artifacts(f"models:/{REGISTERED}/1/artifacts")}
     assert "artifacts/clinical_mtl_model" in model_files
+
+
+def test_mlflow_evaluate_per_outcome_stores_no_patient_value(tracked, monkeypatch):
+    monkeypatch.chdir(tracked["store"])
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tracked['store'] / 'mlflow.db'}")
+    X, Y = plant(*make_synthetic_cohort(200, random_state=0), PATIENT)
+    experiment = mlflow.get_experiment_by_name("leaks").experiment_id
+    with capture() as output, mlflow.start_run(experiment_id=experiment) as run:
+        results = {outcome: tracking.evaluate_outcome(f"models:/{REGISTERED}/1", X.join(Y), outcome)
+                   for outcome in ("diagnosis", "subtype", "prognosis")}
+    search = SentinelSearch(PATIENT.sentinels())
+    hits = search.in_mlflow_run(run.info.run_id) + search.in_captured(output, "the evaluation")
+    assert not hits, describe(hits)
+    # What was searched: the metrics, MLflow's plots and the evaluation data's records exist.
+    assert {"roc_auc", "f1_score", "mean_absolute_error"} <= set(mlflow.get_run(run.info.run_id).data.metrics)
+    assert results["diagnosis"].metrics["example_count"] == Y["diagnosis"].notna().sum()
+    assert "confusion_matrix.png" in {f.path for f in mlflow.artifacts.list_artifacts(run_id=run.info.run_id)}
+    assert len(mlflow.get_run(run.info.run_id).inputs.dataset_inputs) == 3
 
 
 def test_a_saved_model_folder_holds_no_patient_value(tracked):

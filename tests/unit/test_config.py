@@ -131,7 +131,7 @@ def test_defaults_are_the_documented_ones(tmp_path):
     assert train.model_card == ModelCardConfig(title="Model card", intended_use=DEFAULT_INTENDED_USE, limitations=(),
                                                subgroups={}, single_task_comparison=True, n_bootstrap=200)
     tracked = load_pipeline(_write(tmp_path, _train(tracking={})))
-    assert tracked.tracking == TrackingConfig(enabled=True, experiment="clinical_mtl", run_name="train",
+    assert tracked.tracking == TrackingConfig(enabled=True, experiment="clinical_mtl", run_name=None,
                                               registered_model_name=None, alias=None)
 
     score = load_pipeline(_write(tmp_path, {"kind": "score", "model": "m", "input": "a.csv", "output": "b.parquet"}))
