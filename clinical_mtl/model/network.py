@@ -99,7 +99,7 @@ def soft_sharing_penalty(module: MultiHeadNet, tied_layers: int) -> Tensor:
     >>> net = MultiHeadNet(3, (), (1, 1), head_hidden_layer_sizes=((2,), (2,)))
     >>> net.heads[1].load_state_dict(net.heads[0].state_dict())
     <All keys matched successfully>
-    >>> float(soft_sharing_penalty(net, 1))
+    >>> float(soft_sharing_penalty(net, 1).detach())
     0.0
     """
     terms = []

@@ -328,5 +328,5 @@ def test_soft_sharing_pulls_the_trunks_together_in_training():
         fit_module(net, FixedWeighting([1.0, 1.0]), ["cls", "value"], KINDS, data, None,
                    TrainingSettings(**(SETTINGS | {"max_epochs": 20, "tied_layers": 1,
                                                    "sharing_strength": strength})), seed=0)
-        return float(soft_sharing_penalty(net, 1))
+        return float(soft_sharing_penalty(net, 1).detach())
     assert trunks_apart(5.0) < 0.2 * trunks_apart(0.0)
