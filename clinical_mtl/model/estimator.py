@@ -20,6 +20,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._compat import Interval, StrOptions, fit_context
 from .calibration import ISOTONIC, TEMPERATURE
+from .conformal import INTERVAL_METHODS, NORMALIZED
 from .explanation import PROBABILITY, explain_model, summarise_background
 from .fitted_state import restore_state, state_of
 from .fitting import fit_ensemble, fit_held_out, label_summaries
@@ -127,6 +128,9 @@ class MultiTaskMLP(PredictionCoreMixin, BaseEstimator):
         reported (flat output columns, reports, metrics), for every survival
         outcome or per outcome. None takes the quartiles of each outcome's
         training event times, to two significant digits.
+    interval_method : {"normalized", "absolute"}, default="normalized"
+        Width of ``predict_interval``'s split-conformal intervals: scaled per patient by a model of
+        the residuals' size, or one for all (see :mod:`clinical_mtl.model.conformal`).
 
     Attributes
     ----------
@@ -188,10 +192,10 @@ class MultiTaskMLP(PredictionCoreMixin, BaseEstimator):
         labels cannot support the fit (one class only; for isotonic, a class
         missing).
     conformal_scores_ : dict of str to ndarray
-        Regression outcome -> the sorted absolute residuals, in its units, of
-        its labelled early-stopping rows, each predicted only by the networks
-        that held it out: what ``predict_interval`` takes its quantiles from
-        (see :mod:`clinical_mtl.model.conformal`). Empty without early stopping.
+        Regression outcome -> sorted absolute residuals of its early-stopping rows (out of bag), divided
+        by their scale where ``interval_scales_`` has one: ``predict_interval``'s quantiles.
+    interval_scales_ : dict of str to ScaleModel
+        Regression outcome -> the scale of its intervals where normalised; both empty without early stopping.
 
     See Also
     --------
@@ -230,6 +234,7 @@ class MultiTaskMLP(PredictionCoreMixin, BaseEstimator):
         "calibration": [StrOptions({TEMPERATURE, ISOTONIC}), None],
         "survival_intervals": [Interval(Integral, 1, None, closed="left")],
         "survival_horizons": [tuple, list, dict, None],
+        "interval_method": [StrOptions(set(INTERVAL_METHODS))],
     }
 
     def __init__(
@@ -254,6 +259,7 @@ class MultiTaskMLP(PredictionCoreMixin, BaseEstimator):
         calibration=TEMPERATURE,
         survival_intervals=DEFAULT_INTERVALS,
         survival_horizons=None,
+        interval_method=NORMALIZED,
     ):
         self.tasks = tasks
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -275,6 +281,7 @@ class MultiTaskMLP(PredictionCoreMixin, BaseEstimator):
         self.calibration = calibration
         self.survival_intervals = survival_intervals
         self.survival_horizons = survival_horizons
+        self.interval_method = interval_method
 
     @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
@@ -314,8 +321,8 @@ class MultiTaskMLP(PredictionCoreMixin, BaseEstimator):
         self.module_, self.history_ = MultiHeadEnsemble(ensemble.networks), ensemble.history
         self.best_epoch_, self.n_iter_ = ensemble.best_epochs, ensemble.n_epochs
         self.explanation_background_ = summarise_background(inputs, int(rng.randint(np.iinfo(np.int32).max)))
-        self.calibrators_, self.conformal_scores_, self.validation_metrics_ = fit_held_out(
-            specs, ensemble, torch.from_numpy(inputs), labels, self.calibration)
+        self.calibrators_, self.conformal_scores_, self.interval_scales_, self.validation_metrics_ = fit_held_out(
+            self, specs, ensemble, torch.from_numpy(inputs), labels, int(rng.randint(np.iinfo(np.int32).max)))
         if self.early_stopping and (self.n_iter_ == self.max_epochs).any():
             warnings.warn(
                 f"The validation loss was still improving at max_epochs={self.max_epochs} "
