@@ -38,17 +38,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from compare_models import markdown_table  # a sibling script
 from sklearn.model_selection import KFold
 
 from clinical_mtl import MultiTaskMLP
 from clinical_mtl.datasets import load_pbc, make_synthetic_cohort
 from clinical_mtl.model import fitting
-from compare_models import markdown_table  # a sibling script
 
 REPORTS = Path(__file__).resolve().parent.parent / "reports"
 METHODS = ("absolute", "normalized")
 COVERAGE = 0.9
 ANY_SIZE = "normalized, any size"
+ORDER = {"synthetic": 0, "synthetic, heteroscedastic": 1, "pbc": 2}
 
 
 def fit_any_size(X, Y, seed: int) -> MultiTaskMLP:
@@ -132,16 +133,18 @@ def write_report(results: pd.DataFrame, seeds: list[int], seconds: float, output
         return text + (f" ({values.min():.{digits}f} to {values.max():.{digits}f})" if len(values) > 1 else "")
 
     metrics = [column for column in results.columns if column not in ("cohort", "method", "seed")]
-    table = (results.groupby(["cohort", "method"], sort=False)[metrics]
+    table = (results.sort_values("cohort", key=lambda c: c.map(ORDER), kind="stable")
+             .groupby(["cohort", "method"], sort=False)[metrics]
              .agg(lambda values: cell(values, 3)).reset_index())
     lines = [
         "# Interval widths: normalised against absolute split-conformal intervals",
         "",
-        f"`python benchmarks/interval_widths.py` ({(__doc__ or '').splitlines()[0]}). "
-        f"90% intervals; seeds {seeds}; mean over seeds (range); {seconds / 60:.0f} minutes on a shared CPU.",
-        "Cohorts and columns are described in the script's docstring. Half-widths are in the outcome's units "
-        "(log days); `factor either side` is the mean of `exp(half-width)`: the interval runs from the "
-        "prediction divided by it to the prediction times it, in days.",
+        (f"`python benchmarks/interval_widths.py` ({(__doc__ or '').splitlines()[0]}). "
+         f"90% intervals; seeds {seeds} (every cohort; a later seed may be partial); mean over seeds (range); "
+         f"{seconds / 60:.0f} minutes on a shared CPU."),
+        ("Cohorts and columns are described in the script's docstring. Half-widths are in the outcome's units "
+         "(log days); `factor either side` is the mean of `exp(half-width)`: the interval runs from the "
+         "prediction divided by it to the prediction times it, in days."),
         "",
         markdown_table(table),
         "",
@@ -157,13 +160,14 @@ def main() -> None:
     args = parser.parse_args()
     warnings.simplefilter("ignore")  # convergence warnings of the default settings are not the point here
     started, rows = time.perf_counter(), []
-    for cohort in args.cohorts:
-        for seed in args.seeds:
+    for seed in args.seeds:  # seed by seed, the report rewritten after each: every cohort has seed 0 first
+        for cohort in args.cohorts:
             found = run_pbc(seed) if cohort == "pbc" else run_synthetic(seed, cohort != "synthetic")
             rows += [{"cohort": cohort, "seed": seed, **row} for row in found]
             print(cohort, seed, [(row["method"], round(row["coverage"], 3), round(row["mean half-width"], 3))
                                  for row in found], flush=True)
-    write_report(pd.DataFrame(rows), args.seeds, time.perf_counter() - started, args.output)
+            done = sorted({row["seed"] for row in rows})
+            write_report(pd.DataFrame(rows), done, time.perf_counter() - started, args.output)
 
 
 if __name__ == "__main__":

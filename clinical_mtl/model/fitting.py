@@ -15,7 +15,12 @@ import torch
 
 from ..exceptions import TaskSpecificationError
 from .calibration import fit_calibrator
-from .conformal import MIN_NORMALIZED_ROWS, NORMALIZED, conformal_scores, normalized_conformal
+from .conformal import (
+    MIN_NORMALIZED_ROWS,
+    NORMALIZED,
+    conformal_scores,
+    normalized_conformal,
+)
 from .labels import class_counts, class_weight_vectors, encode_targets, labelled_targets
 from .losses import weighting_factory
 from .metrics import metrics_table

@@ -39,7 +39,13 @@ import pandas as pd
 
 from .conformal import DEFAULT_COVERAGE, check_coverage
 from .explanation import contribution_ranks, explain_model
-from .survival import SURVIVAL, headline_horizon, horizon_label, median_survival, survival_at
+from .survival import (
+    SURVIVAL,
+    headline_horizon,
+    horizon_label,
+    median_survival,
+    survival_at,
+)
 from .tasks import BINARY, MULTICLASS, REGRESSION, TaskSpec
 
 PRED, PROBA, LOWER, UPPER = "pred", "proba", "lower", "upper"

@@ -105,7 +105,7 @@ def test_normalized_intervals_cover_as_promised_and_follow_the_error():
     rng = np.random.default_rng(5)
     covered, high_scale_covered, absolute_high_covered, correlations = [], [], [], []
     for _ in range(300):
-        inputs, scale, residuals = _heteroscedastic(rng, 400)
+        inputs, _, residuals = _heteroscedastic(rng, 400)
         model, scores = normalized_conformal(inputs, residuals, np.zeros(400), random_state=int(rng.integers(1 << 30)))
         new_inputs, new_scale, new_errors = _heteroscedastic(rng, 200)
         widths = conformal_quantile(scores, 0.9) * model.scale(new_inputs)
