@@ -26,7 +26,7 @@ correlation of the width with the absolute error, and for the heteroscedastic
 cohort the coverage among the 20% of patients with the noisiest outcomes.
 Means over ``--seeds`` (default 0 1 2), the range over seeds in brackets.
 
-    python benchmarks/interval_widths.py            # writes reports/interval_widths.md
+    python benchmarks/interval_widths.py            # writes reports/interval_widths.md and .csv
 """
 
 from __future__ import annotations
@@ -90,7 +90,8 @@ def summary(rows: pd.DataFrame, sd: np.ndarray | None) -> dict:
         "factor either side": np.exp(half).mean(),
         "p10 half-width": np.percentile(half, 10),
         "p90 half-width": np.percentile(half, 90),
-        "corr(width, |error|)": np.corrcoef(half, rows["error"])[0, 1] if half.std() > 0 else 0.0,
+        # One width (up to the rounding of upper - lower) has no correlation to speak of.
+        "corr(width, abs error)": np.corrcoef(half, rows["error"])[0, 1] if np.ptp(half) > 1e-9 * half.mean() else 0.0,
     }
     if sd is not None:
         result["coverage, noisiest 20%"] = rows["covered"].to_numpy()[sd >= np.quantile(sd, 0.8)].mean()
@@ -139,9 +140,9 @@ def write_report(results: pd.DataFrame, seeds: list[int], seconds: float, output
     lines = [
         "# Interval widths: normalised against absolute split-conformal intervals",
         "",
-        (f"`python benchmarks/interval_widths.py` ({(__doc__ or '').splitlines()[0]}). "
+        (f"`python benchmarks/interval_widths.py` ({(__doc__ or '').splitlines()[0].rstrip('.')}). "
          f"90% intervals; seeds {seeds} (every cohort; a later seed may be partial); mean over seeds (range); "
-         f"{seconds / 60:.0f} minutes on a shared CPU."),
+         + (f"{seconds / 60:.0f} minutes on a shared CPU." if np.isfinite(seconds) else "")),
         ("Cohorts and columns are described in the script's docstring. Half-widths are in the outcome's units "
          "(log days); `factor either side` is the mean of `exp(half-width)`: the interval runs from the "
          "prediction divided by it to the prediction times it, in days."),
@@ -157,7 +158,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--cohorts", nargs="+", default=["synthetic", "synthetic, heteroscedastic", "pbc"])
     parser.add_argument("--output", type=Path, default=REPORTS / "interval_widths.md")
+    parser.add_argument("--from-csv", type=Path, default=None, help="rewrite the report from saved results")
     args = parser.parse_args()
+    if args.from_csv is not None:
+        results = pd.read_csv(args.from_csv)
+        write_report(results, sorted(results["seed"].unique().tolist()), float("nan"), args.output)
+        return
     warnings.simplefilter("ignore")  # convergence warnings of the default settings are not the point here
     started, rows = time.perf_counter(), []
     for seed in args.seeds:  # seed by seed, the report rewritten after each: every cohort has seed 0 first
@@ -167,6 +173,7 @@ def main() -> None:
             print(cohort, seed, [(row["method"], round(row["coverage"], 3), round(row["mean half-width"], 3))
                                  for row in found], flush=True)
             done = sorted({row["seed"] for row in rows})
+            pd.DataFrame(rows).to_csv(args.output.with_suffix(".csv"), index=False)
             write_report(pd.DataFrame(rows), done, time.perf_counter() - started, args.output)
 
 
