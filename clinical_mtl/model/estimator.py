@@ -19,6 +19,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._compat import fit_context
 from .calibration import TEMPERATURE
+from .conformal import NORMALIZED
 from .explanation import PROBABILITY, explain_model, summarise_background
 from .fitted_state import restore_state, state_of
 from .fitting import fit_ensemble, fit_held_out, label_summaries
@@ -127,6 +128,9 @@ class MultiTaskMLP(PredictionCoreMixin, BaseEstimator):
         reported (flat output columns, reports, metrics), for every survival
         outcome or per outcome. None takes the quartiles of each outcome's
         training event times, to two significant digits.
+    interval_method : {"normalized", "absolute"}, default="normalized"
+        Width of ``predict_interval``'s split-conformal intervals: scaled per patient by a model of
+        the residuals' size, or one for all (see :mod:`clinical_mtl.model.conformal`).
     head_hidden_layer_sizes : tuple of int or dict of str to tuple, default=()
         Task-specific hidden layers inside every head (or per outcome).
     sharing, sharing_strength : {"hard", "soft"}, float, default="hard", 0.1
@@ -200,10 +204,10 @@ class MultiTaskMLP(PredictionCoreMixin, BaseEstimator):
         labels cannot support the fit (one class only; for isotonic, a class
         missing).
     conformal_scores_ : dict of str to ndarray
-        Regression outcome -> the sorted absolute residuals, in its units, of
-        its labelled early-stopping rows, each predicted only by the networks
-        that held it out: what ``predict_interval`` takes its quantiles from
-        (see :mod:`clinical_mtl.model.conformal`). Empty without early stopping.
+        Regression outcome -> sorted absolute residuals of its early-stopping rows (out of bag), divided
+        by their scale where ``interval_scales_`` has one: ``predict_interval``'s quantiles.
+    interval_scales_ : dict of str to ScaleModel
+        Regression outcome -> the scale of its intervals where normalised; both empty without early stopping.
 
     See Also
     --------
@@ -245,6 +249,7 @@ class MultiTaskMLP(PredictionCoreMixin, BaseEstimator):
         calibration=TEMPERATURE,
         survival_intervals=DEFAULT_INTERVALS,
         survival_horizons=None,
+        interval_method=NORMALIZED,
         head_hidden_layer_sizes=(),
         training=JOINT,
         head_weight_decay=None,
@@ -272,6 +277,7 @@ class MultiTaskMLP(PredictionCoreMixin, BaseEstimator):
         self.calibration = calibration
         self.survival_intervals = survival_intervals
         self.survival_horizons = survival_horizons
+        self.interval_method = interval_method
         self.head_hidden_layer_sizes = head_hidden_layer_sizes
         self.training = training
         self.head_weight_decay = head_weight_decay
@@ -317,8 +323,8 @@ class MultiTaskMLP(PredictionCoreMixin, BaseEstimator):
         self.module_, self.history_ = MultiHeadEnsemble(ensemble.networks), ensemble.history
         self.best_epoch_, self.n_iter_ = ensemble.best_epochs, ensemble.n_epochs
         self.explanation_background_ = summarise_background(inputs, int(rng.randint(np.iinfo(np.int32).max)))
-        self.calibrators_, self.conformal_scores_, self.validation_metrics_ = fit_held_out(
-            specs, ensemble, torch.from_numpy(inputs), labels, self.calibration)
+        self.calibrators_, self.conformal_scores_, self.interval_scales_, self.validation_metrics_ = fit_held_out(
+            self, specs, ensemble, torch.from_numpy(inputs), labels, int(rng.randint(np.iinfo(np.int32).max)))
         if self.early_stopping and (self.n_iter_ == self.max_epochs).any():
             warnings.warn(
                 f"The validation loss was still improving at max_epochs={self.max_epochs} "
@@ -384,18 +390,10 @@ class MultiTaskMLP(PredictionCoreMixin, BaseEstimator):
         -------
         DataFrame
             One row per outcome present in ``Y`` (with ``groups``: per outcome,
-            grouping variable and subgroup), with its ``kind``, ``n_labelled``,
-            ``events`` (positive-class rows; the rarest class's rows for
-            several classes) and AUROC, log loss, Brier score, accuracy,
-            expected calibration error, calibration slope and intercept
-            (classification; slope and intercept for binary outcomes) or
-            RMSE, MAE and R^2 (regression, in the outcome's units); with
-            ``n_bootstrap``, ``<metric>_lower`` and ``<metric>_upper`` for
-            AUROC, Brier, ECE, RMSE and R^2 (Harrell's C and IBS for survival);
-            ``estimable`` and ``note``: rows too few to estimate keep their
-            counts only (see
-            :func:`clinical_mtl.model.metric_tables.too_few_to_estimate`). NaN
-            where a metric does not apply or is undefined.
+            grouping variable and subgroup): its ``kind`` and counts, the metrics
+            of its kind with their intervals (with ``n_bootstrap``), and
+            ``estimable`` and ``note`` for rows too few to estimate; see
+            :func:`clinical_mtl.model.metric_tables.evaluate_model`.
         """
         return evaluate_model(
             self, X, y, groups, n_bootstrap=n_bootstrap, confidence=confidence, random_state=random_state

@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 
 from .calibration import calibrator_from_dict
+from .conformal import ScaleModel
 from .explanation import Background
 from .network import MultiHeadEnsemble, MultiHeadNet, head_layers
 from .preprocessing import ClinicalPreprocessor
@@ -137,6 +138,9 @@ FITTED_ATTRIBUTES = (
                     lambda calibrators: {name: c.to_dict() for name, c in calibrators.items()},
                     lambda states: {name: calibrator_from_dict(state) for name, state in states.items()}, default={}),
     FittedAttribute("conformal_scores_", ("fitted", "conformal_scores"), _lists, _arrays, default={}),
+    FittedAttribute("interval_scales_", ("fitted", "interval_scales"),
+                    lambda scales: {name: scale.to_dict() for name, scale in scales.items()},
+                    lambda states: {name: ScaleModel.from_dict(state) for name, state in states.items()}, default={}),
     FittedAttribute("preprocessor_", ("preprocessor",), ClinicalPreprocessor.to_dict, ClinicalPreprocessor.from_dict),
     FittedAttribute("explanation_background_", ("explanation_background",), Background.to_dict, Background.from_dict),
 )

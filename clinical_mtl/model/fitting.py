@@ -15,7 +15,12 @@ import torch
 
 from ..exceptions import TaskSpecificationError
 from .calibration import fit_calibrator
-from .conformal import conformal_scores
+from .conformal import (
+    MIN_NORMALIZED_ROWS,
+    NORMALIZED,
+    conformal_scores,
+    normalized_conformal,
+)
 from .hooks import TrainingProgress, has_progress_listeners, notify_progress
 from .labels import class_counts, class_weight_vectors, encode_targets, labelled_targets
 from .metrics import metrics_table
@@ -236,20 +241,26 @@ def _fit_member(model, specs, data: TaskData, targets, labelled: np.ndarray, new
     return network.cpu(), result, valid_rows
 
 
-def fit_held_out(specs, ensemble: FittedEnsemble, inputs: torch.Tensor, labels: pd.DataFrame,
-                 calibration: str | None) -> tuple[dict, dict, pd.DataFrame | None]:
-    """The recalibration (``calibrators_``), the conformal scores and the
-    ``validation_metrics_``, fitted on the early-stopping rows, out of bag."""
-    calibrators, scores = {}, {}
+def fit_held_out(model, specs, ensemble: FittedEnsemble, inputs: torch.Tensor, labels: pd.DataFrame,
+                 seed: int) -> tuple[dict, dict, dict, pd.DataFrame | None]:
+    """The recalibration (``calibrators_``), the conformal scores and scales
+    (``conformal_scores_``, ``interval_scales_``) and the ``validation_metrics_``,
+    fitted with ``model``'s parameters on the early-stopping rows, out of bag
+    (``seed`` splits them for normalised intervals)."""
+    calibration, interval_method = model.calibration, model.interval_method
+    calibrators, scores, scales = {}, {}, {}
     if not ensemble.held_out:
-        return calibrators, scores, None
+        return calibrators, scores, scales, None
     seen, outputs = out_of_bag_outputs(specs, inputs, ensemble.held_out)
     held_labels = labels.iloc[seen]
     outcomes = []
     for spec, output in zip(specs, outputs):
         present, y_true = labelled_targets(held_labels, spec)
         output = output[present]
-        if spec.kind == REGRESSION:
+        if spec.kind == REGRESSION and interval_method == NORMALIZED and len(y_true) >= MIN_NORMALIZED_ROWS:
+            held_inputs = inputs[torch.from_numpy(seen[present])].numpy()
+            scales[spec.name], scores[spec.name] = normalized_conformal(held_inputs, y_true, output, seed)
+        elif spec.kind == REGRESSION:
             scores[spec.name] = conformal_scores(y_true, output)
         elif spec.is_classification and calibration is not None:
             calibrator = fit_calibrator(calibration, output, y_true)
@@ -257,7 +268,7 @@ def fit_held_out(specs, ensemble: FittedEnsemble, inputs: torch.Tensor, labels: 
                 calibrators[spec.name] = calibrator
                 output = calibrator.transform(output)
         outcomes.append((spec, y_true, output))
-    return calibrators, scores, metrics_table(outcomes)
+    return calibrators, scores, scales, metrics_table(outcomes)
 
 
 def out_of_bag_outputs(specs, inputs: torch.Tensor, held_out: list) -> tuple[np.ndarray, list[np.ndarray]]:

@@ -37,9 +37,15 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .conformal import DEFAULT_COVERAGE
+from .conformal import DEFAULT_COVERAGE, check_coverage
 from .explanation import contribution_ranks, explain_model
-from .survival import SURVIVAL, headline_horizon, horizon_label, median_survival, survival_at
+from .survival import (
+    SURVIVAL,
+    headline_horizon,
+    horizon_label,
+    median_survival,
+    survival_at,
+)
 from .tasks import BINARY, MULTICLASS, REGRESSION, TaskSpec
 
 PRED, PROBA, LOWER, UPPER = "pred", "proba", "lower", "upper"
@@ -157,8 +163,8 @@ def column_values(column: OutputColumn, spec: TaskSpec, output: np.ndarray, half
         The column's outcome.
     output : ndarray
         The outcome's output, as ``MultiTaskMLP.outputs_from_inputs`` gives it.
-    half_widths : dict of str to float
-        As ``MultiTaskMLP.interval_half_widths`` gives them.
+    half_widths : dict of str to float or ndarray
+        As ``MultiTaskMLP.interval_half_widths`` gives them (per patient where normalised).
     """
     if spec.kind == SURVIVAL:
         return _survival_values(column, spec, output)
@@ -188,8 +194,8 @@ def prediction_columns(model, outputs: list[np.ndarray], half_widths: dict, part
     model : MultiTaskMLP
     outputs : list of ndarray
         As ``MultiTaskMLP.outputs_from_inputs`` gives them.
-    half_widths : dict of str to float
-        As ``MultiTaskMLP.interval_half_widths`` gives them.
+    half_widths : dict of str to float or ndarray
+        As ``MultiTaskMLP.interval_half_widths`` gives them (per patient where normalised).
     parts : collection of str, default=None
         Only the columns of these parts (all when None).
     """
@@ -223,8 +229,10 @@ def flat_predictions(model, X, *, top_k: int = 0, coverage: float = DEFAULT_COVE
     DataFrame
         Indexed like ``X``, columns as listed by ``output_columns(model, top_k)``.
     """
-    half_widths = model.interval_half_widths(coverage)
-    index, outputs = model.predict_outputs(X)
+    check_coverage(coverage)
+    index, inputs = model.transform_inputs(X)
+    outputs = model.outputs_from_inputs(inputs, index)
+    half_widths = model.interval_half_widths(coverage, inputs)
     predictions = pd.DataFrame(prediction_columns(model, outputs, half_widths), index=index)
     if top_k > 0:
         predictions = predictions.join(top_contributions(model, X, top_k))

@@ -45,6 +45,7 @@ from numbers import Integral, Real
 
 from ._compat import Interval, StrOptions
 from .calibration import ISOTONIC, TEMPERATURE
+from .conformal import INTERVAL_METHODS
 from .losses import EQUAL, UNCERTAINTY
 from .training import ALTERNATE, JOINT
 from .weighting import DWA, GRADNORM, PCGRAD
@@ -70,6 +71,7 @@ PARAMETER_CONSTRAINTS: dict = {
     "calibration": [StrOptions({TEMPERATURE, ISOTONIC}), None],
     "survival_intervals": [Interval(Integral, 1, None, closed="left")],
     "survival_horizons": [tuple, list, dict, None],
+    "interval_method": [StrOptions(set(INTERVAL_METHODS))],
     "head_hidden_layer_sizes": [tuple, list, dict],
     "training": [StrOptions({JOINT, ALTERNATE})],
     "head_weight_decay": [Interval(Real, 0, None, closed="left"), dict, None],

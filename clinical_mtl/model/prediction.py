@@ -43,7 +43,8 @@ class PredictionCoreMixin:
     """Prediction from raw features, for a fitted ``MultiTaskMLP``.
 
     Reads the fitted ``task_specs_``, ``preprocessor_``, ``module_``,
-    ``calibrators_`` and ``conformal_scores_`` and the ``device`` parameter.
+    ``calibrators_``, ``conformal_scores_`` and ``interval_scales_`` and the
+    ``device`` parameter.
     """
 
     def predict(self, X):
@@ -186,15 +187,19 @@ class PredictionCoreMixin:
     def predict_interval(self, X, coverage=DEFAULT_COVERAGE):
         """Prediction intervals of every regression outcome (split-conformal).
 
-        The interval is ``predict(X)[outcome] +- q``, where ``q`` is the
-        finite-sample ``ceil((n + 1) * coverage) / n`` quantile of the ``n``
-        absolute residuals of the outcome's labelled early-stopping rows, each
-        row predicted only by the networks that held it out
-        (``conformal_scores_``; see :mod:`clinical_mtl.model.conformal`). For
-        patients like the training cohort, about ``coverage`` of the
-        intervals hold the true value. The width is the same for every
-        patient; it is infinite when there are too few residuals for the
-        coverage asked (``ceil((n + 1) * coverage) > n``).
+        The interval is ``predict(X)[outcome] +- q * sigma(x)``, where ``q``
+        is the finite-sample ``ceil((n + 1) * coverage) / n`` quantile of the
+        ``n`` conformity scores of the outcome's labelled early-stopping rows,
+        each row predicted only by the networks that held it out
+        (``conformal_scores_``; see :mod:`clinical_mtl.model.conformal`).
+        With ``interval_method="normalized"`` the scores are residuals divided
+        by ``sigma(x)``, a model of the residuals' size fitted on the other
+        half of those rows (``interval_scales_``), so the width follows the
+        patient; otherwise ``sigma = 1`` and every patient gets the same
+        width. For patients like the training cohort, about ``coverage`` of
+        the intervals hold the true value. The width is infinite when there
+        are too few scores for the coverage asked (``ceil((n + 1) * coverage)
+        > n``).
 
         Parameters
         ----------
@@ -217,19 +222,22 @@ class PredictionCoreMixin:
             no regression outcome, or if it was fitted with
             ``early_stopping=False`` (no held-out rows, so no residuals).
         """
-        half_widths = self.interval_half_widths(coverage)
+        check_is_fitted(self)
+        coverage = check_coverage(coverage)
         if not any(spec.kind == REGRESSION for spec in self.task_specs_):
             raise ValueError(
                 f"predict_interval needs a regression outcome; this model's outcomes {self.tasks_} "
                 "are all classification outcomes (use predict_proba)."
             )
-        if not half_widths:
+        if not self.conformal_scores_:
             raise ValueError(
                 "This model has no held-out residuals to calibrate intervals on: it was fitted with "
                 "early_stopping=False. Refit with early_stopping=True (the early-stopping rows, which "
                 "no network trained on, give the residuals)."
             )
-        index, outputs = self.predict_outputs(X)
+        index, inputs = self.transform_inputs(X)
+        outputs = self.outputs_from_inputs(inputs, index)
+        half_widths = self.interval_half_widths(coverage, inputs)
         return pd.DataFrame(prediction_columns(self, outputs, half_widths, (LOWER, UPPER)), index=index)
 
     # -- the core: what scoring, explanations, evaluation and reports build on ---------------
@@ -350,22 +358,36 @@ class PredictionCoreMixin:
             for spec, out in zip(self.task_specs_, raw)
         ]
 
-    def interval_half_widths(self, coverage: float) -> dict[str, float]:
+    def interval_half_widths(self, coverage: float, inputs: np.ndarray | None = None) -> dict:
         """Half-width of the split-conformal ``coverage`` interval of every regression outcome.
 
         Parameters
         ----------
         coverage : float in (0, 1)
+        inputs : ndarray of shape (n_samples, n_inputs), default=None
+            Preprocessed inputs (``transform_inputs``) of the patients; needed
+            where the widths are normalised (``interval_scales_``).
 
         Returns
         -------
-        dict of str to float
+        dict of str to float or ndarray of shape (n_samples,)
             Per regression outcome with conformal scores (none without early
-            stopping).
+            stopping): one width for every patient, or, where normalised,
+            each patient's.
+
+        Raises
+        ------
+        ValueError
+            If ``inputs`` is None and some outcome's widths are normalised.
         """
         check_is_fitted(self)
         coverage = check_coverage(coverage)
-        return {name: conformal_quantile(scores, coverage) for name, scores in self.conformal_scores_.items()}
+        scales = getattr(self, "interval_scales_", {})
+        if scales and inputs is None:
+            raise ValueError(f"The intervals of {sorted(scales)} differ from patient to patient: "
+                             "pass the patients' inputs (transform_inputs) to interval_half_widths.")
+        return {name: conformal_quantile(scores, coverage) * (scales[name].scale(inputs) if name in scales else 1.0)
+                for name, scores in self.conformal_scores_.items()}
 
     def labelled_pairs(self, X, y):
         """Predictions beside the true labels, outcome by outcome, on labelled rows only.

@@ -32,7 +32,7 @@ def score_table(loaded: LoadedModel, valid: pd.DataFrame, inputs: np.ndarray | N
     }
     outputs = model.outputs_from_inputs(inputs) if n_rows else [None] * len(model.task_specs_)
     by_outcome = {spec.name: (spec, output) for spec, output in zip(model.task_specs_, outputs)}
-    half_widths = model.interval_half_widths(DEFAULT_COVERAGE)
+    half_widths = model.interval_half_widths(DEFAULT_COVERAGE, inputs) if n_rows else {}
     contributions = None
     if top_k and n_rows:  # the features are selected (a copy) only when explanations are asked for
         contributions = top_contributions(model, valid[model_columns(model)], top_k)

@@ -126,15 +126,78 @@ def test_predict_interval_brackets_the_prediction(fitted, cohort):
     predicted = model.predict(patients)["prognosis"]
     half_width = (intervals["prognosis_upper"] - intervals["prognosis_lower"]) / 2
     np.testing.assert_allclose(intervals["prognosis_lower"] + half_width, predicted)
-    scores = model.conformal_scores_["prognosis"]
-    assert np.all(np.diff(scores) >= 0) and len(scores) == model.validation_metrics_.loc["prognosis", "n_labelled"]
-    np.testing.assert_allclose(half_width, scores[int(np.ceil((len(scores) + 1) * 0.9)) - 1])
+    # Normalised (the default): half the labelled held-out rows fit the scale, the other half are scored.
+    scores, n_labelled = model.conformal_scores_["prognosis"], model.validation_metrics_.loc["prognosis", "n_labelled"]
+    assert np.all(np.diff(scores) >= 0) and len(scores) == n_labelled - n_labelled // 2
+    scale = model.interval_scales_["prognosis"].scale(model.transform_inputs(patients)[1])
+    np.testing.assert_allclose(half_width, scores[int(np.ceil((len(scores) + 1) * 0.9)) - 1] * scale)
     assert (model.predict_interval(patients, 0.95)["prognosis_upper"] > intervals["prognosis_upper"]).all()
     flat = flat_predictions(model, patients)
     pd.testing.assert_frame_equal(flat[["prognosis_lower", "prognosis_upper"]], intervals)
     assert flat.columns.tolist() == [column.name for column in output_columns(model)]
     narrow = flat_predictions(model, patients, coverage=0.5)
     assert (narrow["prognosis_upper"] < flat["prognosis_upper"]).all()
+
+
+def _heteroscedastic(n, seed):
+    """The synthetic cohort with prognosis noise of standard deviation 0.5 exp(0.6 z), z the
+    standardised log CRP (0 where CRP is missing): each patient's true noise is known."""
+    X, Y, truth = make_synthetic_cohort(n, random_state=seed, return_truth=True)
+    log_crp = np.log(X["crp"].to_numpy(float))
+    sd = 0.5 * np.exp(0.6 * np.nan_to_num((log_crp - np.nanmean(log_crp)) / np.nanstd(log_crp)))
+    noisy = truth.expected_values["prognosis"] + sd * np.random.default_rng(seed).standard_normal(n)
+    Y["prognosis"] = np.where(Y["prognosis"].isna(), np.nan, noisy)
+    return X, Y, sd
+
+
+@pytest.fixture(scope="module")
+def heteroscedastic():
+    X, Y, _ = _heteroscedastic(3000, 30)
+    X_test, Y_test, sd = _heteroscedastic(20000, 40)
+    models = {method: MultiTaskMLP(interval_method=method, **SHORT).fit(X, Y) for method in ("normalized", "absolute")}
+    return models, X_test, Y_test["prognosis"].to_numpy(), sd
+
+
+def test_normalized_intervals_cover_90_percent_and_widen_where_the_error_is_larger(heteroscedastic):
+    models, X_test, y, sd = heteroscedastic
+    labelled = ~np.isnan(y)
+    covered, widths, errors = {}, {}, {}
+    for method, model in models.items():
+        intervals = model.predict_interval(X_test[labelled], coverage=0.9)
+        lower, upper = intervals["prognosis_lower"].to_numpy(), intervals["prognosis_upper"].to_numpy()
+        covered[method] = (lower <= y[labelled]) & (y[labelled] <= upper)
+        widths[method] = upper - lower
+        errors[method] = np.abs(y[labelled] - model.predict(X_test[labelled])["prognosis"].to_numpy())
+    np.testing.assert_array_equal(errors["normalized"], errors["absolute"])  # same networks, same predictions
+    for method in models:
+        assert 0.87 <= covered[method].mean() <= 0.93, (method, covered[method].mean())
+    assert np.ptp(widths["absolute"]) < 1e-9 * widths["absolute"].mean()
+    assert np.percentile(widths["normalized"], 90) > 1.5 * np.percentile(widths["normalized"], 10)
+    assert np.corrcoef(widths["normalized"], errors["normalized"])[0, 1] > 0.25
+    assert np.corrcoef(widths["normalized"], sd[labelled])[0, 1] > 0.6
+    noisiest = sd[labelled] >= np.quantile(sd[labelled], 0.8)  # one width falls short where the noise is
+    assert covered["absolute"][noisiest].mean() < 0.8
+    assert covered["normalized"][noisiest].mean() > 0.85
+
+
+def test_absolute_intervals_have_one_width_from_every_held_out_residual(heteroscedastic):
+    model = heteroscedastic[0]["absolute"]
+    scores, n_labelled = model.conformal_scores_["prognosis"], model.validation_metrics_.loc["prognosis", "n_labelled"]
+    assert model.interval_scales_ == {} and len(scores) == n_labelled
+    half_widths = model.interval_half_widths(0.9)
+    assert half_widths == {"prognosis": scores[int(np.ceil((len(scores) + 1) * 0.9)) - 1]}
+
+
+def test_a_model_saved_before_interval_method_keeps_one_width(heteroscedastic):
+    model, X_test = heteroscedastic[0]["absolute"], heteroscedastic[1].head(50)
+    state, weights = model.fitted_state()
+    del state["fitted"]["interval_scales"]  # what older versions wrote
+    params = {name: value for name, value in model.get_params().items() if name != "interval_method"}
+    restored = MultiTaskMLP.from_fitted_state(params, state, weights)
+    assert restored.interval_scales_ == {}
+    pd.testing.assert_frame_equal(restored.predict_interval(X_test), model.predict_interval(X_test))
+    with pytest.raises(ValueError, match="differ from patient to patient"):
+        heteroscedastic[0]["normalized"].interval_half_widths(0.9)
 
 
 def test_saved_model_recalibrates_and_predicts_intervals_exactly(fitted, cohort, tmp_path):
@@ -146,6 +209,7 @@ def test_saved_model_recalibrates_and_predicts_intervals_exactly(fitted, cohort,
             np.testing.assert_array_equal(loaded.predict_proba(patients)[name], proba)
         pd.testing.assert_frame_equal(loaded.predict_interval(patients, 0.8), model.predict_interval(patients, 0.8))
         np.testing.assert_array_equal(loaded.conformal_scores_["prognosis"], model.conformal_scores_["prognosis"])
+        assert loaded.interval_scales_["prognosis"].to_dict() == model.interval_scales_["prognosis"].to_dict()
 
 
 @pytest.fixture(scope="module")
@@ -159,11 +223,15 @@ def tiny(small):
     return MultiTaskMLP(ensemble_size=1, max_epochs=2, random_state=0).fit(X, Y)
 
 
-def test_same_seed_same_recalibration_and_intervals(small):
+@pytest.mark.parametrize("validation_fraction", [0.15, 0.5])  # 0.5: enough held-out rows to normalise
+def test_same_seed_same_recalibration_and_intervals(small, validation_fraction):
     X, Y = small
-    params = dict(ensemble_size=2, max_epochs=3, batch_size=64, random_state=7)
+    params = dict(ensemble_size=2, max_epochs=3, batch_size=64, random_state=7, validation_fraction=validation_fraction)
     first, second = MultiTaskMLP(**params).fit(X, Y), MultiTaskMLP(**params).fit(X, Y)
     assert first.calibrators_ == second.calibrators_
+    assert bool(first.interval_scales_) == (validation_fraction == 0.5)
+    assert {name: scale.to_dict() for name, scale in first.interval_scales_.items()} == {
+        name: scale.to_dict() for name, scale in second.interval_scales_.items()}
     np.testing.assert_array_equal(first.conformal_scores_["prognosis"], second.conformal_scores_["prognosis"])
     pd.testing.assert_frame_equal(first.predict_interval(X), second.predict_interval(X))
 

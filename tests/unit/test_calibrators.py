@@ -6,6 +6,9 @@ import math
 import numpy as np
 import pytest
 from scipy.special import softmax
+from sklearn import __version__ as sklearn_version
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.fixes import parse_version
 
 from clinical_mtl.model.calibration import (
     IsotonicCalibration,
@@ -208,3 +211,33 @@ def test_temperature_reads_a_probability_past_0_or_1_by_rounding_as_0_or_1():
     assert fitted.temperature == TemperatureScaling.fit(clipped, y, test=False).temperature != 1.0
     np.testing.assert_array_equal(fitted.transform(past), fitted.transform(clipped))
     np.testing.assert_array_equal(fitted.jacobian(past), fitted.jacobian(clipped))
+
+
+class _GivenProbabilities(ClassifierMixin, BaseEstimator):
+    """A classifier whose features are its own predicted probabilities: scikit-learn's calibration
+    then sees exactly the probabilities ours is fitted on."""
+
+    def fit(self, X, y):
+        self.classes_ = np.unique(y)
+        return self
+
+    def predict_proba(self, X):
+        return np.asarray(X)
+
+    def predict(self, X):
+        return self.classes_[np.argmax(X, axis=1)]
+
+
+@pytest.mark.skipif(parse_version(sklearn_version) < parse_version("1.8"), reason="temperature scaling came in scikit-learn 1.8")
+@pytest.mark.parametrize("n_classes, scale, n", [(2, 0.6, 300), (2, 1.7, 3000), (3, 0.8, 3000)])
+def test_temperature_is_scikit_learns(n_classes, scale, n):
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.frozen import FrozenEstimator
+
+    proba, y = _draw(n_classes, scale, n=n, seed=n_classes)
+    ours = TemperatureScaling.fit(proba, y, test=False)
+    theirs = CalibratedClassifierCV(FrozenEstimator(_GivenProbabilities().fit(proba, y)), method="temperature")
+    theirs.fit(proba, y)
+    inverse = theirs.calibrated_classifiers_[0].calibrators[0].beta_  # their parameter is 1 / T
+    assert ours.temperature == pytest.approx(1.0 / inverse, rel=1e-5)
+    np.testing.assert_allclose(ours.transform(proba), theirs.predict_proba(proba), atol=1e-6)

@@ -79,3 +79,20 @@ def test_no_interval_columns_without_conformal_residuals():
                          random_state=0).fit(X, Y)
     parts = [c.part for c in output_columns(model) if c.outcome == "prognosis"]
     assert parts == [PRED]
+
+
+def test_normalized_intervals_keep_the_column_names_and_vary_by_patient():
+    X, Y = make_synthetic_cohort(400, random_state=5)
+    # Half the rows held out: 160 labelled prognosis rows, enough for a normalised scale.
+    model = MultiTaskMLP(hidden_layer_sizes=(8,), max_epochs=4, ensemble_size=1, validation_fraction=0.5,
+                         random_state=0).fit(X, Y)
+    assert list(model.interval_scales_) == ["prognosis"]
+    flat, interval = flat_predictions(model, X.head(40)), model.predict_interval(X.head(40))
+    assert [c.name for c in output_columns(model) if c.outcome == "prognosis"] == [
+        "prognosis_pred", "prognosis_lower", "prognosis_upper"]
+    pd.testing.assert_frame_equal(flat[["prognosis_lower", "prognosis_upper"]], interval)
+    widths = interval["prognosis_upper"] - interval["prognosis_lower"]
+    assert widths.nunique() == 40
+    _, inputs = model.transform_inputs(X.head(40))
+    np.testing.assert_allclose(model.interval_half_widths(0.9, inputs)["prognosis"],
+                               (flat["prognosis_upper"] - flat["prognosis_pred"]).to_numpy(), rtol=1e-12)
