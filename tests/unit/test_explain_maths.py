@@ -157,8 +157,13 @@ def test_deeplift_matches_the_layer_by_layer_rescale_rule(net):
     rng = np.random.default_rng(1)
     x = np.vstack([[1.0, 1.0, 0.0], rng.normal(size=(3, 3))]).astype(np.float32)
     r = np.vstack([[2.0, 2.0, 5.0], rng.normal(size=(2, 3))]).astype(np.float32)
-    attributions, logits_x, logits_r = _deeplift(net, torch.from_numpy(x), torch.from_numpy(r))
+    attributions = _assert_deeplift_matches_the_reference(net, x, r)
     assert [a.shape for a in attributions] == [(4, 3, 1, 3), (4, 3, 3, 3)]
+
+
+def _assert_deeplift_matches_the_reference(net, x: np.ndarray, r: np.ndarray):
+    """``_deeplift`` of every patient and point against ``_reference_deeplift``; returns the attributions."""
+    attributions, logits_x, logits_r = _deeplift(net, torch.from_numpy(x), torch.from_numpy(r))
     together = torch.cat(attributions, dim=2).double().numpy()
     out_x, out_r = torch.cat(logits_x, dim=1).double().numpy(), torch.cat(logits_r, dim=1).double().numpy()
     for i in range(len(x)):
@@ -168,6 +173,7 @@ def test_deeplift_matches_the_layer_by_layer_rescale_rule(net):
             np.testing.assert_allclose(out_x[i], h_x, atol=1e-5)
             np.testing.assert_allclose(out_r[j], h_r, atol=1e-5)
             np.testing.assert_allclose(together[i, j].sum(axis=1), h_x - h_r, atol=1e-5)  # exact sums
+    return attributions
 
 
 @pytest.mark.parametrize("trunk", [(4,), ()])
@@ -177,16 +183,8 @@ def test_deeplift_through_task_specific_layers_matches_the_rescale_rule(trunk):
                        head_hidden_layer_sizes=((5,), (), (3, 2))).eval()
     rng = np.random.default_rng(4)
     x, r = rng.normal(size=(4, 3)).astype(np.float32), rng.normal(size=(3, 3)).astype(np.float32)
-    attributions, logits_x, logits_r = _deeplift(net, torch.from_numpy(x), torch.from_numpy(r))
+    attributions = _assert_deeplift_matches_the_reference(net, x, r)
     assert [a.shape[2] for a in attributions] == [1, 3, 2]
-    together = torch.cat(attributions, dim=2).double().numpy()
-    out_x, out_r = torch.cat(logits_x, dim=1).double().numpy(), torch.cat(logits_r, dim=1).double().numpy()
-    for i in range(len(x)):
-        for j in range(len(r)):
-            expected, h_x, h_r = _reference_deeplift(net, x[i].astype(np.float64), r[j].astype(np.float64))
-            np.testing.assert_allclose(together[i, j], expected, atol=1e-5, err_msg=f"patient {i}, point {j}")
-            np.testing.assert_allclose(out_x[i], h_x, atol=1e-5)
-            np.testing.assert_allclose(out_r[j], h_r, atol=1e-5)
 
 
 def test_deeplift_of_a_net_without_trunk_is_weight_times_difference():
