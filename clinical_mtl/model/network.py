@@ -174,6 +174,8 @@ class MultiHeadEnsemble(nn.Module):
         ]
         outputs_of = [[layers[h][1] for layers in split] for h in range(len(split[0]))]
         widths = [out[0].out_features for out in outputs_of]
+        head_outputs = [(torch.stack([o.weight for o in out]), torch.stack([o.bias for o in out])[:, :, None])
+                        for out in outputs_of]
         if not any(head_hidden):
             head_weight = torch.stack([torch.cat([out[m].weight for out in outputs_of]) for m in range(n_members)])
             head_bias = torch.stack([torch.cat([out[m].bias for out in outputs_of])
@@ -197,12 +199,11 @@ class MultiHeadEnsemble(nn.Module):
                 outputs.append(torch.baddbmm(head_bias, head_weight, hidden))
                 continue
             per_head = []
-            for layers, out in zip(head_hidden, outputs_of):
+            for layers, (out_weight, out_bias) in zip(head_hidden, head_outputs):
                 own = hidden
                 for weight, bias in layers:
                     own = torch.baddbmm(bias, weight, own).relu_()
-                per_head.append(torch.baddbmm(torch.stack([o.bias for o in out])[:, :, None],
-                                              torch.stack([o.weight for o in out]), own))
+                per_head.append(torch.baddbmm(out_bias, out_weight, own))
             outputs.append(torch.cat(per_head, dim=1))
         stacked_outputs = torch.cat(outputs, dim=2)[:, :, :n].transpose(1, 2)  # (members, n, all head widths)
         return list(torch.split(stacked_outputs, widths, dim=2))

@@ -39,7 +39,6 @@ from .tasks import REGRESSION, TaskSpec
 DWA = "dwa"
 GRADNORM = "gradnorm"
 PCGRAD = "pcgrad"
-DYNAMIC = (DWA, GRADNORM, PCGRAD)
 GRADIENT_BASED = (GRADNORM, PCGRAD)
 """Strategies that need every task's gradient in one step (not with alternate training)."""
 
