@@ -254,7 +254,9 @@ def fit_calibrator(method: str, proba: np.ndarray, y_true: np.ndarray) -> Calibr
     TemperatureScaling, IsotonicCalibration or None
         None, leaving the probabilities as they are, when the rows cannot
         support the fit: temperature scaling needs two classes among them,
-        isotonic maps need every class.
+        isotonic maps need every class. With two classes but fewer than
+        ``MIN_MINORITY_ROWS`` rows outside the most common one, a temperature
+        of 1 marked ``too_few_rows``.
     """
     present = len(np.unique(y_true))
     if method == TEMPERATURE:
