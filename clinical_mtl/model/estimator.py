@@ -112,7 +112,8 @@ class MultiTaskMLP(PredictionCoreMixin, BaseEstimator):
         training, fitted on the early-stopping rows (each predicted only by
         the networks that held it out): temperature scaling (one parameter per
         outcome; never changes the predicted class or the ranking of
-        patients; kept at 1 unless a likelihood-ratio test on the held-out
+        patients; kept at 1 unless at least 30 held-out rows are outside
+        the most common class and a likelihood-ratio test on the held-out
         rows shows miscalibration at the 5% level) or isotonic maps (more
         flexible, needs thousands of held-out rows); see
         :mod:`clinical_mtl.model.calibration`. ``predict_proba``,
@@ -199,7 +200,8 @@ class MultiTaskMLP(PredictionCoreMixin, BaseEstimator):
     calibrators_ : dict of str to TemperatureScaling or IsotonicCalibration
         Classification outcome -> its fitted recalibration (see
         :mod:`clinical_mtl.model.calibration`); a temperature of 1 where the
-        held-out rows showed no miscalibration. Empty without early stopping
+        held-out rows showed no miscalibration or were too few
+        (``too_few_rows``). Empty without early stopping
         or with ``calibration=None``; an outcome is left out when its held-out
         labels cannot support the fit (one class only; for isotonic, a class
         missing).

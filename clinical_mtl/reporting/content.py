@@ -28,7 +28,7 @@ import pandas as pd
 
 from ..data.schema import CohortSchema, OutcomeSpec
 from ..data.schema_entries import DISPLAY_TRANSFORMS
-from ..model.calibration import IsotonicCalibration
+from ..model.calibration import MIN_MINORITY_ROWS, IsotonicCalibration
 from ..model.conformal import DEFAULT_COVERAGE
 from ..model.features import BOOLEAN, CATEGORICAL
 from ..model.fitting import LABEL_PERCENTILES
@@ -316,6 +316,11 @@ def _calibration_text(model, spec: TaskSpec) -> str:
         return f"Probabilities not recalibrated: {held_out} could not support a recalibration."
     if isinstance(calibrator, IsotonicCalibration):
         return f"Probabilities recalibrated by isotonic regression, fitted on {held_out}.{_slope_text(model, spec)}"
+    if calibrator.too_few_rows:
+        rarer = "in the rarer class" if spec.kind == BINARY else "outside the most common class"
+        return (f"Probabilities not recalibrated: only {calibrator.minority_rows:,} of the {held_out} were {rarer}, "
+                f"fewer than the {MIN_MINORITY_ROWS} a temperature is fitted on, so none was applied."
+                f"{_slope_text(model, spec)}")
     if calibrator.temperature == 1.0:  # the likelihood-ratio test kept T = 1 (see model.calibration)
         return (f"Probabilities not recalibrated: a temperature fitted on {held_out} did not differ from 1 at "
                 f"the 5% level (likelihood-ratio test), so none was applied.{_slope_text(model, spec)}")

@@ -383,19 +383,25 @@ def test_the_calibration_sentence_says_what_the_fitted_state_holds(synthetic):
 
     fitted = sentence()
     temperature = model.calibrators_["diagnosis"].temperature
-    assert f"fitted on {n_held_out:,} held-out training patients" in fitted
     assert f"Calibration slope on those patients: {slope:.2f}" in fitted and "model card" in fitted
     assert "no recalibration was needed" not in fitted
-    if temperature == 1.0:
+    if model.calibrators_["diagnosis"].too_few_rows:
+        assert fitted.startswith("Probabilities not recalibrated: only ") and f"of the {n_held_out:,} held-out" in fitted
+    elif temperature == 1.0:
+        assert f"fitted on {n_held_out:,} held-out training patients" in fitted
         assert fitted.startswith("Probabilities not recalibrated: a temperature fitted on") and "5% level" in fitted
     else:
-        assert f"T = {temperature:.2f}" in fitted
+        assert f"fitted on {n_held_out:,} held-out training patients" in fitted and f"T = {temperature:.2f}" in fitted
     # Whatever this fit gave, each state reads as what it is.
     softer = sentence(calibrators_=model.calibrators_ | {"diagnosis": TemperatureScaling(1.5)})
     assert softer.startswith("Probabilities recalibrated by temperature scaling (T = 1.50, softening")
     kept = sentence(calibrators_=model.calibrators_ | {"diagnosis": TemperatureScaling(1.0)})
     assert kept.startswith(f"Probabilities not recalibrated: a temperature fitted on {n_held_out:,} held-out")
     assert "did not differ from 1" in kept and "T = " not in kept
+    few = sentence(calibrators_=model.calibrators_ | {"diagnosis": TemperatureScaling(1.0, 12, too_few_rows=True)})
+    assert few.startswith(f"Probabilities not recalibrated: only 12 of the {n_held_out:,} held-out training patients "
+                          "were in the rarer class, fewer than the 30 a temperature is fitted on, so none was applied.")
+    assert "T = " not in few and "5% level" not in few
     assert sentence(calibrators_={}, calibration=None) == (
         "Probabilities not recalibrated: the model was trained without recalibration.")
 

@@ -241,3 +241,46 @@ def test_temperature_is_scikit_learns(n_classes, scale, n):
     inverse = theirs.calibrated_classifiers_[0].calibrators[0].beta_  # their parameter is 1 / T
     assert ours.temperature == pytest.approx(1.0 / inverse, rel=1e-5)
     np.testing.assert_allclose(ours.transform(proba), theirs.predict_proba(proba), atol=1e-6)
+
+
+def _over_confident_binary(minority, majority=200, seed=0):
+    """Binary rows predicted with softmax(3 z) whose labels follow softmax(z) (temperature 3),
+    keeping ``minority`` rows of class 1 and ``majority`` of class 0."""
+    proba, y = _draw(2, 3.0, n=4000, seed=seed)
+    keep = np.r_[np.flatnonzero(y == 1)[:minority], np.flatnonzero(y == 0)[:majority]]
+    return proba[keep], y[keep]
+
+
+def test_no_temperature_is_fitted_below_the_minimum_rows_in_the_rarer_class():
+    """Strongly over-confident rows that the likelihood-ratio test alone would recalibrate: with
+    29 rows in the rarer class the map is the identity and its state says why; with 30 it is fitted."""
+    from clinical_mtl.model.calibration import MIN_MINORITY_ROWS
+
+    assert MIN_MINORITY_ROWS == 30
+    proba, y = _over_confident_binary(29)
+    assert TemperatureScaling.fit(proba, y, test=False).temperature > 1.5  # the evidence is there...
+    calibrator = TemperatureScaling.fit(proba, y)
+    assert calibrator.temperature == 1.0  # ...but too few events to trust it
+    assert (calibrator.minority_rows, calibrator.too_few_rows) == (29, True)
+    assert calibrator.transform(proba) is proba
+    assert fit_calibrator("temperature", proba, y) == calibrator
+    proba, y = _over_confident_binary(30)
+    fitted = TemperatureScaling.fit(proba, y)
+    assert fitted.temperature > 1.5 and (fitted.minority_rows, fitted.too_few_rows) == (30, False)
+
+
+def test_rows_outside_the_most_common_class_count_for_several_classes():
+    """Three classes: the rows counted are all but those of the most common class (15 + 14 = 29)."""
+    proba, y = _draw(3, 3.0, n=3000, seed=1)
+    keep = np.r_[np.flatnonzero(y == 0)[:100], np.flatnonzero(y == 1)[:15], np.flatnonzero(y == 2)[:14]]
+    calibrator = TemperatureScaling.fit(proba[keep], y[keep])
+    assert (calibrator.temperature, calibrator.minority_rows, calibrator.too_few_rows) == (1.0, 29, True)
+    keep = np.r_[keep, np.flatnonzero(y == 2)[14:15]]
+    assert TemperatureScaling.fit(proba[keep], y[keep]).too_few_rows is False
+
+
+def test_the_reason_round_trips_and_older_states_load_with_defaults():
+    state = json.loads(json.dumps(TemperatureScaling(1.0, 12, too_few_rows=True).to_dict()))
+    assert calibrator_from_dict(state) == TemperatureScaling(1.0, 12, too_few_rows=True)
+    older = calibrator_from_dict({"method": "temperature", "temperature": 1.7})  # saved before the rule
+    assert older == TemperatureScaling(1.7) and older.minority_rows is None and older.too_few_rows is False

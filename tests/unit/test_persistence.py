@@ -128,3 +128,30 @@ def test_a_save_that_fails_midway_leaves_the_earlier_model_whole(tmp_path, fitte
     # No torn file, no temporary file left: the earlier model loads (the same model's weights are the same bytes).
     assert {path.name: path.read_bytes() for path in folder.iterdir()} == before
     pd.testing.assert_frame_equal(load_model(folder).predict(X), fitted_model.predict(X))
+
+
+def test_the_calibration_state_and_why_no_temperature_was_fitted_survive(tmp_path, fitted_model):
+    """The fixture's diagnosis has fewer than MIN_MINORITY_ROWS held-out rows in its rarer class (no
+    temperature, and the state says why); its subtype enough for one. A file saved before the
+    reason was recorded loads with the defaults."""
+    from clinical_mtl.model.calibration import MIN_MINORITY_ROWS
+
+    calibrators = fitted_model.calibrators_
+    assert {c.too_few_rows for c in calibrators.values()} == {True, False}  # one of each here
+    for name, calibrator in calibrators.items():
+        assert calibrator.too_few_rows == (calibrator.minority_rows < MIN_MINORITY_ROWS)
+        n_classes = len(fitted_model.classes_[name])  # the most common class holds at least 1/k of the rows
+        n_held_out = fitted_model.validation_metrics_.loc[name, "n_labelled"]
+        assert calibrator.minority_rows <= n_held_out * (n_classes - 1) / n_classes
+        assert calibrator.temperature == 1.0 or not calibrator.too_few_rows
+    folder = save_model(fitted_model, tmp_path / "model")
+    assert load_model(folder).calibrators_ == calibrators
+    config = json.loads((folder / CONFIG_FILE).read_text())
+    for state in config["fitted"]["calibrators"].values():
+        del state["minority_rows"], state["too_few_rows"]
+    content = {key: value for key, value in config.items() if key != "integrity"}  # as an older save wrote it
+    config["integrity"]["config_sha256"] = _digest(json.dumps(content, sort_keys=True, separators=(",", ":")).encode())
+    (folder / CONFIG_FILE).write_text(json.dumps(config))
+    older = load_model(folder).calibrators_
+    assert {name: c.temperature for name, c in older.items()} == {n: c.temperature for n, c in calibrators.items()}
+    assert all(c.minority_rows is None and not c.too_few_rows for c in older.values())
