@@ -10,14 +10,30 @@ Methods (every baseline fits one model per outcome, on the rows labelled for it)
 - ``HistGradientBoosting``: scikit-learn defaults, native missing values and categories.
 - ``sklearn MLP``: MLPClassifier / MLPRegressor defaults after the same preprocessing
   (regression targets standardised).
+- Strong comparators (the ``comparators`` extra: ``pip install -e '.[comparators]'``),
+  each with its defaults: ``CatBoost`` (native missing values; categories as
+  strings, missing ones as their own level), pytabkit's ``RealMLP-TD`` and
+  ``TabM-D`` (they refuse NaN in numeric columns: median imputation with missing
+  indicators in front, fitted on the training rows; categories as above; they do
+  their own scaling and encoding).
+
+Cohorts: ``pbc`` (cirrhosis + log days to death among those who died), ``synthetic``
+(``make_synthetic_cohort(1000)``: diagnosis, subtype, prognosis) and the R cohorts of
+``benchmarks/survival_benchmark.py`` (``nwtco``, ``cancer``, ``veteran``, ``myeloid``)
+shaped as multi-outcome problems: their diagnosis outcome where they have one
+(``histology``, ``complete_response``), the event by the median event time (binary;
+unlabelled where censored before it) and log days to the event among those who had
+it (regression), like PBC's.
 
 Every method sees the same folds. Per fold, metrics are computed on the test rows
 labelled for each outcome, then averaged over folds. Methods are ranked per dataset,
 outcome and metric (1 = best); the mean rank summarises. A label-scarcity scenario
 keeps 20% of one classification outcome's training labels (test labels untouched).
 
-Run ``python benchmarks/compare_models.py`` (about 10 minutes on 2 cores); results go
-to ``reports/model_comparison.md`` and ``reports/model_comparison_folds.csv``.
+Run ``python benchmarks/compare_models.py`` (hours on 2 cores with the comparators:
+RealMLP-TD and TabM-D take 25-85 s per outcome on a 180-patient fold; ``--datasets``,
+``--methods``, ``--folds`` and ``--repeats`` narrow it); results go to
+``reports/model_comparison.md`` and ``reports/model_comparison_folds.csv``.
 """
 
 from __future__ import annotations
@@ -54,12 +70,36 @@ REPORTS = Path(__file__).resolve().parents[1] / "reports"
 HEADLINE = {"classification": ["auroc", "log_loss", "brier"], "regression": ["rmse", "r2"]}
 LOWER_IS_BETTER = {"log_loss", "brier", "rmse"}
 SCARCE_OUTCOME = {"pbc": "cirrhosis", "synthetic": "diagnosis"}
+DATASETS = ("pbc", "synthetic", "nwtco", "cancer", "veteran", "myeloid")
 
 
 def load(name: str, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     if name == "pbc":
         return pbc_classification_and_regression()
-    return make_synthetic_cohort(1000, random_state=seed)
+    if name == "synthetic":
+        return make_synthetic_cohort(1000, random_state=seed)
+    return shaped_survival_cohort(name, seed)
+
+
+def scarce_outcome(name: str, Y: pd.DataFrame) -> str:
+    """The classification outcome kept at 20% of its labels: the cohort's diagnosis, else its first one."""
+    return SCARCE_OUTCOME.get(name, Y.columns[0])
+
+
+def shaped_survival_cohort(name: str, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A survival benchmark cohort as classification and regression outcomes (see the module docstring)."""
+    from survival_benchmark import LOADERS  # a sibling script (imported here: it imports this one)
+
+    X, Y, outcome, diagnosis = LOADERS[name](seed, False)
+    time_, event = Y[f"{outcome}_time"].to_numpy(float), Y[f"{outcome}_event"].to_numpy(float) == 1
+    horizon = float(np.median(time_[event]))
+    by_horizon = np.where(event & (time_ <= horizon), 1.0, np.where(time_ > horizon, 0.0, np.nan))
+    shaped = pd.DataFrame(index=Y.index)
+    if diagnosis is not None:
+        shaped[diagnosis] = Y[diagnosis].astype(float)
+    shaped[f"{outcome}_by_{horizon:.0f}_days"] = by_horizon
+    shaped[f"log_{outcome}_days"] = np.where(event, np.log(time_), np.nan)
+    return X, shaped
 
 
 def pbc_classification_and_regression() -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -95,7 +135,10 @@ def single_task_twin(params: dict) -> Callable:
     return fit_predict
 
 
-def per_outcome(make_classifier: Callable, make_regressor: Callable, preprocess: bool) -> Callable:
+def per_outcome(make_classifier: Callable, make_regressor: Callable, preprocess: bool | Callable) -> Callable:
+    """One model per outcome on its labelled rows. ``preprocess``: True puts the package's
+    preprocessor in front, False passes native columns (HistGradientBoosting), a callable
+    ``(X_fit, X_test) -> (X_fit, X_test, fit keyword arguments)`` prepares them itself."""
     def fit_predict(X_train, Y_train, X_test, seed):
         outputs = {}
         for spec in infer_tasks(Y_train):
@@ -108,12 +151,14 @@ def per_outcome(make_classifier: Callable, make_regressor: Callable, preprocess:
             else:
                 estimator = make_regressor(seed)
                 y = y.to_numpy(dtype=float)
-            if preprocess:
+            fit_kwargs, X_in = {}, X_test
+            if callable(preprocess):
+                X_fit, X_in, fit_kwargs = preprocess(X_fit, X_test)
+            elif preprocess:
                 estimator = make_pipeline(ClinicalPreprocessor(), estimator)
             else:
-                X_fit, X_eval = _native(X_fit), _native(X_test)
-            estimator.fit(X_fit, y)
-            X_in = X_test if preprocess else X_eval
+                X_fit, X_in = _native(X_fit), _native(X_test)
+            estimator.fit(X_fit, y, **fit_kwargs)
             outputs[spec.name] = (
                 estimator.predict_proba(X_in) if spec.is_classification else estimator.predict(X_in)
             )
@@ -129,6 +174,43 @@ def _native(X: pd.DataFrame) -> pd.DataFrame:
         if str(X[name].dtype) == "boolean":
             X[name] = X[name].astype("Float64").to_numpy(dtype=float, na_value=np.nan)
     return X
+
+
+def _categories_as_strings(X: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Numbers and booleans as floats (NaN kept); categories as strings, a missing one as "missing"."""
+    X = X.copy()
+    categorical = []
+    for name in X.columns:
+        if isinstance(X[name].dtype, pd.CategoricalDtype) or X[name].dtype == object:
+            X[name] = X[name].astype(object).where(X[name].notna(), "missing").astype(str)
+            categorical.append(name)
+        else:
+            X[name] = X[name].astype("Float64").to_numpy(dtype=float, na_value=np.nan)
+    return X, categorical
+
+
+def for_catboost(X_fit: pd.DataFrame, X_test: pd.DataFrame):
+    (fit, categorical), (test, _) = _categories_as_strings(X_fit), _categories_as_strings(X_test)
+    return fit, test, {"cat_features": categorical}
+
+
+def for_pytabkit(X_fit: pd.DataFrame, X_test: pd.DataFrame):
+    """Median imputation with missing indicators (fitted on ``X_fit``) in front of RealMLP and TabM,
+    which refuse NaN in numeric columns; categories as category columns with a "missing" level."""
+    (fit, categorical), (test, _) = _categories_as_strings(X_fit), _categories_as_strings(X_test)
+    numeric = [name for name in fit.columns if name not in categorical]
+    medians = fit[numeric].median()
+    for name in numeric:
+        if fit[name].isna().any():
+            fit[f"{name}_missing"], test[f"{name}_missing"] = fit[name].isna() * 1.0, test[name].isna() * 1.0
+        fit[name], test[name] = fit[name].fillna(medians[name]), test[name].fillna(medians[name])
+    for name in categorical:
+        levels = sorted(set(fit[name]))
+        fit[name] = pd.Categorical(fit[name], categories=levels)
+        test[name] = pd.Categorical(test[name].where(test[name].isin(levels), "missing"),
+                                    categories=sorted(set(levels) | {"missing"}))
+        fit[name] = fit[name].cat.set_categories(test[name].cat.categories)
+    return fit, test, {}
 
 
 def _model_outputs(model: MultiTaskMLP, X_test: pd.DataFrame) -> dict:
@@ -160,6 +242,34 @@ def baselines() -> dict[str, Callable]:
     }
 
 
+def comparators() -> dict[str, Callable]:
+    """CatBoost, RealMLP-TD and TabM-D with their defaults (the ``comparators`` extra)."""
+    try:
+        from catboost import CatBoostClassifier, CatBoostRegressor
+        from pytabkit import RealMLP_TD_Classifier, RealMLP_TD_Regressor, TabM_D_Classifier, TabM_D_Regressor
+    except ImportError as error:
+        raise SystemExit(f"The strong comparators need the comparators extra (pip install -e '.[comparators]'): "
+                         f"{error}") from None
+    tabkit = {"device": "cpu", "verbosity": 0, "n_threads": 2}
+    return {
+        "CatBoost": per_outcome(
+            lambda seed: CatBoostClassifier(random_seed=seed, verbose=0, thread_count=2),
+            lambda seed: CatBoostRegressor(random_seed=seed, verbose=0, thread_count=2),
+            preprocess=for_catboost,
+        ),
+        "RealMLP-TD": per_outcome(
+            lambda seed: RealMLP_TD_Classifier(random_state=seed, **tabkit),
+            lambda seed: RealMLP_TD_Regressor(random_state=seed, **tabkit),
+            preprocess=for_pytabkit,
+        ),
+        "TabM-D": per_outcome(
+            lambda seed: TabM_D_Classifier(random_state=seed, **tabkit),
+            lambda seed: TabM_D_Regressor(random_state=seed, **tabkit),
+            preprocess=for_pytabkit,
+        ),
+    }
+
+
 # -- evaluation --------------------------------------------------------------------------------
 
 
@@ -173,7 +283,7 @@ def cross_validate(dataset: str, methods: dict[str, Callable], folds: int, repea
         X_train, Y_train = X.iloc[train], Y.iloc[train].copy()
         X_test, Y_test = X.iloc[test], Y.iloc[test]
         if scarce:
-            outcome = SCARCE_OUTCOME[dataset]
+            outcome = scarce_outcome(dataset, Y)
             labelled = np.flatnonzero(Y_train[outcome].notna().to_numpy())
             rng = np.random.default_rng(seed + fold)
             drop = rng.choice(labelled, size=int(round(0.8 * len(labelled))), replace=False)
@@ -280,7 +390,7 @@ def markdown_table(frame: pd.DataFrame) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", nargs="+", default=["pbc", "synthetic"])
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0, help="seeds the folds, the synthetic cohort and the models")
@@ -298,6 +408,8 @@ def main() -> None:
 
     methods = {"MultiTaskMLP": multitask(params), "MultiTaskMLP single-task": single_task_twin(params)}
     methods |= baselines()
+    if args.methods is None or set(args.methods) & {"CatBoost", "RealMLP-TD", "TabM-D"}:
+        methods |= comparators()
     if args.methods:
         methods = {name: methods[name] for name in args.methods}
     warnings.filterwarnings("ignore", category=ConvergenceWarning)
