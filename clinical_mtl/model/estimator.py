@@ -20,7 +20,8 @@ from sklearn.utils.validation import check_is_fitted
 from ._compat import fit_context
 from .calibration import TEMPERATURE
 from .conformal import NORMALIZED
-from .explanation import PROBABILITY, explain_model, summarise_background
+from .explaining import ExplanationMixin
+from .explanation import summarise_background
 from .fitted_state import restore_state, state_of
 from .fitting import fit_ensemble, fit_held_out, label_summaries
 from .hooks import notify_fit
@@ -37,7 +38,7 @@ from .tasks import TaskSpec, infer_tasks
 from .training import JOINT
 
 
-class MultiTaskMLP(PredictionCoreMixin, BaseEstimator):
+class MultiTaskMLP(PredictionCoreMixin, ExplanationMixin, BaseEstimator):
     """Predict several clinical outcomes of the same patients with one network.
 
     A shared multi-layer perceptron trunk feeds one head per outcome: a
@@ -400,49 +401,6 @@ class MultiTaskMLP(PredictionCoreMixin, BaseEstimator):
         return evaluate_model(
             self, X, y, groups, n_bootstrap=n_bootstrap, confidence=confidence, random_state=random_state
         )
-
-    def explain(self, X, outcomes=None, *, output=PROBABILITY):
-        """SHAP values of every outcome, on the original clinical features.
-
-        The networks' outputs are attributed with DeepLIFT's rescale rule
-        (what ``shap.DeepExplainer`` computes), batched over patients and over
-        a background of weighted k-means centres of the training rows fixed
-        at fit time; the output link (sigmoid, softmax, target scale) is
-        carried through exactly, and the columns that each clinical variable
-        produced (value and missing indicator, one-hot columns) are summed
-        back into it. Where the outcome is recalibrated (``calibrators_``),
-        the attributions are carried through the recalibration map too. So
-        for every patient and output, ``base_values + values summed over
-        features`` equals the model's output, the (recalibrated) probability
-        of ``predict_proba`` or the value of ``predict`` (see
-        :mod:`clinical_mtl.model.explanation` for why).
-
-        Parameters
-        ----------
-        X : DataFrame or array-like of shape (n_samples, n_features)
-            Raw features of the patients to explain.
-        outcomes : list of str, default=None
-            Outcomes to explain; None explains all.
-        output : {"probability", "log_odds"}, default="probability"
-            Scale of classification explanations: the predicted probability
-            (what ``predict_proba`` returns), or its log-odds. Regression
-            outcomes are always explained in their units.
-
-        Returns
-        -------
-        dict of str to shap.Explanation
-            Per outcome: ``values`` of shape (n_samples, n_features) (binary:
-            the probability of ``classes_[outcome][1]``; regression: the value)
-            or (n_samples, n_features, n_classes) (multi-class; survival: the
-            probability of the event by each of its horizons), ``base_values``
-            per row, ``feature_names`` the columns of ``X``, ``data`` the
-            patients' values (categories as their index among the training
-            categories), ``display_data`` the values as given (category
-            labels, True/False, None for missing), ``output_names`` naming the
-            outcome and class.
-        """
-        check_is_fitted(self)
-        return explain_model(self, X, outcomes, output=output)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -65,8 +65,8 @@ the model, so explanations need no training data later and are reproducible.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from functools import partial
 
 import numpy as np
@@ -78,7 +78,7 @@ from .features import BOOLEAN, prepare_features
 from .link_attributions import survival_link_slopes, through_calibration, through_link, to_log_odds
 from .network import MultiHeadNet, head_layers
 from .preprocessing import CategoricalEncoding
-from .survival import SURVIVAL
+from .survival import SURVIVAL, check_horizons
 from .tasks import BINARY, MULTICLASS, TaskSpec
 
 BACKGROUND_CLUSTERS = 20
@@ -146,13 +146,14 @@ def summarise_background(inputs: np.ndarray, seed: int) -> Background:
     return Background(points, counts / counts.sum())
 
 
-def explain_model(model, X, outcomes: Sequence[str] | None = None, *, output: str = PROBABILITY) -> dict:
+def explain_model(model, X, outcomes: Sequence[str] | None = None, *, output: str = PROBABILITY,
+                  horizons=None) -> dict:
     """SHAP values of every requested outcome; see ``MultiTaskMLP.explain``."""
     import shap
 
     if output not in (PROBABILITY, LOG_ODDS):
         raise ValueError(f"output must be {PROBABILITY!r} or {LOG_ODDS!r}, got {output!r}.")
-    specs = _requested(model, outcomes)
+    specs = _at_horizons(_requested(model, outcomes), horizons)
     features = model.feature_frame(X)
     inputs = torch.from_numpy(np.ascontiguousarray(model.preprocessor_.transform(features)))
     groups = _group_matrix(model.preprocessor_)
@@ -203,6 +204,25 @@ def _requested(model, outcomes: Sequence[str] | None) -> list[TaskSpec]:
     if unknown:
         raise ValueError(f"outcomes {unknown} are not outcomes of this model; its outcomes are {list(specs)}.")
     return [specs[name] for name in outcomes]
+
+
+def _at_horizons(specs: list[TaskSpec], horizons) -> list[TaskSpec]:
+    """The requested outcomes, each survival outcome with the horizons it is to be
+    explained at: ``horizons`` (any positive times; a sequence for every survival
+    outcome, or a dict per outcome), its own where None or not named."""
+    if horizons is None:
+        return specs
+    survival = [spec.name for spec in specs if spec.kind == SURVIVAL]
+    if isinstance(horizons, Mapping):
+        unknown = [name for name in horizons if name not in survival]
+        if unknown:
+            raise ValueError(f"horizons names {unknown}, which are not survival outcomes being explained; "
+                             f"those are {survival}.")
+        chosen = {name: check_horizons(times, name, "horizons") for name, times in horizons.items()}
+    else:
+        checked = check_horizons(horizons, parameter="horizons")
+        chosen = dict.fromkeys(survival, checked)
+    return [replace(spec, horizons=chosen[spec.name]) if spec.name in chosen else spec for spec in specs]
 
 
 def _attribute(model, inputs: torch.Tensor, specs: list[TaskSpec], background: Background):

@@ -41,7 +41,7 @@ from .conformal import DEFAULT_COVERAGE, check_coverage
 from .explanation import contribution_ranks, explain_model
 from .survival import (
     SURVIVAL,
-    headline_horizon,
+    headline_horizons,
     horizon_label,
     median_survival,
     survival_at,
@@ -264,12 +264,9 @@ def top_contributions(model, X, top_k: int) -> pd.DataFrame:
         ``<outcome>_top<j>_feature`` (name) and ``<outcome>_top<j>_contribution``.
     """
     columns = {}
-    kinds = {spec.name: spec for spec in model.task_specs_}
-    for name, explanation in explain_model(model, X).items():
+    for name, explanation in explain_model(model, X, horizons=headline_horizons(model.task_specs_)).items():
         values = explanation.values
-        if values.ndim == 3 and kinds[name].kind == SURVIVAL:
-            values = values[:, :, headline_horizon(kinds[name])]
-        elif values.ndim == 3:  # multi-class: the predicted class
+        if values.ndim == 3:  # multi-class: the predicted class
             total = explanation.base_values.copy()
             for f in range(values.shape[1]):  # added feature by feature: the same whatever the row count
                 total += values[:, f]

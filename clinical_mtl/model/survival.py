@@ -314,16 +314,26 @@ def headline_horizon(spec) -> int:
     return len(spec.horizons) // 2
 
 
-def check_horizons(horizons, name: str) -> tuple:
-    """Horizons as a sorted tuple of distinct positive floats; a clear error otherwise."""
+def headline_horizons(specs) -> dict:
+    """Survival outcome -> its headline horizon alone, as ``explain``'s ``horizons``
+    take it: what the one-number summaries (top contributions, patient pages) explain."""
+    return {spec.name: (spec.horizons[headline_horizon(spec)],) for spec in specs if spec.kind == SURVIVAL}
+
+
+def check_horizons(horizons, name: str | None = None, parameter: str = "survival_horizons") -> tuple:
+    """Horizons as a sorted tuple of distinct positive floats; a clear error otherwise.
+
+    ``parameter`` (and the outcome ``name``, where given) say which argument the error is about.
+    """
+    where = parameter if name is None else f"{parameter} for {name!r}"
     try:
+        if isinstance(horizons, (str, bytes)):
+            raise TypeError
         values = np.asarray(list(horizons), dtype=np.float64)
     except (TypeError, ValueError):
-        raise TaskSpecificationError(f"survival_horizons for {name!r} must be numbers, got {horizons!r}.") from None
-    if values.size == 0 or not np.all(np.isfinite(values) & (values > 0)):
-        raise TaskSpecificationError(
-            f"survival_horizons for {name!r} must be positive finite times, got {list(horizons)}."
-        )
+        raise TaskSpecificationError(f"{where} must be a sequence of numbers, got {horizons!r}.") from None
+    if values.ndim != 1 or values.size == 0 or not np.all(np.isfinite(values) & (values > 0)):
+        raise TaskSpecificationError(f"{where} must be positive finite times, got {list(horizons)}.")
     return tuple(float(v) for v in np.unique(values))
 
 

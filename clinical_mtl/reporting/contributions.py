@@ -24,7 +24,7 @@ import pandas as pd
 from ..data.schema import OutcomeSpec
 from ..model.explanation import contribution_ranks
 from ..model.outputs import TOP_CONTRIBUTION, TOP_FEATURE, column_name
-from ..model.survival import SURVIVAL, headline_horizon
+from ..model.survival import SURVIVAL, headline_horizon, headline_horizons
 from ..model.tasks import BINARY, MULTICLASS, REGRESSION, TaskSpec
 from . import formatting as fmt
 from .waterfall import Step
@@ -53,7 +53,8 @@ def explained_outputs(model, features: pd.DataFrame, top_k: int, scores: pd.Data
     predicted class (multi-class), the value (regression) or the event
     probability by the headline horizon (survival)."""
     n_features = features.shape[1]
-    explanations = model.explain(features if scores is None else features.iloc[:1])
+    explanations = model.explain(features if scores is None else features.iloc[:1],
+                                 horizons=headline_horizons(model.task_specs_))  # explained there alone
     explained = {}
     for spec in model.task_specs_:
         explanation = explanations[spec.name]
@@ -62,16 +63,17 @@ def explained_outputs(model, features: pd.DataFrame, top_k: int, scores: pd.Data
             predicted = np.argmax(outputs[spec.name], axis=1)
         elif spec.kind == SURVIVAL:  # the explained horizon, the same for every patient
             predicted = np.full(len(features), headline_horizon(spec))
+        chosen = predicted if spec.kind == MULTICLASS else None  # the output explained, where several are
         base = np.asarray(explanation.base_values, dtype=float)
         if scores is not None:  # the background, hence the base value, is the same for every patient
             base = np.repeat(base[:1], len(features), axis=0)
-        if predicted is not None:
-            base = base[np.arange(len(base)), predicted]
+        if chosen is not None:
+            base = base[np.arange(len(base)), chosen]
         largest_hidden = None
         if scores is None:
             values = explanation.values
-            if predicted is not None:
-                values = values[np.arange(len(values)), :, predicted]
+            if chosen is not None:
+                values = values[np.arange(len(values)), :, chosen]
             order = contribution_ranks(values, top_k)
             names = np.asarray(explanation.feature_names, dtype=object)[order]
             amounts = np.take_along_axis(values, order, axis=1)
