@@ -146,32 +146,60 @@ def summarise_background(inputs: np.ndarray, seed: int) -> Background:
     return Background(points, counts / counts.sum())
 
 
+@dataclass(frozen=True)
+class Attributions:
+    """SHAP values of one outcome as arrays: what ``explain_model`` wraps in a
+    ``shap.Explanation``, without the patients' own values it also carries."""
+
+    values: np.ndarray  # (n_samples, n_features), or (n_samples, n_features, n_outputs)
+    base_values: np.ndarray  # (n_samples,), or (n_samples, n_outputs)
+    feature_names: list
+    output_names: str | list
+
+
+def attributions(model, X, outcomes: Sequence[str] | None = None, *, output: str = PROBABILITY,
+                 horizons=None) -> dict[str, Attributions]:
+    """SHAP values of every requested outcome as arrays (see ``MultiTaskMLP.explain``
+    for the parameters); the same values as ``explain_model``.
+
+    Why apart: building a ``shap.Explanation`` walks every patient's values
+    (``display_data`` is an object array), about 0.07 ms per patient, more than
+    the attributions themselves cost; batch scoring's top contributions need
+    the arrays only.
+    """
+    return _attributions(model, model.feature_frame(X), outcomes, output, horizons)
+
+
 def explain_model(model, X, outcomes: Sequence[str] | None = None, *, output: str = PROBABILITY,
                   horizons=None) -> dict:
     """SHAP values of every requested outcome; see ``MultiTaskMLP.explain``."""
     import shap
 
+    features = model.feature_frame(X)
+    found = _attributions(model, features, outcomes, output, horizons)
+    data, display = _raw_values(model, features)
+    return {name: shap.Explanation(values=a.values, base_values=a.base_values, data=data, display_data=display,
+                                   feature_names=a.feature_names, output_names=a.output_names)
+            for name, a in found.items()}
+
+
+def _attributions(model, features: pd.DataFrame, outcomes, output: str, horizons) -> dict[str, Attributions]:
     if output not in (PROBABILITY, LOG_ODDS):
         raise ValueError(f"output must be {PROBABILITY!r} or {LOG_ODDS!r}, got {output!r}.")
     specs = _at_horizons(_requested(model, outcomes), horizons)
-    features = model.feature_frame(X)
     inputs = torch.from_numpy(np.ascontiguousarray(model.preprocessor_.transform(features)))
     groups = _group_matrix(model.preprocessor_)
     values, bases = _attribute(model, inputs, specs, model.explanation_background_)
-    data, display = _raw_values(model, features)
     names = list(model.feature_names_in_) if hasattr(model, "feature_names_in_") else list(groups.columns)
-    explanations = {}
+    found = {}
     for spec in specs:
         grouped, base = _in_fixed_blocks(partial(_grouped_output, model, spec, groups.to_numpy(), output),
                                          values[spec.name], bases[spec.name])
         output_names = _output_names(spec)
         if grouped.shape[2] == 1:
             grouped, base, output_names = grouped[:, :, 0], base[:, 0], output_names[0]
-        explanations[spec.name] = shap.Explanation(
-            values=grouped, base_values=base, data=data, display_data=display,
-            feature_names=names, output_names=output_names,
-        )
-    return explanations
+        found[spec.name] = Attributions(grouped, base, names, output_names)
+    return found
 
 
 def _grouped_output(model, spec: TaskSpec, groups: np.ndarray, output: str, values: np.ndarray, base: np.ndarray):

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from .conformal import DEFAULT_COVERAGE, check_coverage
-from .explanation import contribution_ranks, explain_model
+from .explanation import attributions, contribution_ranks
 from .survival import (
     SURVIVAL,
     headline_horizons,
@@ -264,7 +264,7 @@ def top_contributions(model, X, top_k: int) -> pd.DataFrame:
         ``<outcome>_top<j>_feature`` (name) and ``<outcome>_top<j>_contribution``.
     """
     columns = {}
-    for name, explanation in explain_model(model, X, horizons=headline_horizons(model.task_specs_)).items():
+    for name, explanation in attributions(model, X, horizons=headline_horizons(model.task_specs_)).items():
         values = explanation.values
         if values.ndim == 3:  # multi-class: the predicted class
             total = explanation.base_values.copy()

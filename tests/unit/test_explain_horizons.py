@@ -4,10 +4,12 @@ consumers (top contributions, patient pages) asking for the headline horizon alo
 
 import numpy as np
 import pytest
+import shap
 
 from clinical_mtl import MultiTaskMLP
 from clinical_mtl.datasets import make_synthetic_cohort
 from clinical_mtl.model import outputs
+from clinical_mtl.model.explanation import attributions
 from clinical_mtl.model.outputs import top_contributions
 from clinical_mtl.reporting.contributions import explained_outputs
 
@@ -94,8 +96,9 @@ def test_top_contributions_explain_the_headline_horizon_alone(model, cohort, mon
         asked.append(kwargs.get("horizons"))
         return explain(*args, **kwargs)
 
-    explain = outputs.explain_model
-    monkeypatch.setattr(outputs, "explain_model", spy)
+    explain = outputs.attributions
+    monkeypatch.setattr(outputs, "attributions", spy)
+    monkeypatch.setattr(shap, "Explanation", None)  # top contributions need the arrays only
     top = top_contributions(model, X, 3)
     assert asked == [{"death": (spec.horizons[1],)}]
     for j in range(3):
@@ -127,3 +130,15 @@ def test_patient_pages_explain_the_headline_horizon_alone(model, cohort, monkeyp
     order = np.argsort(-np.abs(everything.values[:, :, 1]), axis=1, kind="stable")[:, :3]
     np.testing.assert_allclose(result.top_amounts, np.take_along_axis(everything.values[:, :, 1], order, axis=1),
                                atol=1e-6, rtol=0)
+
+
+def test_attributions_are_the_explanations_arrays(model, cohort):
+    X, _ = cohort
+    explained = model.explain(X.head(40), horizons={"death": [400, 900]}, output="log_odds")
+    arrays = attributions(model, X.head(40), horizons={"death": [400, 900]}, output="log_odds")
+    assert list(arrays) == list(explained)
+    for name, explanation in explained.items():
+        np.testing.assert_array_equal(arrays[name].values, explanation.values)
+        np.testing.assert_array_equal(arrays[name].base_values, explanation.base_values)
+        assert arrays[name].feature_names == list(explanation.feature_names)
+        assert arrays[name].output_names == explanation.output_names
