@@ -205,11 +205,9 @@ def for_pytabkit(X_fit: pd.DataFrame, X_test: pd.DataFrame):
             fit[f"{name}_missing"], test[f"{name}_missing"] = fit[name].isna() * 1.0, test[name].isna() * 1.0
         fit[name], test[name] = fit[name].fillna(medians[name]), test[name].fillna(medians[name])
     for name in categorical:
-        levels = sorted(set(fit[name]))
+        levels = sorted(set(fit[name]) | {"missing"})  # a level unseen in training reads as missing
         fit[name] = pd.Categorical(fit[name], categories=levels)
-        test[name] = pd.Categorical(test[name].where(test[name].isin(levels), "missing"),
-                                    categories=sorted(set(levels) | {"missing"}))
-        fit[name] = fit[name].cat.set_categories(test[name].cat.categories)
+        test[name] = pd.Categorical(test[name].where(test[name].isin(levels), "missing"), categories=levels)
     return fit, test, {}
 
 
