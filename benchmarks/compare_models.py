@@ -116,7 +116,7 @@ def pbc_classification_and_regression() -> tuple[pd.DataFrame, pd.DataFrame]:
 def multitask(params: dict) -> Callable:
     def fit_predict(X_train, Y_train, X_test, seed):
         model = MultiTaskMLP(random_state=seed, **params).fit(X_train, Y_train)
-        return _model_outputs(model, X_test)
+        return model_outputs(model, X_test)
 
     return fit_predict
 
@@ -129,7 +129,7 @@ def single_task_twin(params: dict) -> Callable:
             model = MultiTaskMLP(random_state=seed, **params).fit(
                 X_train[labelled], Y_train.loc[labelled, [name]]
             )
-            outputs |= _model_outputs(model, X_test)
+            outputs |= model_outputs(model, X_test)
         return outputs
 
     return fit_predict
@@ -211,7 +211,8 @@ def for_pytabkit(X_fit: pd.DataFrame, X_test: pd.DataFrame):
     return fit, test, {}
 
 
-def _model_outputs(model: MultiTaskMLP, X_test: pd.DataFrame) -> dict:
+def model_outputs(model: MultiTaskMLP, X_test: pd.DataFrame) -> dict:
+    """Per outcome, the fitted model's probabilities (classification) or values (regression) for ``X_test``."""
     proba = model.predict_proba(X_test)
     values = model.predict(X_test)
     return {name: proba.get(name, values[name].to_numpy()) for name in model.tasks_}
@@ -249,10 +250,11 @@ def comparators() -> dict[str, Callable]:
         raise SystemExit(f"The strong comparators need the comparators extra (pip install -e '.[comparators]'): "
                          f"{error}") from None
     tabkit = {"device": "cpu", "verbosity": 0, "n_threads": 2}
+    # allow_writing_files=False: CatBoost otherwise writes a catboost_info folder into the working directory.
     return {
         "CatBoost": per_outcome(
-            lambda seed: CatBoostClassifier(random_seed=seed, verbose=0, thread_count=2),
-            lambda seed: CatBoostRegressor(random_seed=seed, verbose=0, thread_count=2),
+            lambda seed: CatBoostClassifier(random_seed=seed, verbose=0, thread_count=2, allow_writing_files=False),
+            lambda seed: CatBoostRegressor(random_seed=seed, verbose=0, thread_count=2, allow_writing_files=False),
             preprocess=for_catboost,
         ),
         "RealMLP-TD": per_outcome(
@@ -293,12 +295,13 @@ def cross_validate(dataset: str, methods: dict[str, Callable], folds: int, repea
             for name, output in outputs.items():
                 rows.append({"dataset": dataset, "scenario": "20% labels" if scarce else "all labels",
                              "fold": fold, "method": method, "outcome": name, "seconds": seconds}
-                            | _metrics(specs[name], Y_test, output))
+                            | fold_metrics(specs[name], Y_test, output))
         print(f"  {dataset} {'scarce' if scarce else 'full'} fold {fold + 1}/{folds * repeats} done", flush=True)
     return pd.DataFrame(rows)
 
 
-def _metrics(spec, Y_test: pd.DataFrame, output: np.ndarray) -> dict:
+def fold_metrics(spec, Y_test: pd.DataFrame, output: np.ndarray) -> dict:
+    """One outcome's metrics on the test rows labelled for it."""
     labelled = Y_test[spec.name].notna().to_numpy()
     if spec.is_classification:
         targets, _ = encode_targets(Y_test.loc[labelled, [spec.name]], [spec])

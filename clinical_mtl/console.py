@@ -140,11 +140,12 @@ def training_progress(console: Console | None = None) -> Iterator[None]:
 
 
 class _ProgressDisplay:
-    """A progress listener drawing one bar for the network in training, and a line for each one done."""
+    """A progress listener drawing one bar per network in training (an ensemble's
+    networks may train together), and a line for each one done."""
 
     def __init__(self, progress: Progress):
         self.progress = progress
-        self.task = None
+        self.bars: dict[int, object] = {}
 
     def __call__(self, model, step: TrainingProgress) -> None:
         description = f"network {step.network + 1}/{step.n_networks}"
@@ -154,12 +155,11 @@ class _ProgressDisplay:
             self.progress.console.print(f"Training {', '.join(step.outcomes)} ({step.n_networks} networks)",
                                         highlight=False)
         if step.done:
-            if self.task is not None:
-                self.progress.remove_task(self.task)
-                self.task = None
+            if step.network in self.bars:
+                self.progress.remove_task(self.bars.pop(step.network))
             self.progress.console.print(f"  {description}: {step.epoch} epochs" + (f", {best}" if best else ""),
                                         highlight=False)
             return
-        if self.task is None:
-            self.task = self.progress.add_task(description, total=step.max_epochs, best=best)
-        self.progress.update(self.task, description=description, completed=step.epoch, best=best)
+        if step.network not in self.bars:
+            self.bars[step.network] = self.progress.add_task(description, total=step.max_epochs, best=best)
+        self.progress.update(self.bars[step.network], completed=step.epoch, best=best)

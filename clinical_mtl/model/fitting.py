@@ -27,6 +27,7 @@ from .metrics import metrics_table
 from .network import build_network
 from .preprocessing import STORED_DIGITS, round_significant
 from .splitting import holdout_split
+from .stacked_training import covers, fit_stacked
 from .survival import SURVIVAL, describe_censoring, survival_labels
 from .survival_metrics import kaplan_meier_curve
 from .tasks import REGRESSION, TaskSpec, decode_outputs
@@ -106,12 +107,33 @@ def fit_ensemble(model, specs, inputs: np.ndarray, labels: pd.DataFrame, seeds) 
         if weights is not None:
             row_weights[:, t] *= weights[targets[t]]
     data = TaskData(torch.from_numpy(inputs), [torch.from_numpy(t) for t in targets], torch.from_numpy(row_weights))
+    seeds = [int(seed) for seed in seeds]
+    splits = [_member_split(model, specs, targets, labelled, seed) for seed in seeds]
+    networks = [_build_member(model, specs, inputs.shape[1], seed).to(device) for seed in seeds]
+    weightings = [new_weighting().to(device) for _ in seeds]
+    reports = ([_progress_reporter(model, specs, member, len(seeds)) for member in range(len(seeds))]
+               if has_progress_listeners() else None)
+    names, kinds = [s.name for s in specs], [s.kind for s in specs]
+    together = len(seeds) > 1 and covers(settings, model.loss_weighting)
+    if together:  # reports each network's end itself, when it stops
+        results = fit_stacked(
+            networks, model.dropout, weightings, names, kinds, data.to(device),
+            [torch.from_numpy(train) for train, _ in splits],
+            [torch.from_numpy(valid) for _, valid in splits] if model.early_stopping else None,
+            settings, seeds, reports)
+    else:
+        results = [
+            fit_module(network, weighting, names, kinds, data.take(torch.from_numpy(train)).to(device),
+                       data.take(torch.from_numpy(valid)).to(device) if valid is not None else None,
+                       settings, seed, on_epoch=None if reports is None else reports[member])
+            for member, (network, weighting, (train, valid), seed) in enumerate(zip(networks, weightings, splits, seeds))
+        ]
     fitted = FittedEnsemble([], [], [], [], [])
-    for member, seed in enumerate(seeds):
-        report = _progress_reporter(model, specs, member, len(seeds)) if has_progress_listeners() else None
-        network, result, valid_rows = _fit_member(model, specs, data, targets, labelled, new_weighting,
-                                                  settings, int(seed), device, report)
-        fitted.networks.append(network)
+    for member, (network, result, (_, valid_rows)) in enumerate(zip(networks, results, splits)):
+        if reports is not None and result.history and not together:
+            best = result.history[result.best_epoch - 1].get("valid_loss")
+            reports[member](result.history[-1], result.best_epoch if valid_rows is not None else 0, best, done=True)
+        fitted.networks.append(network.cpu())
         if valid_rows is not None:
             fitted.held_out.append((valid_rows, network))
         fitted.history += [{"member": member} | record for record in result.history]
@@ -210,35 +232,25 @@ def training_settings(model, specs) -> TrainingSettings:
     )
 
 
-def _fit_member(model, specs, data: TaskData, targets, labelled: np.ndarray, new_weighting,
-                settings: TrainingSettings, seed: int, device: torch.device, report=None):
-    """Train one network on its own early-stopping split.
+def _member_split(model, specs, targets, labelled: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """One network's training rows and early-stopping rows (None without early stopping)."""
+    if not model.early_stopping:
+        return np.arange(len(labelled)), None
+    # A survival outcome is stratified on its event indicator, like a class.
+    strata = [target[:, 1] if spec.kind == SURVIVAL else target for spec, target in zip(specs, targets)]
+    train_rows, valid_rows = holdout_split(
+        strata, labelled, [s.kind != REGRESSION for s in specs], model.validation_fraction, seed
+    )
+    check_every_task_trains(specs, labelled[train_rows])
+    return train_rows, valid_rows
 
-    Returns the network (on the CPU), what training did and the positions of
-    the rows it held out (None without early stopping).
-    """
-    train, valid, valid_rows = data, None, None
-    if model.early_stopping:
-        # A survival outcome is stratified on its event indicator, like a class.
-        strata = [target[:, 1] if spec.kind == SURVIVAL else target for spec, target in zip(specs, targets)]
-        train_rows, valid_rows = holdout_split(
-            strata, labelled, [s.kind != REGRESSION for s in specs], model.validation_fraction, seed
-        )
-        check_every_task_trains(specs, labelled[train_rows])
-        train = data.take(torch.from_numpy(train_rows))
-        valid = data.take(torch.from_numpy(valid_rows)).to(device)
+
+def _build_member(model, specs, n_inputs: int, seed: int):
+    """One untrained network of ``model``'s architecture, its weights drawn from ``seed``."""
     trunk, heads = tuple(model.hidden_layer_sizes), head_hidden_sizes(model.head_hidden_layer_sizes, specs)
     if model.sharing == "soft":  # one trunk per outcome: the trunk's layers become each head's first layers
         trunk, heads = (), [trunk + own for own in heads]
-    network = build_network(
-        data.X.shape[1], trunk, [s.n_outputs for s in specs], model.dropout, seed, heads,
-    ).to(device)
-    result = fit_module(network, new_weighting().to(device), [s.name for s in specs], [s.kind for s in specs],
-                        train.to(device), valid, settings, seed, on_epoch=report)
-    if report is not None and result.history:
-        best = result.history[result.best_epoch - 1].get("valid_loss")
-        report(result.history[-1], result.best_epoch if valid is not None else 0, best, done=True)
-    return network.cpu(), result, valid_rows
+    return build_network(n_inputs, trunk, [s.n_outputs for s in specs], model.dropout, seed, heads)
 
 
 def fit_held_out(model, specs, ensemble: FittedEnsemble, inputs: torch.Tensor, labels: pd.DataFrame,

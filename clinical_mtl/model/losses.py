@@ -50,19 +50,32 @@ def masked_task_loss(output: Tensor, target: Tensor, weight: Tensor, kind: str) 
     Tensor
         Scalar loss.
     """
+    return (row_losses(output, target, kind) * weight).sum() / weight.sum()
+
+
+def row_losses(output: Tensor, target: Tensor, kind: str) -> Tensor:
+    """Each row's unweighted loss of one task (see ``masked_task_loss``).
+
+    Parameters
+    ----------
+    output : Tensor of shape (..., n, width)
+    target : Tensor of shape (..., n) or (..., n, 2)
+        Leading dimensions (an ensemble's members) as in ``output``.
+    kind : str
+
+    Returns
+    -------
+    Tensor of shape (..., n)
+    """
     if kind == BINARY:
-        per_row = F.binary_cross_entropy_with_logits(
-            output.squeeze(-1), target.to(output.dtype), reduction="none"
-        )
-    elif kind == MULTICLASS:
-        per_row = F.cross_entropy(output, target, reduction="none")
-    elif kind == REGRESSION:
-        per_row = F.mse_loss(output.squeeze(-1), target, reduction="none")
-    elif kind == SURVIVAL:
-        per_row = survival_loss(output, target)
-    else:
-        raise ValueError(f"Unknown task kind {kind!r}.")
-    return (per_row * weight).sum() / weight.sum()
+        return F.binary_cross_entropy_with_logits(output.squeeze(-1), target.to(output.dtype), reduction="none")
+    if kind == MULTICLASS:  # classes second, as cross_entropy wants them
+        return F.cross_entropy(output.movedim(-1, 1) if output.ndim > 2 else output, target, reduction="none")
+    if kind == REGRESSION:
+        return F.mse_loss(output.squeeze(-1), target, reduction="none")
+    if kind == SURVIVAL:
+        return survival_loss(output, target)
+    raise ValueError(f"Unknown task kind {kind!r}.")
 
 
 class TaskWeighting(nn.Module):

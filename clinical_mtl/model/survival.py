@@ -200,20 +200,20 @@ def survival_loss(logits: Tensor, target: Tensor) -> Tensor:
 
     Parameters
     ----------
-    logits : Tensor of shape (n, J)
-    target : Tensor of shape (n, 2), int64
+    logits : Tensor of shape (..., n, J)
+    target : Tensor of shape (..., n, 2), int64
         Intervals survived and event, as ``encode_survival`` gives them.
 
     Returns
     -------
-    Tensor of shape (n,)
+    Tensor of shape (..., n)
     """
-    survived, event = target[:, 0], target[:, 1]
-    intervals = torch.arange(logits.shape[1], device=logits.device)
-    survived_mask = (intervals[None, :] < survived[:, None]).to(logits.dtype)
+    survived, event = target[..., 0], target[..., 1]
+    intervals = torch.arange(logits.shape[-1], device=logits.device)
+    survived_mask = (intervals < survived[..., None]).to(logits.dtype)
     # -log(1 - sigmoid(z)) = softplus(z); -log(sigmoid(z)) = softplus(-z)
-    through = (F.softplus(logits) * survived_mask).sum(dim=1)
-    at_event = logits.gather(1, survived.clamp(max=logits.shape[1] - 1)[:, None]).squeeze(1)
+    through = (F.softplus(logits) * survived_mask).sum(dim=-1)
+    at_event = logits.gather(-1, survived.clamp(max=logits.shape[-1] - 1)[..., None]).squeeze(-1)
     return through + event.to(logits.dtype) * F.softplus(-at_event)
 
 

@@ -173,10 +173,10 @@ def fit_module(
                 module, weighting, task_kinds, train, optimizer, settings.batch_size, generator,
                 shared=shared, rotation=rotation, auxiliary=auxiliary,
             )
-            record = _epoch_record(epoch, task_names, train_losses, weighting)
+            record = epoch_record(epoch, task_names, train_losses, weighting)
             weighting.end_epoch(train_losses)
             if measured is not None and (epoch - 1) % RELATEDNESS_EVERY == 0:
-                record |= _task_gradient_cosines(module, task_names, task_kinds, measured, shared)
+                record |= task_gradient_cosines(module, task_names, task_kinds, measured, shared)
             if valid is None:
                 result.history.append(record)
                 if on_epoch is not None:
@@ -383,9 +383,25 @@ def _auxiliary_loss(module: nn.Module, settings: TrainingSettings,
     return (lambda x: sum(term(x) for term in terms)) if terms else None
 
 
-def _task_gradient_cosines(module: nn.Module, names, kinds, data: TaskData, shared) -> dict[str, float]:
+def task_gradient_cosines(module: nn.Module, names, kinds, data: TaskData, shared) -> dict[str, float]:
     """``gradient_cosines`` on ``data`` with dropout off; the module's mode and
-    gradients are left as they were."""
+    gradients are left as they were.
+
+    Parameters
+    ----------
+    module : nn.Module
+    names, kinds : sequence of str
+        Per task.
+    data : TaskData
+        The measurement rows (``relatedness.measurement_rows``).
+    shared : sequence of Tensor
+        The trunk's parameters.
+
+    Returns
+    -------
+    dict of str to float
+        ``cosine_key(a, b)`` -> cosine, for every pair of tasks with labels in ``data``.
+    """
     was_training = module.training
     module.eval()
     outputs = module(data.X)
@@ -396,9 +412,12 @@ def _task_gradient_cosines(module: nn.Module, names, kinds, data: TaskData, shar
     return cosines
 
 
-def _epoch_record(
+def epoch_record(
     epoch: int, task_names: Sequence[str], train_losses: list[float], weighting: TaskWeighting
 ) -> dict:
+    """One epoch's history record: ``epoch``, ``train_loss`` (the sum over the
+    tasks with labels), ``train_loss/<task>`` and the weighting's current
+    per-task quantities (``weight/<task>``, ...)."""
     record: dict = {"epoch": epoch}
     observed = [loss for loss in train_losses if not math.isnan(loss)]
     record["train_loss"] = float(sum(observed))

@@ -80,7 +80,7 @@ def test_censored_patients_teach_the_model():
     every labelled patient dies, and the model believes it."""
     X, Y, truth = make_synthetic_cohort(600, random_state=1, survival=True, return_truth=True,
                                         label_missing_rate=0.0)
-    settings = {"hidden_layer_sizes": (16,), "ensemble_size": 1, "max_epochs": 40, "random_state": 0}
+    settings = {"hidden_layer_sizes": (16,), "ensemble_size": 1, "max_epochs": 160, "random_state": 0}
     labels = Y[["death_time", "death_event"]]
     full = MultiTaskMLP(**settings).fit(X, labels)
     deaths_only = labels.where(labels["death_event"] == 1)

@@ -117,12 +117,35 @@ def test_progress_listeners_hear_every_epoch_of_every_network_then_its_end():
         model = _fit_with_progress(Console(file=io.StringIO()), early_stopping=False)
     finally:
         remove_progress_listener(listener)
-    expected = []
-    for network in range(2):  # every epoch, then the network's end (at its last epoch)
-        expected += [(network, epoch, False) for epoch in (1, 2, 3, 4)] + [(network, 4, True)]
-    assert [(p.network, p.epoch, p.done) for p in heard] == expected
+    for network in range(2):  # every epoch in order, then the network's end (at its last epoch)
+        mine = [(p.epoch, p.done) for p in heard if p.network == network]
+        assert mine == [(epoch, False) for epoch in (1, 2, 3, 4)] + [(4, True)]
     assert {p.best_valid_loss for p in heard} == {None}  # no validation set
-    assert [p.train_loss for p in heard if not p.done] == [record["train_loss"] for record in model.history_]
+    losses = sorted((p.network, p.epoch, p.train_loss) for p in heard if not p.done)
+    assert [loss for *_, loss in losses] == [record["train_loss"] for record in model.history_]
+
+
+def test_progress_tells_each_network_s_end_when_it_stops_early():
+    heard = []
+
+    def listener(model, progress):
+        heard.append(progress)
+
+    add_progress_listener(listener)
+    try:
+        X, Y = make_synthetic_cohort(120, random_state=0)
+        model = MultiTaskMLP(ensemble_size=3, max_epochs=100, patience=2, learning_rate=0.05,
+                             hidden_layer_sizes=(8,), random_state=0).fit(X, Y)
+    finally:
+        remove_progress_listener(listener)
+    assert len(set(model.n_iter_)) > 1  # the networks stop at different epochs
+    ends = [(i, p) for i, p in enumerate(heard) if p.done]
+    assert sorted(p.network for _, p in ends) == [0, 1, 2]
+    for position, end in ends:
+        assert end.epoch == model.n_iter_[end.network] and end.best_epoch == model.best_epoch_[end.network]
+        # told right after the network's last epoch, before any later epoch of another network
+        assert all(p.epoch <= end.epoch for p in heard[:position])
+        assert all(p.network != end.network for p in heard[position + 1:])
 
 
 def test_help_shows_each_subcommands_whole_description(capsys):

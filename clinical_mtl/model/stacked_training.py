@@ -1,0 +1,306 @@
+"""Training an ensemble's members together: one batched step for all of them.
+
+Each member keeps what ``fit_module`` gives it alone: its own training and
+early-stopping rows, its own batch order (the same permutations), its own
+task weighting, early stopping and history. Only the arithmetic is shared:
+the members' weights are stacked (``StackedMultiHeadNet``) and every step
+runs all of them in a few batched matrix products, which on a CPU costs
+little more than one small network's step. A member that has stopped early
+keeps being computed (dropping it would cost a copy of every weight) but its
+best weights are kept aside and put back at the end.
+
+One difference remains, on purpose: AdamW steps a stacked weight as a
+whole, so in a batch where one member has no label for a task (rare at the
+default batch sizes unless labels are very scarce) that member's head for
+the task gets a zero gradient and still takes AdamW's momentum and decay
+step, where alone it would not move. The gradient itself is exactly zero, as
+alone.
+
+Used by ``fitting.fit_ensemble`` for every setting it covers (``covers``);
+the others train the members one at a time with ``fit_module``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from ..exceptions import TrainingDivergedError
+from .losses import FixedWeighting, TaskWeighting, row_losses
+from .network import MultiHeadNet, StackedMultiHeadNet
+from .relatedness import RELATEDNESS_EVERY, measurement_rows
+from .tasks import BINARY
+from .training import ALTERNATE, TaskData, TrainingResult, TrainingSettings, epoch_record, \
+    task_gradient_cosines
+from .weighting import GRADIENT_BASED
+
+
+def covers(settings: TrainingSettings, loss_weighting) -> bool:
+    """Whether ``fit_stacked`` trains members with these settings (else ``fit_module`` does).
+
+    Not: weightings that act on per-task gradients, self-supervision and soft
+    sharing (their extra modules are per network), nor alternate training,
+    where every step leaves the other tasks' heads without a gradient and so
+    unmoved, which a stacked weight shared with members stepping another task
+    cannot do.
+    """
+    return (loss_weighting not in GRADIENT_BASED and settings.self_supervision == 0
+            and settings.tied_layers == 0 and settings.training != ALTERNATE)
+
+
+class _MemberRows:
+    """Per member, positions of its rows in the full data, padded to one length.
+
+    ``rows`` is (n_members, longest); ``valid`` is 1 for a real row and 0 for
+    padding (a copy of the member's first row), which therefore weighs 0 in
+    every loss, exactly like an unlabelled row.
+    """
+
+    def __init__(self, positions: Sequence[Tensor], device: torch.device) -> None:
+        longest = max(len(p) for p in positions)
+        self.lengths = [len(p) for p in positions]
+        self.rows = torch.stack([torch.cat([p, p[:1].expand(longest - len(p))]) for p in positions]).to(device)
+        self.valid = (torch.arange(longest)[None, :] < torch.tensor(self.lengths)[:, None]).float().to(device)
+
+    def shuffled(self, generators: Sequence[torch.Generator]) -> tuple[Tensor, Tensor]:
+        """Each member's rows in its own random order (``randperm`` of its
+        generator, as ``fit_module`` draws it), padding last."""
+        order = torch.stack([
+            torch.cat([torch.randperm(n, generator=g), torch.arange(n, self.rows.shape[1])])
+            for n, g in zip(self.lengths, generators)
+        ]).to(self.rows.device)
+        return self.rows.gather(1, order), self.valid.gather(1, order)
+
+
+def member_losses(outputs: Sequence[Tensor], targets: Sequence[Tensor], weights: Tensor,
+                  task_kinds: Sequence[str]) -> tuple[Tensor, Tensor]:
+    """Every member's weighted mean loss of every task on its own rows.
+
+    Parameters
+    ----------
+    outputs : list of Tensor of shape (n_members, n, width)
+    targets : list of Tensor of shape (n_members, n) or (n_members, n, 2)
+    weights : Tensor of shape (n_members, n, n_tasks)
+        Row weights, 0 for unlabelled rows and padding.
+
+    Returns
+    -------
+    losses : Tensor of shape (n_members, n_tasks)
+        0 where a member had no labelled row for a task.
+    weight_totals : Tensor of shape (n_members, n_tasks)
+    """
+    totals = weights.sum(dim=1)
+    per_row = torch.stack([row_losses(out, target, kind) for out, target, kind in zip(outputs, targets, task_kinds)],
+                          dim=2)
+    return (per_row * weights).sum(dim=1) / totals.clamp_min(1e-30), totals
+
+
+def fit_stacked(
+    members: Sequence[MultiHeadNet],
+    dropout: float,
+    weightings: Sequence[TaskWeighting],
+    task_names: Sequence[str],
+    task_kinds: Sequence[str],
+    data: TaskData,
+    train_rows: Sequence[Tensor],
+    valid_rows: Sequence[Tensor] | None,
+    settings: TrainingSettings,
+    seeds: Sequence[int],
+    on_epoch: Sequence[Callable] | None = None,
+) -> list[TrainingResult]:
+    """Train ``members`` and their ``weightings`` in place, all in one batched pass.
+
+    What each member ends with is what ``fit_module`` would give it on
+    ``data.take(train_rows[m])`` and ``data.take(valid_rows[m])`` with seed
+    ``seeds[m]``: the same batches, losses, early stopping and history (the
+    same weights without dropout, up to float rounding; dropout masks are
+    drawn differently).
+
+    Parameters
+    ----------
+    members : sequence of MultiHeadNet
+        Initialised, same architecture, on ``data``'s device.
+    dropout : float
+        Their dropout probability.
+    weightings : sequence of TaskWeighting
+        One per member, not gradient-based (see ``covers``).
+    task_names, task_kinds : sequence of str
+    data : TaskData
+        Every row, on the members' device.
+    train_rows, valid_rows : sequence of Tensor of int64
+        Per member, positions in ``data`` of its training and early-stopping
+        rows (``valid_rows`` None: no early stopping).
+    settings : TrainingSettings
+    seeds : sequence of int
+        Per member, seeds its batch order; the first also seeds dropout.
+        The global random state is restored.
+    on_epoch : sequence of callable, optional
+        Per member, called like ``fit_module``'s ``on_epoch`` after each of
+        its epochs, then once more with ``done=True`` and its last record
+        when it stops.
+
+    Returns
+    -------
+    list of TrainingResult
+        One per member.
+    """
+    device = data.X.device
+    n_members = len(members)
+    # Binary targets as floats once, not at every step.
+    data = TaskData(data.X, [target.float() if kind == BINARY else target
+                             for target, kind in zip(data.targets, task_kinds)], data.weights)
+    # on the members' device; one output weight for all heads unless each has its own decay
+    stacked = StackedMultiHeadNet(members, dropout, combine_heads=settings.head_weight_decay is None)
+    optimizer = _stacked_optimizer(stacked, weightings, settings, device)
+    generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
+    train = _MemberRows(train_rows, device)
+    valid = _MemberRows(valid_rows, device) if valid_rows is not None else None
+    measured = None
+    if len(members[0].trunk) and len(task_kinds) > 1:
+        measured = [data.take(rows[torch.from_numpy(measurement_rows(len(rows), int(seed))).to(rows.device)])
+                    for rows, seed in zip(train_rows, seeds)]
+    results = [TrainingResult() for _ in members]
+    active = [True] * n_members
+    best_objective, best_state = [math.inf] * n_members, [None] * n_members
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(int(seeds[0]))
+        for epoch in range(1, settings.max_epochs + 1):
+            train_losses = _train_epoch(stacked, weightings, task_kinds, data, train, optimizer, settings.batch_size,
+                                        generators, active)
+            valid_losses = _evaluate(stacked, task_kinds, data, valid) if valid is not None else None
+            for m in (m for m in range(n_members) if active[m]):
+                record = epoch_record(epoch, task_names, train_losses[m], weightings[m])
+                weightings[m].end_epoch(train_losses[m])
+                if measured is not None and (epoch - 1) % RELATEDNESS_EVERY == 0:
+                    network = stacked.copy_to(m, members[m])
+                    record |= task_gradient_cosines(network, task_names, task_kinds, measured[m],
+                                                    list(network.trunk.parameters()))
+                results[m].history.append(record)
+                if valid_losses is None:
+                    if on_epoch is not None:
+                        on_epoch[m](record, 0, None)
+                    continue
+                losses, present = valid_losses
+                objective = weightings[m].validation_objective(
+                    [losses[m, t] if present[m][t] else None for t in range(len(task_kinds))]).item()
+                record["valid_loss"] = objective
+                for t, name in enumerate(task_names):
+                    record[f"valid_loss/{name}"] = losses[m, t].item() if present[m][t] else math.nan
+                if settings.verbose:
+                    print(f"member {m}  epoch {epoch:4d}  train {record['train_loss']:.4f}  valid {objective:.4f}")
+                improved = objective < best_objective[m]
+                if improved:
+                    best_objective[m], results[m].best_epoch = objective, epoch
+                    best_state[m] = (stacked.member_state(m), _weighting_state(weightings[m]))
+                if on_epoch is not None:
+                    on_epoch[m](record, results[m].best_epoch, best_objective[m])
+                if not improved and epoch - results[m].best_epoch >= settings.patience:
+                    active[m] = False
+                    if on_epoch is not None:
+                        on_epoch[m](record, results[m].best_epoch, best_objective[m], done=True)
+            if not any(active):
+                break
+    for m in (m for m in range(n_members) if active[m] and on_epoch is not None and results[m].history):
+        best = results[m].best_epoch if valid is not None else 0
+        on_epoch[m](results[m].history[-1], best, best_objective[m] if valid is not None else None, done=True)
+    for m, result in enumerate(results):
+        result.n_epochs = len(result.history)
+        if best_state[m] is None:
+            result.best_epoch = result.n_epochs
+        else:
+            stacked.load_member_state(m, best_state[m][0])
+            weightings[m].load_state_dict(best_state[m][1])
+        stacked.copy_to(m, members[m])
+    return results
+
+
+def _train_epoch(stacked: StackedMultiHeadNet, weightings, task_kinds, data: TaskData, train: _MemberRows,
+                 optimizer, batch_size: int, generators, active: list[bool]) -> list[list[float]]:
+    """One pass of every member over its rows; per member, each task's mean loss (NaN if absent).
+
+    Like ``training.train_epoch`` member by member: a batch where a member
+    has no label adds nothing to its loss, and a non-finite loss of a member
+    still training raises ``TrainingDivergedError``.
+    """
+    stacked.train()
+    rows, row_valid = train.shuffled(generators)
+    X, targets = data.X[rows], [target[rows] for target in data.targets]
+    weights = data.weights[rows] * row_valid[..., None]
+    # Fixed weights (the default "equal") combine all members' losses in one product, without a sync.
+    fixed = (torch.stack([w.weights for w in weightings])
+             if all(type(w) is FixedWeighting for w in weightings) else None)
+    training = torch.tensor(active, device=rows.device)[:, None]
+    loss_sums = torch.zeros(len(weightings), len(task_kinds), device=rows.device)
+    weight_sums = torch.zeros_like(loss_sums)
+    for start in range(0, rows.shape[1], batch_size):
+        batch = slice(start, start + batch_size)
+        outputs = stacked(X[:, batch])
+        losses, totals = member_losses(outputs, [target[:, batch] for target in targets], weights[:, batch],
+                                       task_kinds)
+        if fixed is not None:
+            stepped = (totals > 0) & training
+            loss, steps = (torch.where(stepped, losses * fixed, 0.0).sum(), ()) if stepped.any() else (None, ())
+        else:
+            loss, steps = _combine(weightings, losses, totals, active)
+        if loss is not None:
+            if not torch.isfinite(loss):
+                raise TrainingDivergedError(
+                    f"The training loss became {loss.item()} in a batch (task losses of the members "
+                    f"{losses.detach().tolist()}); lower learning_rate or check the targets for extreme values.")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            for weighting, stepped_losses in steps:
+                weighting.after_step(stepped_losses)
+        loss_sums.addcmul_(losses.detach(), totals)
+        weight_sums += totals
+    return (loss_sums / weight_sums).tolist()
+
+
+def _combine(weightings, losses: Tensor, totals: Tensor, active: list[bool]):
+    """The step's objective, each member's weighting applied to its own task
+    losses; and per member stepped, its weighting and the losses it saw (None
+    when no member has a label)."""
+    present = (totals > 0).tolist()
+    terms, steps = [], []
+    for m, weighting in enumerate(weightings):
+        if not active[m] or not any(present[m]):
+            continue
+        stepped = [losses[m, t] if present[m][t] else None for t in range(losses.shape[1])]
+        terms.append(weighting(stepped))
+        steps.append((weighting, stepped))
+    return (torch.stack(terms).sum(), steps) if terms else (None, ())
+
+
+@torch.no_grad()
+def _evaluate(stacked: StackedMultiHeadNet, task_kinds, data: TaskData, valid: _MemberRows):
+    """Every member's mean loss of every task over its early-stopping rows, and which it has."""
+    stacked.eval()
+    rows = valid.rows
+    losses, totals = member_losses(stacked(data.X[rows]), [target[rows] for target in data.targets],
+                                   data.weights[rows] * valid.valid[..., None], task_kinds)
+    return losses, (totals > 0).tolist()
+
+
+def _stacked_optimizer(stacked: StackedMultiHeadNet, weightings, settings: TrainingSettings,
+                       device: torch.device) -> torch.optim.Optimizer:
+    """``training``'s optimiser for the stacked weights: AdamW, decay on weight
+    matrices only (per head with ``head_weight_decay``), fused."""
+    head_groups = []
+    if settings.head_weight_decay is not None:
+        head_groups = [{"params": params, "weight_decay": decay}
+                       for params, decay in zip(stacked.head_parameters(), settings.head_weight_decay)]
+    in_heads = {id(p) for group in head_groups for p in group["params"]}
+    groups = [
+        {"params": [p for p in stacked.weights if id(p) not in in_heads], "weight_decay": settings.weight_decay},
+        *head_groups,
+        {"params": list(stacked.biases) + [p for w in weightings for p in w.parameters()], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=settings.learning_rate, fused=device.type in ("cpu", "cuda"))
+
+
+def _weighting_state(weighting: TaskWeighting) -> dict:
+    return {key: value.detach().clone() for key, value in weighting.state_dict().items()}
