@@ -114,25 +114,18 @@ def fit_ensemble(model, specs, inputs: np.ndarray, labels: pd.DataFrame, seeds) 
     reports = ([_progress_reporter(model, specs, member, len(seeds)) for member in range(len(seeds))]
                if has_progress_listeners() else None)
     names, kinds = [s.name for s in specs], [s.kind for s in specs]
-    together = len(seeds) > 1 and covers(settings, model.loss_weighting)
-    if together:  # reports each network's end itself, when it stops
+    if len(seeds) > 1 and covers(settings, model.loss_weighting):
         results = fit_stacked(
             networks, model.dropout, weightings, names, kinds, data.to(device),
             [torch.from_numpy(train) for train, _ in splits],
             [torch.from_numpy(valid) for _, valid in splits] if model.early_stopping else None,
             settings, seeds, reports)
     else:
-        results = [
-            fit_module(network, weighting, names, kinds, data.take(torch.from_numpy(train)).to(device),
-                       data.take(torch.from_numpy(valid)).to(device) if valid is not None else None,
-                       settings, seed, on_epoch=None if reports is None else reports[member])
-            for member, (network, weighting, (train, valid), seed) in enumerate(zip(networks, weightings, splits, seeds))
-        ]
+        results = [_fit_apart(network, weighting, names, kinds, data, split, settings, seed, device,
+                              None if reports is None else reports[member])
+                   for member, (network, weighting, split, seed) in enumerate(zip(networks, weightings, splits, seeds))]
     fitted = FittedEnsemble([], [], [], [], [])
     for member, (network, result, (_, valid_rows)) in enumerate(zip(networks, results, splits)):
-        if reports is not None and result.history and not together:
-            best = result.history[result.best_epoch - 1].get("valid_loss")
-            reports[member](result.history[-1], result.best_epoch if valid_rows is not None else 0, best, done=True)
         fitted.networks.append(network.cpu())
         if valid_rows is not None:
             fitted.held_out.append((valid_rows, network))
@@ -243,6 +236,19 @@ def _member_split(model, specs, targets, labelled: np.ndarray, seed: int) -> tup
     )
     check_every_task_trains(specs, labelled[train_rows])
     return train_rows, valid_rows
+
+
+def _fit_apart(network, weighting, names, kinds, data: TaskData, split, settings: TrainingSettings, seed: int,
+               device: torch.device, report=None):
+    """Train one network alone on its split (``fit_module``), then tell ``report`` it is done."""
+    train, valid = split
+    result = fit_module(network, weighting, names, kinds, data.take(torch.from_numpy(train)).to(device),
+                        data.take(torch.from_numpy(valid)).to(device) if valid is not None else None,
+                        settings, seed, on_epoch=report)
+    if report is not None and result.history:
+        best = result.history[result.best_epoch - 1].get("valid_loss")
+        report(result.history[-1], result.best_epoch if valid is not None else 0, best, done=True)
+    return result
 
 
 def _build_member(model, specs, n_inputs: int, seed: int):

@@ -125,7 +125,8 @@ def test_progress_listeners_hear_every_epoch_of_every_network_then_its_end():
     assert [loss for *_, loss in losses] == [record["train_loss"] for record in model.history_]
 
 
-def test_progress_tells_each_network_s_end_when_it_stops_early():
+@pytest.mark.parametrize("params", [{}, {"training": "alternate"}])  # networks trained together, then apart
+def test_progress_tells_each_network_s_end_when_it_stops_early(params):
     heard = []
 
     def listener(model, progress):
@@ -135,7 +136,7 @@ def test_progress_tells_each_network_s_end_when_it_stops_early():
     try:
         X, Y = make_synthetic_cohort(120, random_state=0)
         model = MultiTaskMLP(ensemble_size=3, max_epochs=100, patience=2, learning_rate=0.05,
-                             hidden_layer_sizes=(8,), random_state=0).fit(X, Y)
+                             hidden_layer_sizes=(8,), random_state=0, **params).fit(X, Y)
     finally:
         remove_progress_listener(listener)
     assert len(set(model.n_iter_)) > 1  # the networks stop at different epochs
@@ -143,9 +144,11 @@ def test_progress_tells_each_network_s_end_when_it_stops_early():
     assert sorted(p.network for _, p in ends) == [0, 1, 2]
     for position, end in ends:
         assert end.epoch == model.n_iter_[end.network] and end.best_epoch == model.best_epoch_[end.network]
-        # told right after the network's last epoch, before any later epoch of another network
-        assert all(p.epoch <= end.epoch for p in heard[:position])
+        # told right after the network's last epoch (not once the whole ensemble is done), and last
+        before = heard[position - 1]
+        assert (before.network, before.epoch, before.done) == (end.network, end.epoch, False)
         assert all(p.network != end.network for p in heard[position + 1:])
+    assert ends[0][0] < len(heard) - len(ends)  # the first to stop is told while others still train
 
 
 def test_help_shows_each_subcommands_whole_description(capsys):
