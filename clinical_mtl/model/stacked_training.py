@@ -164,7 +164,7 @@ def fit_stacked(
                     for rows, seed in zip(train_rows, seeds)]
     results = [TrainingResult() for _ in members]
     active = [True] * n_members
-    best_objective, best_state = [math.inf] * n_members, [None] * n_members
+    best = [_Best() for _ in members]
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(int(seeds[0]))
         for epoch in range(1, settings.max_epochs + 1):
@@ -179,42 +179,53 @@ def fit_stacked(
                     record |= task_gradient_cosines(network, task_names, task_kinds, measured[m],
                                                     list(network.trunk.parameters()))
                 results[m].history.append(record)
-                if valid_losses is None:
-                    if on_epoch is not None:
-                        on_epoch[m](record, 0, None)
-                    continue
-                losses, present = valid_losses
-                objective = weightings[m].validation_objective(
-                    [losses[m, t] if present[m][t] else None for t in range(len(task_kinds))]).item()
-                record["valid_loss"] = objective
-                for t, name in enumerate(task_names):
-                    record[f"valid_loss/{name}"] = losses[m, t].item() if present[m][t] else math.nan
-                if settings.verbose:
-                    print(f"member {m}  epoch {epoch:4d}  train {record['train_loss']:.4f}  valid {objective:.4f}")
-                improved = objective < best_objective[m]
-                if improved:
-                    best_objective[m], results[m].best_epoch = objective, epoch
-                    best_state[m] = (stacked.member_state(m), _weighting_state(weightings[m]))
-                if on_epoch is not None:
-                    on_epoch[m](record, results[m].best_epoch, best_objective[m])
-                if not improved and epoch - results[m].best_epoch >= settings.patience:
-                    active[m] = False
-                    if on_epoch is not None:
-                        on_epoch[m](record, results[m].best_epoch, best_objective[m], done=True)
+                if valid_losses is not None:
+                    active[m] = _early_stopping(m, record, valid_losses, stacked, weightings[m], best[m], task_names,
+                                                settings)
+                report = None if on_epoch is None else on_epoch[m]
+                if report is not None:
+                    report(record, best[m].epoch, best[m].objective if valid is not None else None)
+                    if not active[m]:
+                        report(record, best[m].epoch, best[m].objective, done=True)
             if not any(active):
                 break
-    for m in (m for m in range(n_members) if active[m] and on_epoch is not None and results[m].history):
-        best = results[m].best_epoch if valid is not None else 0
-        on_epoch[m](results[m].history[-1], best, best_objective[m] if valid is not None else None, done=True)
     for m, result in enumerate(results):
         result.n_epochs = len(result.history)
-        if best_state[m] is None:
-            result.best_epoch = result.n_epochs
-        else:
-            stacked.load_member_state(m, best_state[m][0])
-            weightings[m].load_state_dict(best_state[m][1])
+        result.best_epoch = best[m].epoch if best[m].state is not None else result.n_epochs
+        if best[m].state is not None:
+            stacked.load_member_state(m, best[m].state)
+            weightings[m].load_state_dict(best[m].weighting_state)
+        if active[m] and on_epoch is not None and result.history:  # ran to max_epochs
+            on_epoch[m](result.history[-1], best[m].epoch, best[m].objective if valid is not None else None,
+                        done=True)
         stacked.copy_to(m, members[m])
     return results
+
+
+class _Best:
+    """A member's best epoch so far, its validation objective and weights."""
+
+    def __init__(self) -> None:
+        self.epoch, self.objective, self.state, self.weighting_state = 0, math.inf, None, None
+
+
+def _early_stopping(m: int, record: dict, valid_losses, stacked: StackedMultiHeadNet, weighting: TaskWeighting,
+                    best: _Best, task_names, settings: TrainingSettings) -> bool:
+    """Record member ``m``'s validation losses, keep its weights if best so far;
+    whether it trains on (``fit_module``'s rule)."""
+    losses, present = valid_losses
+    objective = weighting.validation_objective(
+        [losses[m, t] if present[m][t] else None for t in range(len(task_names))]).item()
+    record["valid_loss"] = objective
+    for t, name in enumerate(task_names):
+        record[f"valid_loss/{name}"] = losses[m, t].item() if present[m][t] else math.nan
+    if settings.verbose:
+        print(f"member {m}  epoch {record['epoch']:4d}  train {record['train_loss']:.4f}  valid {objective:.4f}")
+    if objective < best.objective:
+        best.epoch, best.objective = record["epoch"], objective
+        best.state, best.weighting_state = stacked.member_state(m), _weighting_state(weighting)
+        return True
+    return record["epoch"] - best.epoch < settings.patience
 
 
 def _train_epoch(stacked: StackedMultiHeadNet, weightings, task_kinds, data: TaskData, train: _MemberRows,
