@@ -34,6 +34,7 @@ from .tasks import REGRESSION, TaskSpec, decode_outputs
 from .training import (
     TaskData,
     TrainingSettings,
+    auto_batch,
     fit_module,
     predict_module,
     resolve_device,
@@ -98,7 +99,6 @@ def _label_counts(labels: pd.DataFrame, spec: TaskSpec) -> dict:
 def fit_ensemble(model, specs, inputs: np.ndarray, labels: pd.DataFrame, seeds) -> FittedEnsemble:
     """Train ``len(seeds)`` networks with ``model``'s parameters, one seed each."""
     new_weighting = weighting_factory(model.loss_weighting, specs)
-    settings = training_settings(model, specs)
     class_weights = class_weight_vectors(specs, labels, model.class_weight)
     device = resolve_device(model.device)
     targets, labelled = encode_targets(labels, specs)
@@ -109,6 +109,7 @@ def fit_ensemble(model, specs, inputs: np.ndarray, labels: pd.DataFrame, seeds) 
     data = TaskData(torch.from_numpy(inputs), [torch.from_numpy(t) for t in targets], torch.from_numpy(row_weights))
     seeds = [int(seed) for seed in seeds]
     splits = [_member_split(model, specs, targets, labelled, seed) for seed in seeds]
+    settings = training_settings(model, specs, n_train=len(splits[0][0]))
     networks = [_build_member(model, specs, inputs.shape[1], seed).to(device) for seed in seeds]
     weightings = [new_weighting().to(device) for _ in seeds]
     reports = ([_progress_reporter(model, specs, member, len(seeds)) for member in range(len(seeds))]
@@ -178,8 +179,9 @@ def head_hidden_sizes(setting, specs) -> list[tuple[int, ...]]:
     return [tuple(int(w) for w in layers) for layers in sizes]
 
 
-def training_settings(model, specs) -> TrainingSettings:
-    """The ``TrainingSettings`` of ``model``'s parameters, checked against its outcomes.
+def training_settings(model, specs, n_train: int) -> TrainingSettings:
+    """The ``TrainingSettings`` of ``model``'s parameters, checked against its outcomes,
+    for ``n_train`` training rows (what ``batch_size="auto"`` reads).
 
     Raises
     ------
@@ -210,10 +212,11 @@ def training_settings(model, specs) -> TrainingSettings:
         decay = (decay,) * len(names)
     if decay is not None and not all(np.isfinite(d) and d >= 0 for d in decay):
         raise TaskSpecificationError(f"head_weight_decay values must be finite and >= 0, got {model.head_weight_decay}.")
+    batch_size, learning_rate = auto_batch(n_train, model.batch_size, model.learning_rate)
     return TrainingSettings(
-        learning_rate=model.learning_rate,
+        learning_rate=learning_rate,
         weight_decay=model.weight_decay,
-        batch_size=model.batch_size,
+        batch_size=batch_size,
         max_epochs=model.max_epochs,
         patience=model.patience,
         verbose=model.verbose,

@@ -18,7 +18,8 @@ from clinical_mtl.model.outputs import flat_predictions, output_columns
 
 # Few epochs: the networks stop short of fitting the outcomes, so their probabilities are
 # too modest (under-confident), the miscalibration that recalibration has to repair.
-SHORT = dict(ensemble_size=3, batch_size=256, hidden_layer_sizes=(32,), max_epochs=10, random_state=0)
+SHORT = dict(ensemble_size=3, batch_size=256, learning_rate=1e-3, hidden_layer_sizes=(32,), max_epochs=10,
+             random_state=0)
 
 
 @pytest.fixture(scope="module")

@@ -135,7 +135,7 @@ def test_progress_tells_each_network_s_end_when_it_stops_early(params):
     add_progress_listener(listener)
     try:
         X, Y = make_synthetic_cohort(120, random_state=0)
-        model = MultiTaskMLP(ensemble_size=3, max_epochs=100, patience=2, learning_rate=0.05,
+        model = MultiTaskMLP(ensemble_size=3, max_epochs=100, patience=2, learning_rate=0.01,
                              hidden_layer_sizes=(8,), random_state=0, **params).fit(X, Y)
     finally:
         remove_progress_listener(listener)

@@ -211,3 +211,33 @@ def test_dropout_drops_each_element_independently_with_probability_p(p):
     dropout(x, p).sum().backward()
     torch.manual_seed(1)
     torch.testing.assert_close(x.grad, dropout(torch.ones(3, 5), p))  # the gradient is the mask
+
+
+@pytest.mark.parametrize("n_rows, params, expected", [
+    (300, {}, (32, 1e-3)),           # small table: 32 steps an epoch or more
+    (1400, {}, (128, 2e-3)),         # 1,400 x 0.85 = 1,190 training rows >= 1,024
+    (1400, {"batch_size": 64}, (64, round(1e-3 * 2 ** 0.5, 6))),
+    (1400, {"learning_rate": 0.01}, (128, 0.01)),
+    (300, {"batch_size": 16, "learning_rate": 0.02}, (16, 0.02)),
+])
+def test_auto_batch_size_and_learning_rate_follow_the_training_rows(monkeypatch, n_rows, params, expected):
+    seen = []
+    original = fitting.fit_stacked
+
+    def spy(*args, **kwargs):
+        seen.append(args[8])  # the TrainingSettings
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(fitting, "fit_stacked", spy)
+    X, Y = pbc_like(n_rows)
+    model = MultiTaskMLP(**({"ensemble_size": 2, "max_epochs": 1, "random_state": 0} | params)).fit(X, Y)
+    (settings_used,) = seen
+    assert (settings_used.batch_size, settings_used.learning_rate) == pytest.approx(expected)
+    assert model.get_params()["batch_size"] == params.get("batch_size", "auto")  # the parameter is kept as given
+
+
+@pytest.mark.parametrize("params", [{"batch_size": "large"}, {"learning_rate": "fast"}, {"batch_size": 0}])
+def test_other_batch_sizes_and_learning_rates_are_refused_before_training(params):
+    X, Y = pbc_like()
+    with pytest.raises(ValueError, match=next(iter(params))):
+        MultiTaskMLP(**params).fit(X, Y)
