@@ -24,11 +24,11 @@ where the residuals were larger. Where the residuals do not depend on the
 features, the penalty shrinks ``sigma`` to a near-constant and the intervals
 to the absolute ones. Normalised is the default by
 ``reports/interval_widths.md``: on a synthetic cohort whose noise varies
-between patients, both cover 90% at about the same mean width (half-width
-1.16 against 1.18), but among the noisiest fifth of patients the normalised
-intervals cover 84% and the absolute ones 70% (the width's correlation with
-the error is 0.46); with the same noise for everyone, normalised intervals
-are 3% wider. The ensemble's spread was tried as ``sigma`` and rejected: on
+between patients, both cover 91% at the same mean width (half-width 1.20),
+but among the noisiest fifth of patients the normalised intervals cover 87%
+and the absolute ones 71% (the width's correlation with the error is 0.43);
+with the same noise for everyone, normalised intervals are 0.6% narrower
+(means over 3 seeds). The ensemble's spread was tried as ``sigma`` and rejected: on
 the varying-noise cohort its correlation with the error was 0.04 to 0.12,
 and at a held-out row most members trained on it, so its spread there is
 not that of a new patient. An outcome with fewer than
