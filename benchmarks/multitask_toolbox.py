@@ -35,6 +35,8 @@ the diagnosis; fit seconds. Mean rank over cohort x scenario x metric.
 
 Run ``python benchmarks/multitask_toolbox.py`` (``--quick``: 3 folds x 1 repeat,
 smaller cohorts, ``--ensemble-size 1``) and read ``reports/multitask_toolbox.md``.
+Each cohort's fold results are saved when it is done (``reports/multitask_toolbox_partial/``,
+summaries of folds, no patient data); ``--resume`` skips the cohorts saved there.
 """
 
 from __future__ import annotations
@@ -201,6 +203,14 @@ def write_report(folds: pd.DataFrame, relatedness: pd.DataFrame, args, minutes: 
     path.write_text("\n".join(lines))
 
 
+def _read_saved(path: Path) -> pd.DataFrame:
+    """A saved cohort's table; an empty one (no relatedness without the defaults) as an empty frame."""
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cohorts", nargs="+", default=list(COHORTS), choices=list(LOADERS))
@@ -211,6 +221,8 @@ def main() -> None:
     parser.add_argument("--ensemble-size", type=int, default=None)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--output", type=Path, default=REPORTS / "multitask_toolbox.md")
+    parser.add_argument("--resume", action="store_true",
+                        help="reuse the cohorts a cut-short run with the same arguments saved (<output>_partial/)")
     args = parser.parse_args()
     import sys
 
@@ -222,10 +234,24 @@ def main() -> None:
         COMMON["ensemble_size"] = args.ensemble_size
     warnings.filterwarnings("ignore")
     start = time.perf_counter()
-    results = [cross_validate(c, args.methods, args.folds, args.repeats, args.seed, args.quick) for c in args.cohorts]
+    folds_path = args.output.with_name(args.output.stem + "_folds.csv")
+    # Each cohort's results are saved as soon as it is done, so a run cut short resumes (--resume) where it stopped.
+    partial = args.output.with_name(args.output.stem + "_partial")
+    partial.mkdir(parents=True, exist_ok=True)
+    results = []
+    for cohort in args.cohorts:
+        saved = [partial / f"{cohort}_{part}.csv" for part in ("folds", "relatedness")]
+        if args.resume and all(path.exists() for path in saved):
+            results.append(tuple(_read_saved(path) for path in saved))
+            print(f"  {cohort}: read from {partial}", flush=True)
+            continue
+        result = cross_validate(cohort, args.methods, args.folds, args.repeats, args.seed, args.quick)
+        for frame, path in zip(result, saved):
+            frame.to_csv(path, index=False)
+        results.append(result)
     folds = pd.concat([r[0] for r in results], ignore_index=True)
     relatedness = pd.concat([r[1] for r in results], ignore_index=True)
-    folds.to_csv(args.output.with_name(args.output.stem + "_folds.csv"), index=False)
+    folds.to_csv(folds_path, index=False)
     write_report(folds, relatedness, args, (time.perf_counter() - start) / 60, args.output)
     print(args.output.read_text())
 
