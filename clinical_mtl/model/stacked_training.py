@@ -33,8 +33,15 @@ from .losses import FixedWeighting, TaskWeighting, row_losses
 from .network import MultiHeadNet, StackedMultiHeadNet
 from .relatedness import RELATEDNESS_EVERY, measurement_rows
 from .tasks import BINARY
-from .training import ALTERNATE, TaskData, TrainingResult, TrainingSettings, epoch_record, \
-    task_gradient_cosines
+from .training import (
+    ALTERNATE,
+    TaskData,
+    TrainingResult,
+    TrainingSettings,
+    decoupled_adamw,
+    epoch_record,
+    task_gradient_cosines,
+)
 from .weighting import GRADIENT_BASED
 
 
@@ -73,6 +80,11 @@ class _MemberRows:
             for n, g in zip(self.lengths, generators)
         ]).to(self.rows.device)
         return self.rows.gather(1, order), self.valid.gather(1, order)
+
+
+def _member_data(data: TaskData, rows: Tensor, row_valid: Tensor) -> tuple[Tensor, list[Tensor], Tensor]:
+    """Inputs, targets and row weights of each member's ``rows`` (n_members, n): padding weighs 0."""
+    return data.X[rows], [target[rows] for target in data.targets], data.weights[rows] * row_valid[..., None]
 
 
 def member_losses(outputs: Sequence[Tensor], targets: Sequence[Tensor], weights: Tensor,
@@ -157,7 +169,10 @@ def fit_stacked(
     optimizer = _stacked_optimizer(stacked, weightings, settings, device)
     generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
     train = _MemberRows(train_rows, device)
-    valid = _MemberRows(valid_rows, device) if valid_rows is not None else None
+    valid = None  # the early-stopping rows, gathered once
+    if valid_rows is not None:
+        held_out = _MemberRows(valid_rows, device)
+        valid = _member_data(data, held_out.rows, held_out.valid)
     measured = None
     if len(members[0].trunk) and len(task_kinds) > 1:
         measured = [data.take(rows[torch.from_numpy(measurement_rows(len(rows), int(seed))).to(rows.device)])
@@ -170,7 +185,7 @@ def fit_stacked(
         for epoch in range(1, settings.max_epochs + 1):
             train_losses = _train_epoch(stacked, weightings, task_kinds, data, train, optimizer, settings.batch_size,
                                         generators, active)
-            valid_losses = _evaluate(stacked, task_kinds, data, valid) if valid is not None else None
+            valid_losses = _evaluate(stacked, task_kinds, valid) if valid is not None else None
             for m in (m for m in range(n_members) if active[m]):
                 record = epoch_record(epoch, task_names, train_losses[m], weightings[m])
                 weightings[m].end_epoch(train_losses[m])
@@ -238,8 +253,7 @@ def _train_epoch(stacked: StackedMultiHeadNet, weightings, task_kinds, data: Tas
     """
     stacked.train()
     rows, row_valid = train.shuffled(generators)
-    X, targets = data.X[rows], [target[rows] for target in data.targets]
-    weights = data.weights[rows] * row_valid[..., None]
+    X, targets, weights = _member_data(data, rows, row_valid)
     # Fixed weights (the default "equal") combine all members' losses in one product, without a sync.
     fixed = (torch.stack([w.weights for w in weightings])
              if all(type(w) is FixedWeighting for w in weightings) else None)
@@ -287,30 +301,20 @@ def _combine(weightings, losses: Tensor, totals: Tensor, active: list[bool]):
 
 
 @torch.no_grad()
-def _evaluate(stacked: StackedMultiHeadNet, task_kinds, data: TaskData, valid: _MemberRows):
-    """Every member's mean loss of every task over its early-stopping rows, and which it has."""
+def _evaluate(stacked: StackedMultiHeadNet, task_kinds, valid: tuple[Tensor, list[Tensor], Tensor]):
+    """Every member's mean loss of every task over its early-stopping rows (``_member_data``), and which it has."""
     stacked.eval()
-    rows = valid.rows
-    losses, totals = member_losses(stacked(data.X[rows]), [target[rows] for target in data.targets],
-                                   data.weights[rows] * valid.valid[..., None], task_kinds)
+    X, targets, weights = valid
+    losses, totals = member_losses(stacked(X), targets, weights, task_kinds)
     return losses, (totals > 0).tolist()
 
 
 def _stacked_optimizer(stacked: StackedMultiHeadNet, weightings, settings: TrainingSettings,
                        device: torch.device) -> torch.optim.Optimizer:
-    """``training``'s optimiser for the stacked weights: AdamW, decay on weight
-    matrices only (per head with ``head_weight_decay``), fused."""
-    head_groups = []
-    if settings.head_weight_decay is not None:
-        head_groups = [{"params": params, "weight_decay": decay}
-                       for params, decay in zip(stacked.head_parameters(), settings.head_weight_decay)]
-    in_heads = {id(p) for group in head_groups for p in group["params"]}
-    groups = [
-        {"params": [p for p in stacked.weights if id(p) not in in_heads], "weight_decay": settings.weight_decay},
-        *head_groups,
-        {"params": list(stacked.biases) + [p for w in weightings for p in w.parameters()], "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=settings.learning_rate, fused=device.type in ("cpu", "cuda"))
+    """``training``'s optimiser for the stacked weights (the biases, stacked, are 3-d too)."""
+    heads = stacked.head_parameters() if settings.head_weight_decay is not None else None
+    others = list(stacked.biases) + [p for w in weightings for p in w.parameters()]
+    return decoupled_adamw(stacked.weights, others, settings, device, heads)
 
 
 def _weighting_state(weighting: TaskWeighting) -> dict:

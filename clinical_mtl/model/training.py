@@ -349,25 +349,42 @@ def _make_optimizer(
     module: nn.Module, weighting: TaskWeighting, settings: TrainingSettings, device: torch.device,
     reconstruction: nn.Module | None = None,
 ) -> torch.optim.Optimizer:
+    """``decoupled_adamw`` over the module's (and reconstruction's) weight matrices and the rest."""
+    parts = [module] + ([reconstruction] if reconstruction is not None else [])
+    parameters = [p for part in parts for p in part.parameters()]
+    heads = [[p for p in head.parameters() if p.ndim > 1] for head in module.heads]
+    others = [p for p in parameters if p.ndim <= 1] + list(weighting.parameters())
+    return decoupled_adamw([p for p in parameters if p.ndim > 1], others, settings, device, heads)
+
+
+def decoupled_adamw(matrices: Sequence[Tensor], others: Sequence[Tensor], settings: TrainingSettings,
+                    device: torch.device, heads: Sequence[Sequence[Tensor]] | None = None) -> torch.optim.Optimizer:
     """AdamW with weight decay on weight matrices only, never on biases or task weights;
     with ``head_weight_decay``, each head's matrices at their task's own decay.
 
     The fused kernel on CPU and CUDA: one step for all parameters, about 3.4x
     faster on the CPU than the per-parameter loop for small networks.
+
+    Parameters
+    ----------
+    matrices : sequence of Tensor
+        Every weight matrix, the heads' included.
+    others : sequence of Tensor
+        Biases, task weights: no decay.
+    settings : TrainingSettings
+    device : torch.device
+    heads : sequence of sequence of Tensor, optional
+        Per task, its head's matrices (read only with ``settings.head_weight_decay``).
     """
-    parts = [module] + ([reconstruction] if reconstruction is not None else [])
-    parameters = [p for part in parts for p in part.parameters()]
     head_groups = []
     if settings.head_weight_decay is not None:
-        head_groups = [{"params": [p for p in head.parameters() if p.ndim > 1], "weight_decay": decay}
-                       for head, decay in zip(module.heads, settings.head_weight_decay)]
+        head_groups = [{"params": list(params), "weight_decay": decay}
+                       for params, decay in zip(heads, settings.head_weight_decay)]
     in_heads = {id(p) for group in head_groups for p in group["params"]}
-    matrices = [p for p in parameters if p.ndim > 1 and id(p) not in in_heads]
-    others = [p for p in parameters if p.ndim <= 1] + list(weighting.parameters())
     groups = [
-        {"params": matrices, "weight_decay": settings.weight_decay},
+        {"params": [p for p in matrices if id(p) not in in_heads], "weight_decay": settings.weight_decay},
         *head_groups,
-        {"params": others, "weight_decay": 0.0},
+        {"params": list(others), "weight_decay": 0.0},
     ]
     return torch.optim.AdamW(groups, lr=settings.learning_rate, fused=device.type in ("cpu", "cuda"))
 
