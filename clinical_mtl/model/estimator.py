@@ -143,6 +143,14 @@ class MultiTaskMLP(PredictionCoreMixin, ExplanationMixin, BaseEstimator):
         reported (flat output columns, reports, metrics), for every survival
         outcome or per outcome. None takes the quartiles of each outcome's
         training event times, to two significant digits.
+    survival_head : {"interval", "proportional"}, default="interval"
+        How a survival head's interval hazards depend on the patient:
+        "proportional" gives every interval the same effect of the shared
+        layers, ``logit h_j(x) = a_j + eta(x)`` (a proportional-odds
+        discrete-time model: one risk score per patient, as in Cox's
+        model); "interval" gives each interval its own effect (hazards whose
+        ratios change over follow-up, at the cost of many more weights).
+        See ``reports/survival_benchmark.md``.
     interval_method : {"normalized", "absolute"}, default="normalized"
         Width of ``predict_interval``'s split-conformal intervals: scaled per patient by a model of
         the residuals' size, or one for all (see :mod:`clinical_mtl.model.conformal`).
@@ -265,6 +273,7 @@ class MultiTaskMLP(PredictionCoreMixin, ExplanationMixin, BaseEstimator):
         calibration=TEMPERATURE,
         survival_intervals=DEFAULT_INTERVALS,
         survival_horizons=None,
+        survival_head="interval",
         interval_method=NORMALIZED,
         head_hidden_layer_sizes=(),
         training=JOINT,
@@ -293,6 +302,7 @@ class MultiTaskMLP(PredictionCoreMixin, ExplanationMixin, BaseEstimator):
         self.calibration = calibration
         self.survival_intervals = survival_intervals
         self.survival_horizons = survival_horizons
+        self.survival_head = survival_head
         self.interval_method = interval_method
         self.head_hidden_layer_sizes = head_hidden_layer_sizes
         self.training = training

@@ -259,7 +259,8 @@ def _build_member(model, specs, n_inputs: int, seed: int):
     trunk, heads = tuple(model.hidden_layer_sizes), head_hidden_sizes(model.head_hidden_layer_sizes, specs)
     if model.sharing == "soft":  # one trunk per outcome: the trunk's layers become each head's first layers
         trunk, heads = (), [trunk + own for own in heads]
-    return build_network(n_inputs, trunk, [s.n_outputs for s in specs], model.dropout, seed, heads)
+    tied = [spec.kind == SURVIVAL and model.survival_head == "proportional" for spec in specs]
+    return build_network(n_inputs, trunk, [s.n_outputs for s in specs], model.dropout, seed, heads, tied)
 
 
 def fit_held_out(model, specs, ensemble: FittedEnsemble, inputs: torch.Tensor, labels: pd.DataFrame,

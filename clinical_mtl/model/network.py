@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -30,6 +31,11 @@ class MultiHeadNet(nn.Module):
         ReLU and dropout like the trunk's) before its output layer. A head
         without any is one ``nn.Linear``; one with some is an ``nn.Sequential``
         (see ``head_layers``).
+    tied_heads : sequence of bool, optional
+        Per head, whether its outputs share one effect of the inputs and
+        differ only by their biases: the rows of its output weight are made
+        equal and kept so while training (``tie_rows``). A survival head
+        tied this way is a proportional-odds hazard model.
 
     Examples
     --------
@@ -45,6 +51,7 @@ class MultiHeadNet(nn.Module):
         head_sizes: Sequence[int],
         dropout: float = 0.0,
         head_hidden_layer_sizes: Sequence[Sequence[int]] | None = None,
+        tied_heads: Sequence[bool] | None = None,
     ) -> None:
         super().__init__()
         self.trunk = _perceptron(n_features, hidden_layer_sizes, dropout)
@@ -55,6 +62,10 @@ class MultiHeadNet(nn.Module):
             nn.Sequential(*_perceptron(width, hidden, dropout), nn.Linear(hidden[-1], size))
             for size, hidden in zip(head_sizes, head_hidden)
         )
+        self.tied_heads = tuple(bool(t) for t in tied_heads) if tied_heads else (False,) * len(head_sizes)
+        for head, tied in zip(self.heads, self.tied_heads):
+            if tied:
+                tie_rows(head_layers(head)[1].weight, [(0, head_layers(head)[1].out_features)])
 
     def forward(self, x: Tensor) -> list[Tensor]:
         """Return the raw output of every head (logits or standardised values)."""
@@ -70,6 +81,37 @@ def _perceptron(width: int, hidden_layer_sizes: Sequence[int], dropout: float) -
             layers.append(nn.Dropout(dropout))
         width = size
     return nn.Sequential(*layers)
+
+
+def tie_rows(weight: nn.Parameter, blocks: Sequence[tuple[int, int]]) -> None:
+    """Make the rows ``start:stop`` of each block of an output layer's weight
+    equal (to the block's first row) and keep them equal while training.
+
+    Rows are the second-to-last dimension: a layer's ``(out, in)`` weight or a
+    stacked ``(n_members, out, in)`` one. Every row of a block then gets the
+    block's mean gradient, so AdamW, which acts element by element, moves
+    them alike: they stay equal exactly, as one shared row would, and the
+    layer stays an ``nn.Linear`` for saving, stacking and explanations.
+
+    Examples
+    --------
+    >>> layer = nn.Linear(3, 4)
+    >>> tie_rows(layer.weight, [(1, 4)])
+    >>> layer(torch.randn(5, 3)).sum().backward()
+    >>> bool((layer.weight.grad[1:] == layer.weight.grad[1]).all()), bool((layer.weight[1:] == layer.weight[1]).all())
+    (True, True)
+    """
+    with torch.no_grad():
+        for start, stop in blocks:
+            weight[..., start:stop, :] = weight[..., start : start + 1, :]
+
+    def share_gradient(grad: Tensor) -> Tensor:
+        grad = grad.clone()
+        for start, stop in blocks:
+            grad[..., start:stop, :] = grad[..., start:stop, :].mean(dim=-2, keepdim=True)
+        return grad
+
+    weight.register_hook(share_gradient)
 
 
 def head_layers(head: nn.Module) -> tuple[list[nn.Linear], nn.Linear]:
@@ -216,6 +258,7 @@ def build_network(
     dropout: float,
     seed: int,
     head_hidden_layer_sizes: Sequence[Sequence[int]] | None = None,
+    tied_heads: Sequence[bool] | None = None,
 ) -> MultiHeadNet:
     """Build a ``MultiHeadNet`` whose initial weights depend only on ``seed``.
 
@@ -223,7 +266,7 @@ def build_network(
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return MultiHeadNet(n_features, hidden_layer_sizes, head_sizes, dropout, head_hidden_layer_sizes)
+        return MultiHeadNet(n_features, hidden_layer_sizes, head_sizes, dropout, head_hidden_layer_sizes, tied_heads)
 
 
 def dropout(x: Tensor, p: float) -> Tensor:
@@ -304,6 +347,20 @@ class StackedMultiHeadNet(nn.Module):
             self.register_parameter(f"weight{i}", nn.Parameter(weight))
             self.register_parameter(f"bias{i}", nn.Parameter(bias[:, None, :]))
         self.n_layers = len(groups)
+        self._tie_heads(first.tied_heads)
+
+    def _tie_heads(self, tied_heads: Sequence[bool]) -> None:
+        """Keep the tied heads' output rows equal here too (``tie_rows``)."""
+        if self.combined:
+            ends = np.cumsum(self.head_widths)
+            blocks = [(int(end - width), int(end)) for end, width, tied in zip(ends, self.head_widths, tied_heads) if tied]
+            if blocks:
+                tie_rows(self.weights[-1], blocks)
+            return
+        outputs = self.n_trunk + np.cumsum(self.head_depths) - 1
+        for layer, width, tied in zip(outputs, self.head_widths, tied_heads):
+            if tied:
+                tie_rows(self.weights[layer], [(0, width)])
 
     def _layer_groups(self) -> list[list[int]]:
         """Per stacked layer, the ``network_linears`` positions it holds (several: the combined output layer)."""

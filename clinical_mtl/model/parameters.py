@@ -71,6 +71,7 @@ PARAMETER_CONSTRAINTS: dict = {
     "calibration": [StrOptions({TEMPERATURE, ISOTONIC}), None],
     "survival_intervals": [Interval(Integral, 1, None, closed="left")],
     "survival_horizons": [tuple, list, dict, None],
+    "survival_head": [StrOptions({"proportional", "interval"})],
     "interval_method": [StrOptions(set(INTERVAL_METHODS))],
     "head_hidden_layer_sizes": [tuple, list, dict],
     "training": [StrOptions({JOINT, ALTERNATE})],

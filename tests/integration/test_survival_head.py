@@ -7,6 +7,7 @@ import pytest
 from clinical_mtl import MultiTaskMLP
 from clinical_mtl.data.persistence import load_model, save_model
 from clinical_mtl.datasets import load_pbc, make_synthetic_cohort
+from clinical_mtl.model.network import head_layers
 from clinical_mtl.model.outputs import flat_predictions
 
 pytestmark = pytest.mark.integration
@@ -75,6 +76,7 @@ def test_a_saved_model_predicts_the_same_curves(tmp_path, pbc_survival):
                                   model.predict_survival_function(X, [100, 2000])["death"])
 
 
+
 def test_censored_patients_teach_the_model():
     """Keeping censored patients (instead of leaving them unlabelled) moves the curves up: without them
     every labelled patient dies, and the model believes it."""
@@ -90,6 +92,47 @@ def test_censored_patients_teach_the_model():
     with_censored = full.predict_survival_function(X, horizon)["death"][:, 0].mean()
     without = naive.predict_survival_function(X, horizon)["death"][:, 0].mean()
     assert abs(with_censored - true) < 0.08 and without < true - 0.15, (with_censored, without, true)
+
+
+
+def _hazard_log_odds(curves: np.ndarray) -> np.ndarray:
+    """Each interval's discrete hazard 1 - S_j / S_(j-1), on the log-odds scale."""
+    before = np.hstack([np.ones((len(curves), 1)), curves[:, :-1]])
+    hazard = 1.0 - curves / before
+    return np.log(hazard / (1.0 - hazard))
+
+
+@pytest.mark.parametrize("survival_head", ["proportional", "interval"])
+def test_a_proportional_head_keeps_each_patients_hazard_odds_ratio_over_follow_up(survival_head):
+    """``survival_head="proportional"``: logit h_j(x) = a_j + eta(x), so between two patients the
+    difference of hazard log-odds is the same in every interval; ``"interval"`` lets it change."""
+    X, Y = load_pbc()
+    model = MultiTaskMLP(hidden_layer_sizes=(16,), ensemble_size=1, max_epochs=40, random_state=0,
+                         survival_head=survival_head).fit(X, Y)
+    log_odds = _hazard_log_odds(model.predict_survival_function(X.head(40))["death"])
+    spread = np.ptp(log_odds - log_odds[:1], axis=1)  # over intervals, each patient against the first
+    if survival_head == "proportional":
+        assert spread.max() < 1e-3, spread.max()
+    else:
+        assert np.median(spread) > 0.05, np.median(spread)
+
+
+@pytest.mark.parametrize("params", [{}, {"head_weight_decay": 0.05}, {"head_hidden_layer_sizes": (4,)},
+                                    {"loss_weighting": "pcgrad"}, {"sharing": "soft"}])
+def test_every_network_of_a_proportional_head_shares_one_effect_across_intervals(params, tmp_path):
+    """However the networks train (together, apart, with head layers or soft sharing), the survival
+    head's output rows stay equal, and the other heads' rows are left alone."""
+    X, Y = load_pbc()
+    model = MultiTaskMLP(hidden_layer_sizes=(16,), ensemble_size=3, max_epochs=15, random_state=0,
+                         survival_head="proportional", **params).fit(X, Y)
+    death = [spec.name for spec in model.task_specs_].index("death")
+    for member in model.module_.members:
+        weight = head_layers(member.heads[death])[1].weight
+        assert weight.shape[0] > 1 and bool((weight == weight[0]).all())
+    loaded = load_model(save_model(model, tmp_path / "model"))
+    assert loaded.get_params()["survival_head"] == "proportional"
+    np.testing.assert_array_equal(loaded.predict_survival_function(X.head(5))["death"],
+                                  model.predict_survival_function(X.head(5))["death"])
 
 
 def test_predict_survival_function_refuses_models_without_survival_and_bad_times(pbc_survival):

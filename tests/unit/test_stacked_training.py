@@ -57,8 +57,8 @@ def settings(**changes):
     return TrainingSettings(**(base | changes))
 
 
-def networks(head_hidden=None):
-    return [build_network(4, (8,), [1, 1, N_INTERVALS, 3], 0.0, seed, head_hidden) for seed in SEEDS]
+def networks(head_hidden=None, tied=None):
+    return [build_network(4, (8,), [1, 1, N_INTERVALS, 3], 0.0, seed, head_hidden, tied) for seed in SEEDS]
 
 
 CASES = {
@@ -68,6 +68,10 @@ CASES = {
         head_weight_decay=(0.0, 0.1, 0.05, 0.01)),
     "uncertainty weights": dict(weighting=lambda: UncertaintyWeighting([False, True, False, False])),
     "dynamic weight average": dict(weighting=lambda: DynamicWeightAverage(4)),
+    "proportional survival head": dict(weighting=lambda: FixedWeighting([1.0] * 4), tied=[False, False, True, False]),
+    "proportional survival head, head decay": dict(
+        weighting=lambda: FixedWeighting([1.0] * 4), tied=[False, False, True, False],
+        head_weight_decay=(0.0, 0.1, 0.05, 0.01)),
 }
 
 
@@ -77,11 +81,11 @@ def test_members_trained_together_match_members_trained_apart(case):
     data = cohort()
     rows = [member_rows(len(data), seed) for seed in SEEDS]
     train_settings = settings(**{k: v for k, v in config.items() if k == "head_weight_decay"})
-    apart = networks(config.get("head_hidden"))
+    apart = networks(config.get("head_hidden"), config.get("tied"))
     apart_weightings = [config["weighting"]() for _ in SEEDS]
     expected = [fit_module(net, w, NAMES, KINDS, data.take(train), data.take(valid), train_settings, seed)
                 for net, w, (train, valid), seed in zip(apart, apart_weightings, rows, SEEDS)]
-    together = networks(config.get("head_hidden"))
+    together = networks(config.get("head_hidden"), config.get("tied"))
     weightings = [config["weighting"]() for _ in SEEDS]
     results = fit_stacked(together, 0.0, weightings, NAMES, KINDS, data, [r[0] for r in rows],
                           [r[1] for r in rows], train_settings, SEEDS)
