@@ -23,7 +23,7 @@ from .conformal import NORMALIZED
 from .explaining import ExplanationMixin
 from .explanation import summarise_background
 from .fitted_state import restore_state, state_of
-from .fitting import fit_ensemble, fit_held_out, label_summaries
+from .fitting import fit_held_out, fit_survival_heads, label_summaries
 from .hooks import notify_fit
 from .labels import as_label_frame
 from .metric_tables import evaluate_model
@@ -143,13 +143,16 @@ class MultiTaskMLP(PredictionCoreMixin, ExplanationMixin, BaseEstimator):
         reported (flat output columns, reports, metrics), for every survival
         outcome or per outcome. None takes the quartiles of each outcome's
         training event times, to two significant digits.
-    survival_head : {"interval", "proportional"}, default="interval"
+    survival_head : {"auto", "interval", "proportional"}, default="auto"
         How a survival head's interval hazards depend on the patient:
         "proportional" gives every interval the same effect of the shared
         layers, ``logit h_j(x) = a_j + eta(x)`` (a proportional-odds
         discrete-time model: one risk score per patient, as in Cox's
         model); "interval" gives each interval its own effect (hazards whose
         ratios change over follow-up, at the cost of many more weights).
+        "auto" trains the ensemble with each and keeps the one whose
+        survival outcomes have the lower held-out loss (twice the training
+        time; see ``fitting.fit_survival_heads``).
         See ``reports/survival_benchmark.md``.
     interval_method : {"normalized", "absolute"}, default="normalized"
         Width of ``predict_interval``'s split-conformal intervals: scaled per patient by a model of
@@ -206,6 +209,12 @@ class MultiTaskMLP(PredictionCoreMixin, ExplanationMixin, BaseEstimator):
         ``sigma/<outcome>`` for uncertainty weighting); every tenth epoch, the
         outcomes' gradient cosines (:mod:`clinical_mtl.model.relatedness`).
         ``pandas.DataFrame(history_)`` tabulates it.
+    survival_head_ : str
+        The head survival outcomes got: ``survival_head``, or what "auto"
+        chose ("interval" where there was nothing to choose by).
+    survival_head_losses_ : dict of str to float
+        With "auto" and a choice made: per head, the held-out loss it was
+        chosen by; empty otherwise.
     best_epoch_ : ndarray of int, shape (ensemble_size,)
         Per network, the epoch whose weights it holds.
     n_iter_ : ndarray of int, shape (ensemble_size,)
@@ -273,7 +282,7 @@ class MultiTaskMLP(PredictionCoreMixin, ExplanationMixin, BaseEstimator):
         calibration=TEMPERATURE,
         survival_intervals=DEFAULT_INTERVALS,
         survival_horizons=None,
-        survival_head="interval",
+        survival_head="auto",
         interval_method=NORMALIZED,
         head_hidden_layer_sizes=(),
         training=JOINT,
@@ -344,8 +353,8 @@ class MultiTaskMLP(PredictionCoreMixin, ExplanationMixin, BaseEstimator):
         self.preprocessor_ = ClinicalPreprocessor(log_transform=self.log_transform).fit(features)
         inputs = np.ascontiguousarray(self.preprocessor_.transform(features))
         rng = check_random_state(self.random_state)
-        ensemble = fit_ensemble(self, specs, inputs, labels, rng.randint(np.iinfo(np.int32).max,
-                                                                         size=self.ensemble_size))
+        ensemble, self.survival_head_, self.survival_head_losses_ = fit_survival_heads(
+            self, specs, inputs, labels, rng.randint(np.iinfo(np.int32).max, size=self.ensemble_size))
         self.module_, self.history_ = MultiHeadEnsemble(ensemble.networks), ensemble.history
         self.best_epoch_, self.n_iter_ = ensemble.best_epochs, ensemble.n_epochs
         self.explanation_background_ = summarise_background(inputs, int(rng.randint(np.iinfo(np.int32).max)))

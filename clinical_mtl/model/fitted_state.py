@@ -128,6 +128,9 @@ FITTED_ATTRIBUTES = (
     FittedAttribute("label_percentiles_", ("fitted", "label_percentiles"), _lists,
                     lambda values: {name: np.asarray(v) for name, v in values.items()}, default={}),
     FittedAttribute("cohort_survival_", ("fitted", "cohort_survival"), _lists, _arrays, default={}),
+    # Models saved before the proportional head existed had interval heads.
+    FittedAttribute("survival_head_", ("fitted", "survival_head"), _same, _same, default="interval"),
+    FittedAttribute("survival_head_losses_", ("fitted", "survival_head_losses"), _same, _same, default={}),
     FittedAttribute("history_", ("fitted", "history"), list, list),
     FittedAttribute("best_epoch_", ("fitted", "best_epoch"), np.ndarray.tolist, np.asarray),
     FittedAttribute("n_iter_", ("fitted", "n_iter"), np.ndarray.tolist, np.asarray),

@@ -96,8 +96,50 @@ def _label_counts(labels: pd.DataFrame, spec: TaskSpec) -> dict:
         {"events": class_counts(labels, spec)} if spec.is_classification else {})
 
 
-def fit_ensemble(model, specs, inputs: np.ndarray, labels: pd.DataFrame, seeds) -> FittedEnsemble:
-    """Train ``len(seeds)`` networks with ``model``'s parameters, one seed each."""
+SURVIVAL_HEADS = ("interval", "proportional")
+
+
+def fit_survival_heads(model, specs, inputs: np.ndarray, labels: pd.DataFrame,
+                       seeds) -> tuple[FittedEnsemble, str, dict[str, float]]:
+    """Train the ensemble with ``model.survival_head``; ``"auto"`` trains it with each head and keeps the one
+    whose survival outcomes have the lower held-out loss.
+
+    The loss of a head is, per network, the sum over survival outcomes of the
+    early-stopping rows' negative log-likelihood at the network's best epoch,
+    averaged over networks. Both ensembles use the same seeds, so the same
+    early-stopping rows and batch orders: the comparison is paired. Without
+    a survival outcome or without early stopping there is nothing to choose
+    by, and ``"auto"`` means ``"interval"``.
+
+    Returns
+    -------
+    ensemble : FittedEnsemble
+    survival_head : str
+        The head the survival outcomes got.
+    losses : dict of str to float
+        Per head tried by ``"auto"``, its held-out loss (empty otherwise).
+    """
+    survival = [spec.name for spec in specs if spec.kind == SURVIVAL]
+    if model.survival_head != "auto" or not survival or not model.early_stopping:
+        head = "interval" if model.survival_head == "auto" else model.survival_head
+        return fit_ensemble(model, specs, inputs, labels, seeds, head), head, {}
+    fitted = {head: fit_ensemble(model, specs, inputs, labels, seeds, head) for head in SURVIVAL_HEADS}
+    losses = {head: held_out_loss(ensemble, survival) for head, ensemble in fitted.items()}
+    chosen = min(SURVIVAL_HEADS, key=losses.get)  # a tie keeps "interval", the first
+    return fitted[chosen], chosen, losses
+
+
+def held_out_loss(ensemble: FittedEnsemble, outcomes) -> float:
+    """Mean over networks of the summed early-stopping losses of ``outcomes`` at each network's best epoch."""
+    history = pd.DataFrame(ensemble.history)
+    best = history[history["epoch"] == history["member"].map(dict(enumerate(ensemble.best_epochs)))]
+    return float(best[[f"valid_loss/{name}" for name in outcomes]].sum(axis=1).mean())
+
+
+def fit_ensemble(model, specs, inputs: np.ndarray, labels: pd.DataFrame, seeds,
+                 survival_head: str = "interval") -> FittedEnsemble:
+    """Train ``len(seeds)`` networks with ``model``'s parameters, one seed each, survival outcomes
+    with ``survival_head`` ("interval" or "proportional")."""
     new_weighting = weighting_factory(model.loss_weighting, specs)
     class_weights = class_weight_vectors(specs, labels, model.class_weight)
     device = resolve_device(model.device)
@@ -110,7 +152,7 @@ def fit_ensemble(model, specs, inputs: np.ndarray, labels: pd.DataFrame, seeds) 
     seeds = [int(seed) for seed in seeds]
     splits = [_member_split(model, specs, targets, labelled, seed) for seed in seeds]
     settings = training_settings(model, specs, n_train=len(splits[0][0]))
-    networks = [_build_member(model, specs, inputs.shape[1], seed).to(device) for seed in seeds]
+    networks = [_build_member(model, specs, inputs.shape[1], seed, survival_head).to(device) for seed in seeds]
     weightings = [new_weighting().to(device) for _ in seeds]
     reports = ([_progress_reporter(model, specs, member, len(seeds)) for member in range(len(seeds))]
                if has_progress_listeners() else None)
@@ -254,12 +296,12 @@ def _fit_apart(network, weighting, names, kinds, data: TaskData, split, settings
     return result
 
 
-def _build_member(model, specs, n_inputs: int, seed: int):
+def _build_member(model, specs, n_inputs: int, seed: int, survival_head: str):
     """One untrained network of ``model``'s architecture, its weights drawn from ``seed``."""
     trunk, heads = tuple(model.hidden_layer_sizes), head_hidden_sizes(model.head_hidden_layer_sizes, specs)
     if model.sharing == "soft":  # one trunk per outcome: the trunk's layers become each head's first layers
         trunk, heads = (), [trunk + own for own in heads]
-    tied = [spec.kind == SURVIVAL and model.survival_head == "proportional" for spec in specs]
+    tied = [spec.kind == SURVIVAL and survival_head == "proportional" for spec in specs]
     return build_network(n_inputs, trunk, [s.n_outputs for s in specs], model.dropout, seed, heads, tied)
 
 

@@ -71,7 +71,7 @@ PARAMETER_CONSTRAINTS: dict = {
     "calibration": [StrOptions({TEMPERATURE, ISOTONIC}), None],
     "survival_intervals": [Interval(Integral, 1, None, closed="left")],
     "survival_horizons": [tuple, list, dict, None],
-    "survival_head": [StrOptions({"proportional", "interval"})],
+    "survival_head": [StrOptions({"interval", "proportional", "auto"})],
     "interval_method": [StrOptions(set(INTERVAL_METHODS))],
     "head_hidden_layer_sizes": [tuple, list, dict],
     "training": [StrOptions({JOINT, ALTERNATE})],

@@ -307,6 +307,7 @@ def build_model_card(
             "networks": len(model.n_iter_),
             "epochs": model.n_iter_.tolist(),
             "best_epochs": model.best_epoch_.tolist(),
+            "survival_head": survival_head_text(model),
         },
         metrics=metrics,
         subgroups=subgroups,
@@ -369,3 +370,13 @@ def _svg_data(figure) -> str:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="svg", metadata={"Date": None})
     return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def survival_head_text(model) -> str | None:
+    """What the survival outcomes' head is and, under ``survival_head="auto"``, why (None without one)."""
+    if "survival" not in model.tasks_.values():
+        return None
+    losses = model.survival_head_losses_
+    why = (f", chosen by the early-stopping rows' loss ({', '.join(f'{head} {loss:.4f}' for head, loss in losses.items())})"
+           if losses else "")
+    return f"Survival outcomes have the {model.survival_head_} head{why}."

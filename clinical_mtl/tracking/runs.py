@@ -250,6 +250,7 @@ def log_fit(
             FIT_LOGGED_TAG: "true",
             "clinical_mtl.version": __version__,
             "clinical_mtl.outcomes": json.dumps(model.tasks_),
+            "clinical_mtl.survival_head": model.survival_head_,
         })
         if log_explanations:
             _log_global_explanations(model, X)
@@ -327,6 +328,8 @@ def _summary_metrics(model: MultiTaskMLP, X) -> dict[str, float]:
             continue
         for label, count in events.items():
             metrics[f"data.{_key(name)}.events.{_key(str(label))}"] = float(count)
+    for head, loss in model.survival_head_losses_.items():  # what survival_head="auto" chose by
+        metrics[f"survival_head_loss.{head}"] = float(loss)
     return metrics
 
 

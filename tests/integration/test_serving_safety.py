@@ -17,7 +17,7 @@ from clinical_mtl.data.persistence import save_model
 from clinical_mtl.data.schema import SCHEMAS, load_schema
 from clinical_mtl.datasets import load_pbc
 from clinical_mtl.model.outputs import flat_predictions
-from clinical_mtl.tracking.serving import RequestRejected
+from clinical_mtl.tracking.serving import RequestRejected, check_outputs
 
 pytestmark = pytest.mark.integration
 
@@ -126,6 +126,18 @@ def test_pyfunc_refuses_non_finite_outputs(served_model, monkeypatch):
     monkeypatch.setitem(predict.__globals__, "flat_predictions", broken)
     with pytest.raises(RequestRejected, match=r"not finite for row\(s\) 1 \(columns \['cirrhosis_proba_1'\]\)"):
         loaded.predict(good_rows(native, X))
+
+
+
+def test_a_median_beyond_follow_up_is_an_answer_not_a_failure():
+    """A survival median is NaN where the curve stays above 0.5 and its flag says so; the same NaN
+    without the flag, or an infinite median, is refused."""
+    predictions = pd.DataFrame({"death_pred": [1200.0, np.nan, np.nan, np.inf],
+                                "death_median_beyond_follow_up": [False, True, False, False],
+                                "death_event_prob_365": [0.1, 0.02, 0.2, 0.3]})
+    assert check_outputs(predictions.iloc[:2]) is not None
+    with pytest.raises(RequestRejected, match=r"not finite for row\(s\) 2, 3 \(columns \['death_pred'\]\)"):
+        check_outputs(predictions)
 
 
 def test_models_serve_answers_bad_requests_without_values(served_model, tmp_path, server_env):

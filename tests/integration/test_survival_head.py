@@ -9,6 +9,7 @@ from clinical_mtl.data.persistence import load_model, save_model
 from clinical_mtl.datasets import load_pbc, make_synthetic_cohort
 from clinical_mtl.model.network import head_layers
 from clinical_mtl.model.outputs import flat_predictions
+from clinical_mtl.reporting.model_card import build_model_card
 
 pytestmark = pytest.mark.integration
 
@@ -133,6 +134,73 @@ def test_every_network_of_a_proportional_head_shares_one_effect_across_intervals
     assert loaded.get_params()["survival_head"] == "proportional"
     np.testing.assert_array_equal(loaded.predict_survival_function(X.head(5))["death"],
                                   model.predict_survival_function(X.head(5))["death"])
+
+
+
+AUTO = {"hidden_layer_sizes": (16,), "ensemble_size": 2, "max_epochs": 30, "random_state": 3}
+
+
+@pytest.fixture(scope="module")
+def auto_head():
+    X, Y = load_pbc()
+    return MultiTaskMLP(survival_head="auto", **AUTO).fit(X, Y), X, Y
+
+
+def test_auto_keeps_the_head_with_the_lower_held_out_survival_loss(auto_head):
+    """"auto" is both heads fitted with the same seeds, and the one whose death loss on the
+    early-stopping rows (at each network's best epoch, mean over networks) is lower."""
+    model, X, Y = auto_head
+    assert set(model.survival_head_losses_) == {"interval", "proportional"}
+    assert model.survival_head_ == min(model.survival_head_losses_, key=model.survival_head_losses_.get)
+    for head in ("interval", "proportional"):
+        alone = MultiTaskMLP(survival_head=head, **AUTO).fit(X, Y)
+        history = pd.DataFrame(alone.history_)
+        best = history[history["epoch"] == history["member"].map(dict(enumerate(alone.best_epoch_)))]
+        assert model.survival_head_losses_[head] == pytest.approx(best["valid_loss/death"].mean(), rel=1e-12)
+        if head == model.survival_head_:
+            np.testing.assert_array_equal(model.predict_survival_function(X.head(20))["death"],
+                                          alone.predict_survival_function(X.head(20))["death"])
+            assert alone.survival_head_ == head and alone.survival_head_losses_ == {}
+
+
+def test_auto_has_nothing_to_choose_by_without_a_survival_outcome_or_held_out_rows():
+    X, Y = load_pbc()
+    no_survival = MultiTaskMLP(survival_head="auto", **AUTO).fit(X, Y[["cirrhosis"]])
+    no_held_out = MultiTaskMLP(survival_head="auto", early_stopping=False, **AUTO).fit(X, Y)
+    for model in (no_survival, no_held_out):
+        assert (model.survival_head_, model.survival_head_losses_) == ("interval", {})
+
+
+def test_the_chosen_head_is_saved_and_older_models_read_as_interval_heads(auto_head, tmp_path):
+    model, X, _ = auto_head
+    loaded = load_model(save_model(model, tmp_path / "model"))
+    assert (loaded.survival_head_, loaded.survival_head_losses_) == (model.survival_head_, model.survival_head_losses_)
+    state, weights = model.fitted_state()
+    del state["fitted"]["survival_head"], state["fitted"]["survival_head_losses"]
+    older = MultiTaskMLP.from_fitted_state(model.get_params(), state, weights)
+    assert (older.survival_head_, older.survival_head_losses_) == ("interval", {})
+
+
+
+def test_the_card_and_the_tracked_run_say_which_head_was_chosen_and_by_what(auto_head, tmp_path, monkeypatch):
+    import mlflow
+
+    from clinical_mtl.tracking import log_fit
+
+    model, X, Y = auto_head
+    card = build_model_card(model, X, Y, X, Y, single_task=False, n_bootstrap=0)
+    losses = model.survival_head_losses_
+    sentence = (f"Survival outcomes have the {model.survival_head_} head, chosen by the early-stopping rows' loss "
+                f"(interval {losses['interval']:.4f}, proportional {losses['proportional']:.4f}).")
+    assert sentence in card.to_markdown() and sentence.replace("'", "&#39;") in card.to_html()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = mlflow.get_run(log_fit(model, X, Y, log_models=False, log_explanations=False))
+    assert run.data.tags["clinical_mtl.survival_head"] == model.survival_head_
+    assert run.data.metrics["survival_head_loss.proportional"] == pytest.approx(losses["proportional"])
+    plain = build_model_card(MultiTaskMLP(**AUTO).fit(X, Y[["cirrhosis"]]), X, Y[["cirrhosis"]], X, Y[["cirrhosis"]],
+                             single_task=False, n_bootstrap=0)
+    assert "Survival outcomes have" not in plain.to_markdown()
 
 
 def test_predict_survival_function_refuses_models_without_survival_and_bad_times(pbc_survival):
