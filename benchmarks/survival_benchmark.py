@@ -504,6 +504,10 @@ def write_report(folds: pd.DataFrame, args, minutes: float, path: Path) -> None:
                   f"{single} against Cox:", "", *comparisons(folds, single, "Cox"), ""]
         if multi in ran:
             lines += [f"{multi} against {MULTITASK}:", "", *comparisons(folds, multi, MULTITASK), ""]
+    (_, interval), (_, proportional) = HEAD_METHODS["interval"], HEAD_METHODS["proportional"]
+    if {interval, proportional} <= ran:
+        lines += [f"{proportional} against {interval} (every cohort):", "",
+                  *comparisons(folds, proportional, interval), ""]
     else:
         lines += ["The estimator's survival API was not available when this report was generated: only the",
                   "comparators ran.", ""]
