@@ -33,7 +33,7 @@ from .outcome_view import single_outcome, single_outcome_of, with_estimator_type
 from .parameters import PARAMETER_CONSTRAINTS
 from .prediction import PredictionCoreMixin
 from .preprocessing import ClinicalPreprocessor
-from .survival import DEFAULT_INTERVALS
+from .survival import AUTO_HEAD, DEFAULT_INTERVALS
 from .tasks import TaskSpec, infer_tasks
 from .training import JOINT
 
@@ -282,7 +282,7 @@ class MultiTaskMLP(PredictionCoreMixin, ExplanationMixin, BaseEstimator):
         calibration=TEMPERATURE,
         survival_intervals=DEFAULT_INTERVALS,
         survival_horizons=None,
-        survival_head="auto",
+        survival_head=AUTO_HEAD,
         interval_method=NORMALIZED,
         head_hidden_layer_sizes=(),
         training=JOINT,

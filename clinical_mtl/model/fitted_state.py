@@ -21,6 +21,7 @@ from .conformal import ScaleModel
 from .explanation import Background
 from .network import MultiHeadEnsemble, MultiHeadNet, head_layers
 from .preprocessing import ClinicalPreprocessor
+from .survival import INTERVAL_HEAD
 from .tasks import TaskSpec
 
 
@@ -129,7 +130,7 @@ FITTED_ATTRIBUTES = (
                     lambda values: {name: np.asarray(v) for name, v in values.items()}, default={}),
     FittedAttribute("cohort_survival_", ("fitted", "cohort_survival"), _lists, _arrays, default={}),
     # Models saved before the proportional head existed had interval heads.
-    FittedAttribute("survival_head_", ("fitted", "survival_head"), _same, _same, default="interval"),
+    FittedAttribute("survival_head_", ("fitted", "survival_head"), _same, _same, default=INTERVAL_HEAD),
     FittedAttribute("survival_head_losses_", ("fitted", "survival_head_losses"), _same, _same, default={}),
     FittedAttribute("history_", ("fitted", "history"), list, list),
     FittedAttribute("best_epoch_", ("fitted", "best_epoch"), np.ndarray.tolist, np.asarray),

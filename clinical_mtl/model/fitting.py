@@ -28,7 +28,14 @@ from .network import build_network
 from .preprocessing import STORED_DIGITS, round_significant
 from .splitting import holdout_split
 from .stacked_training import covers, fit_stacked
-from .survival import SURVIVAL, describe_censoring, survival_labels
+from .survival import (
+    AUTO_HEAD,
+    INTERVAL_HEAD,
+    PROPORTIONAL_HEAD,
+    SURVIVAL,
+    describe_censoring,
+    survival_labels,
+)
 from .survival_metrics import kaplan_meier_curve
 from .tasks import REGRESSION, TaskSpec, decode_outputs
 from .training import (
@@ -96,7 +103,7 @@ def _label_counts(labels: pd.DataFrame, spec: TaskSpec) -> dict:
         {"events": class_counts(labels, spec)} if spec.is_classification else {})
 
 
-SURVIVAL_HEADS = ("interval", "proportional")
+SURVIVAL_HEADS = (INTERVAL_HEAD, PROPORTIONAL_HEAD)  # in the order a tie is broken
 
 
 def fit_survival_heads(model, specs, inputs: np.ndarray, labels: pd.DataFrame,
@@ -120,12 +127,12 @@ def fit_survival_heads(model, specs, inputs: np.ndarray, labels: pd.DataFrame,
         Per head tried by ``"auto"``, its held-out loss (empty otherwise).
     """
     survival = [spec.name for spec in specs if spec.kind == SURVIVAL]
-    if model.survival_head != "auto" or not survival or not model.early_stopping:
-        head = "interval" if model.survival_head == "auto" else model.survival_head
+    if model.survival_head != AUTO_HEAD or not survival or not model.early_stopping:
+        head = INTERVAL_HEAD if model.survival_head == AUTO_HEAD else model.survival_head
         return fit_ensemble(model, specs, inputs, labels, seeds, head), head, {}
     fitted = {head: fit_ensemble(model, specs, inputs, labels, seeds, head) for head in SURVIVAL_HEADS}
     losses = {head: held_out_loss(ensemble, survival) for head, ensemble in fitted.items()}
-    chosen = min(SURVIVAL_HEADS, key=losses.get)  # a tie keeps "interval", the first
+    chosen = min(SURVIVAL_HEADS, key=losses.get)
     return fitted[chosen], chosen, losses
 
 
@@ -137,7 +144,7 @@ def held_out_loss(ensemble: FittedEnsemble, outcomes) -> float:
 
 
 def fit_ensemble(model, specs, inputs: np.ndarray, labels: pd.DataFrame, seeds,
-                 survival_head: str = "interval") -> FittedEnsemble:
+                 survival_head: str = INTERVAL_HEAD) -> FittedEnsemble:
     """Train ``len(seeds)`` networks with ``model``'s parameters, one seed each, survival outcomes
     with ``survival_head`` ("interval" or "proportional")."""
     new_weighting = weighting_factory(model.loss_weighting, specs)
@@ -301,7 +308,7 @@ def _build_member(model, specs, n_inputs: int, seed: int, survival_head: str):
     trunk, heads = tuple(model.hidden_layer_sizes), head_hidden_sizes(model.head_hidden_layer_sizes, specs)
     if model.sharing == "soft":  # one trunk per outcome: the trunk's layers become each head's first layers
         trunk, heads = (), [trunk + own for own in heads]
-    tied = [spec.kind == SURVIVAL and survival_head == "proportional" for spec in specs]
+    tied = [spec.kind == SURVIVAL and survival_head == PROPORTIONAL_HEAD for spec in specs]
     return build_network(n_inputs, trunk, [s.n_outputs for s in specs], model.dropout, seed, heads, tied)
 
 

@@ -65,7 +65,8 @@ class MultiHeadNet(nn.Module):
         self.tied_heads = tuple(bool(t) for t in tied_heads) if tied_heads else (False,) * len(head_sizes)
         for head, tied in zip(self.heads, self.tied_heads):
             if tied:
-                tie_rows(head_layers(head)[1].weight, [(0, head_layers(head)[1].out_features)])
+                output = head_layers(head)[1]
+                tie_rows(output.weight, [(0, output.out_features)])
 
     def forward(self, x: Tensor) -> list[Tensor]:
         """Return the raw output of every head (logits or standardised values)."""

@@ -239,6 +239,25 @@ def flat_predictions(model, X, *, top_k: int = 0, coverage: float = DEFAULT_COVE
     return predictions
 
 
+def missing_by_design(predictions: pd.DataFrame) -> pd.DataFrame:
+    """Which cells of flat predictions are NaN as an answer: a survival outcome's median
+    (``<outcome>_pred``) where its ``<outcome>_median_beyond_follow_up`` flag is true.
+
+    Examples
+    --------
+    >>> frame = pd.DataFrame({"death_pred": [900.0, np.nan], "death_median_beyond_follow_up": [False, True]})
+    >>> missing_by_design(frame)["death_pred"].tolist()
+    [False, True]
+    """
+    missing = pd.DataFrame(False, index=predictions.index, columns=predictions.columns)
+    suffix = f"_{MEDIAN_BEYOND}"
+    for flag in [name for name in predictions.columns if name.endswith(suffix)]:
+        median = column_name(flag[: -len(suffix)], PRED)
+        if median in predictions.columns:
+            missing[median] = predictions[flag].to_numpy(dtype=bool) & predictions[median].isna().to_numpy()
+    return missing
+
+
 def top_contributions(model, X, top_k: int) -> pd.DataFrame:
     """The ``top_k`` largest contributions (by absolute value) per patient and outcome.
 

@@ -47,6 +47,7 @@ from ._compat import Interval, StrOptions
 from .calibration import ISOTONIC, TEMPERATURE
 from .conformal import INTERVAL_METHODS
 from .losses import EQUAL, UNCERTAINTY
+from .survival import AUTO_HEAD, INTERVAL_HEAD, PROPORTIONAL_HEAD
 from .training import ALTERNATE, JOINT
 from .weighting import DWA, GRADNORM, PCGRAD
 
@@ -71,7 +72,7 @@ PARAMETER_CONSTRAINTS: dict = {
     "calibration": [StrOptions({TEMPERATURE, ISOTONIC}), None],
     "survival_intervals": [Interval(Integral, 1, None, closed="left")],
     "survival_horizons": [tuple, list, dict, None],
-    "survival_head": [StrOptions({"interval", "proportional", "auto"})],
+    "survival_head": [StrOptions({INTERVAL_HEAD, PROPORTIONAL_HEAD, AUTO_HEAD})],
     "interval_method": [StrOptions(set(INTERVAL_METHODS))],
     "head_hidden_layer_sizes": [tuple, list, dict],
     "training": [StrOptions({JOINT, ALTERNATE})],

@@ -56,6 +56,8 @@ from .features import describe_rows
 from .preprocessing import STORED_DIGITS, round_significant
 
 SURVIVAL = "survival"
+INTERVAL_HEAD, PROPORTIONAL_HEAD, AUTO_HEAD = "interval", "proportional", "auto"
+"""``survival_head`` values: each interval its own effect, one effect for all, the better of the two."""
 TIME_SUFFIX, EVENT_SUFFIX = "_time", "_event"
 DEFAULT_INTERVALS = 20
 HORIZON_QUANTILES = (0.25, 0.5, 0.75)

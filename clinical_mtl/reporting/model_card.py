@@ -374,7 +374,7 @@ def _svg_data(figure) -> str:
 
 def survival_head_text(model) -> str | None:
     """What the survival outcomes' head is and, under ``survival_head="auto"``, why (None without one)."""
-    if "survival" not in model.tasks_.values():
+    if SURVIVAL not in model.tasks_.values():
         return None
     losses = model.survival_head_losses_
     why = (f", chosen by the early-stopping rows' loss ({', '.join(f'{head} {loss:.4f}' for head, loss in losses.items())})"

@@ -40,7 +40,7 @@ from mlflow.exceptions import MlflowException
 
 from ..data.schema import CohortSchema
 from ..exceptions import InputDataError, one_line
-from ..model.outputs import MEDIAN_BEYOND, PRED
+from ..model.outputs import missing_by_design
 
 MAX_ROWS_ENV = "CLINICAL_MTL_MAX_ROWS_PER_REQUEST"
 DEFAULT_MAX_ROWS = 10_000
@@ -166,8 +166,8 @@ def rejection_message(schema: CohortSchema, table: pd.DataFrame, n_rejected: int
 def check_outputs(predictions: pd.DataFrame) -> pd.DataFrame:
     """Refuse predictions with a non-finite number: no class or value is returned for them.
 
-    A survival outcome's median (``<outcome>_pred``) is NaN by design where its
-    ``<outcome>_median_beyond_follow_up`` flag is true; that is an answer, not a failure.
+    A NaN that is an answer (``outputs.missing_by_design``: a survival median
+    beyond the follow-up, flagged as such) is not a failure.
 
     Raises
     ------
@@ -175,12 +175,7 @@ def check_outputs(predictions: pd.DataFrame) -> pd.DataFrame:
         Naming the rows (positions) and output columns.
     """
     numbers = predictions.select_dtypes("number")
-    finite = np.isfinite(numbers.to_numpy(dtype=np.float64))
-    for flag in [name for name in predictions.columns if name.endswith(f"_{MEDIAN_BEYOND}")]:
-        median = f"{flag[: -len(MEDIAN_BEYOND)]}{PRED}"
-        if median in numbers.columns:
-            column = numbers.columns.get_loc(median)
-            finite[:, column] |= predictions[flag].to_numpy(dtype=bool) & numbers[median].isna().to_numpy()
+    finite = np.isfinite(numbers.to_numpy(dtype=np.float64)) | missing_by_design(predictions)[numbers.columns].to_numpy()
     if finite.all():
         return predictions
     rows = np.flatnonzero(~finite.all(axis=1)).tolist()
