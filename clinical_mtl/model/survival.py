@@ -59,7 +59,7 @@ SURVIVAL = "survival"
 INTERVAL_HEAD, PROPORTIONAL_HEAD, AUTO_HEAD = "interval", "proportional", "auto"
 """``survival_head`` values: each interval its own effect, one effect for all, the better of the two."""
 TIME_SUFFIX, EVENT_SUFFIX = "_time", "_event"
-DEFAULT_INTERVALS = 20
+DEFAULT_INTERVALS = 4  # fewer, wider intervals: fewer weights per head; best mean rank of 2-20 on held-out folds
 HORIZON_QUANTILES = (0.25, 0.5, 0.75)
 """Quantiles of the training event times that give the default horizons."""
 

@@ -118,7 +118,7 @@ def infer_tasks(
         ``<name>_event``, per survival outcome), NaN where unlabelled.
     tasks : mapping of str to str, default=None
         Outcome -> kind. When given, its keys must be exactly the outcomes of ``Y``.
-    survival_intervals : int, default=20
+    survival_intervals : int, default=4
         Follow-up intervals of every survival outcome (at most).
     survival_horizons : sequence of float, dict of str to sequence, or None
         Horizons of the event probabilities, for every survival outcome or

@@ -34,7 +34,7 @@ def test_explanations_add_up_to_the_event_probability_at_any_positive_time(model
     X, _ = cohort
     spec = _death(model)
     # Between cut points, on one, before the first and past the last (where S is held).
-    times = [spec.cut_points[0] / 3, (spec.cut_points[2] + spec.cut_points[3]) / 2, spec.cut_points[5],
+    times = [spec.cut_points[0] / 3, (spec.cut_points[1] + spec.cut_points[2]) / 2, spec.cut_points[2],
              spec.cut_points[-1] * 2]
     explanation = model.explain(X, horizons=times)["death"]
     assert explanation.values.shape == (len(X), X.shape[1], len(times))
