@@ -32,13 +32,16 @@ keeps 20% of one classification outcome's training labels (test labels untouched
 
 Run ``python benchmarks/compare_models.py`` (hours on 2 cores with the comparators:
 RealMLP-TD and TabM-D take 25-85 s per outcome on a 180-patient fold; ``--datasets``,
-``--methods``, ``--folds`` and ``--repeats`` narrow it); results go to
+``--methods``, ``--folds`` and ``--repeats`` narrow it; ``--partial-dir`` saves each
+dataset x scenario x method as it finishes and reuses what is saved, so the run can be
+spread over several sessions); results go to
 ``reports/model_comparison.md`` and ``reports/model_comparison_folds.csv``.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 import warnings
@@ -241,20 +244,21 @@ def baselines() -> dict[str, Callable]:
     }
 
 
-def comparators() -> dict[str, Callable]:
-    """CatBoost, RealMLP-TD and TabM-D with their defaults (the ``comparators`` extra)."""
+def comparators(threads: int = 2) -> dict[str, Callable]:
+    """CatBoost, RealMLP-TD and TabM-D with their defaults (the ``comparators`` extra), on ``threads`` threads."""
     try:
         from catboost import CatBoostClassifier, CatBoostRegressor
         from pytabkit import RealMLP_TD_Classifier, RealMLP_TD_Regressor, TabM_D_Classifier, TabM_D_Regressor
     except ImportError as error:
         raise SystemExit(f"The strong comparators need the comparators extra (pip install -e '.[comparators]'): "
                          f"{error}") from None
-    tabkit = {"device": "cpu", "verbosity": 0, "n_threads": 2}
+    tabkit = {"device": "cpu", "verbosity": 0, "n_threads": threads}
+    boost = {"verbose": 0, "thread_count": threads, "allow_writing_files": False}
     # allow_writing_files=False: CatBoost otherwise writes a catboost_info folder into the working directory.
     return {
         "CatBoost": per_outcome(
-            lambda seed: CatBoostClassifier(random_seed=seed, verbose=0, thread_count=2, allow_writing_files=False),
-            lambda seed: CatBoostRegressor(random_seed=seed, verbose=0, thread_count=2, allow_writing_files=False),
+            lambda seed: CatBoostClassifier(random_seed=seed, **boost),
+            lambda seed: CatBoostRegressor(random_seed=seed, **boost),
             preprocess=for_catboost,
         ),
         "RealMLP-TD": per_outcome(
@@ -389,6 +393,18 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join([header, rule, *body])
 
 
+def partial_name(dataset: str, scarce: bool, method: str, params: dict, args) -> str:
+    """File of one dataset x scenario x method's folds under ``--partial-dir``. The estimator's methods
+    carry a digest of its effective parameters, so a change of defaults (or ``--params``) runs them again;
+    the folds' specification is in every name."""
+    scenario = "scarce" if scarce else "full"
+    name = f"{dataset}_{scenario}_{method.replace(' ', '_')}_f{args.folds}r{args.repeats}s{args.seed}"
+    if method.startswith("MultiTaskMLP"):
+        effective = json.dumps(MultiTaskMLP(**params).get_params(), sort_keys=True, default=str)
+        name += "_" + hashlib.sha256(effective.encode()).hexdigest()[:10]
+    return name + ".csv"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
@@ -400,9 +416,15 @@ def main() -> None:
     parser.add_argument("--no-scarce", action="store_true", help="skip the label-scarcity scenario")
     parser.add_argument("--output", type=Path, default=REPORTS / "model_comparison.md")
     parser.add_argument("--from-csv", type=Path, default=None, help="rewrite the report from saved fold results")
+    parser.add_argument("--threads", type=int, default=2, help="threads of CatBoost, RealMLP-TD and TabM-D")
+    parser.add_argument("--partial-dir", type=Path, default=None,
+                        help="save each dataset x scenario x method's folds there as it finishes and reuse those "
+                             "already saved: a run spread over several sessions")
     args = parser.parse_args()
     params = json.loads(args.params)
     folds_spec = f"{args.folds}-fold CV x {args.repeats} repeats, seed {args.seed}"
+    if args.partial_dir is not None:
+        folds_spec += f"; assembled from the parts saved in `{args.partial_dir.name}/` as each finished"
     if args.from_csv is not None:
         write_report(pd.read_csv(args.from_csv), folds_spec, params, float("nan"), args.output)
         return
@@ -410,7 +432,7 @@ def main() -> None:
     methods = {"MultiTaskMLP": multitask(params), "MultiTaskMLP single-task": single_task_twin(params)}
     methods |= baselines()
     if args.methods is None or set(args.methods) & {"CatBoost", "RealMLP-TD", "TabM-D"}:
-        methods |= comparators()
+        methods |= comparators(args.threads)
     if args.methods:
         methods = {name: methods[name] for name in args.methods}
     warnings.filterwarnings("ignore", category=ConvergenceWarning)
@@ -418,7 +440,17 @@ def main() -> None:
     frames = []
     for dataset in args.datasets:
         for scarce in ([False] if args.no_scarce else [False, True]):
-            frames.append(cross_validate(dataset, methods, args.folds, args.repeats, args.seed, scarce))
+            if args.partial_dir is None:
+                frames.append(cross_validate(dataset, methods, args.folds, args.repeats, args.seed, scarce))
+                continue
+            for method, fit_predict in methods.items():  # the same folds whichever methods run together
+                saved = args.partial_dir / partial_name(dataset, scarce, method, params, args)
+                if not saved.exists():
+                    part = cross_validate(dataset, {method: fit_predict}, args.folds, args.repeats, args.seed, scarce)
+                    saved.parent.mkdir(parents=True, exist_ok=True)
+                    part.to_csv(saved.with_suffix(".tmp"), index=False)
+                    saved.with_suffix(".tmp").replace(saved)
+                frames.append(pd.read_csv(saved))
     folds = pd.concat(frames, ignore_index=True)
     minutes = (time.perf_counter() - start) / 60
     args.output.parent.mkdir(parents=True, exist_ok=True)
