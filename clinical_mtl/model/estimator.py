@@ -200,8 +200,12 @@ class MultiTaskMLP(PredictionCoreMixin, ExplanationMixin, BaseEstimator):
         labels) nor exact quantiles are stored: the model is shared.
     cohort_survival_ : dict of str to ndarray
         Survival outcome -> the training cohort's Kaplan-Meier estimate of
-        ``S(t)`` at each of its cut points (``task_specs_``), to 3 significant
-        digits: the curve a patient's prediction is shown against.
+        ``S(t)`` at ``cohort_survival_times_``, to 3 significant digits: the
+        curve a patient's prediction is shown against.
+    cohort_survival_times_ : dict of str to ndarray
+        Survival outcome -> 24 evenly spaced times up to its last cut point
+        (``survival.cohort_curve_times``); empty for models saved before
+        it existed, whose curve is at the cut points (``task_specs_``).
     preprocessor_ : ClinicalPreprocessor
         The fitted transformer from raw columns to network inputs.
     module_ : MultiHeadEnsemble
@@ -353,7 +357,8 @@ class MultiTaskMLP(PredictionCoreMixin, ExplanationMixin, BaseEstimator):
                                   survival_horizons=self.survival_horizons))
         self.single_outcome_ = single_outcome_of(y, labels)
         self._set_task_specs(specs)
-        self.label_counts_, self.label_percentiles_, self.cohort_survival_ = label_summaries(labels, specs)
+        (self.label_counts_, self.label_percentiles_, self.cohort_survival_,
+         self.cohort_survival_times_) = label_summaries(labels, specs)
         self.preprocessor_ = ClinicalPreprocessor(log_transform=self.log_transform).fit(features)
         inputs = np.ascontiguousarray(self.preprocessor_.transform(features))
         rng = check_random_state(self.random_state)

@@ -129,6 +129,8 @@ FITTED_ATTRIBUTES = (
     FittedAttribute("label_percentiles_", ("fitted", "label_percentiles"), _lists,
                     lambda values: {name: np.asarray(v) for name, v in values.items()}, default={}),
     FittedAttribute("cohort_survival_", ("fitted", "cohort_survival"), _lists, _arrays, default={}),
+    # Models saved before the times were stored kept the curve at the cut points.
+    FittedAttribute("cohort_survival_times_", ("fitted", "cohort_survival_times"), _lists, _arrays, default={}),
     # Models saved before the proportional head existed had interval heads.
     FittedAttribute("survival_head_", ("fitted", "survival_head"), _same, _same, default=INTERVAL_HEAD),
     FittedAttribute("survival_head_losses_", ("fitted", "survival_head_losses"), _same, _same, default={}),

@@ -33,6 +33,7 @@ from .survival import (
     INTERVAL_HEAD,
     PROPORTIONAL_HEAD,
     SURVIVAL,
+    cohort_curve_times,
     describe_censoring,
     survival_labels,
 )
@@ -76,11 +77,12 @@ class FittedEnsemble:
     held_out: list
 
 
-def label_summaries(labels: pd.DataFrame, specs) -> tuple[dict, dict, dict]:
+def label_summaries(labels: pd.DataFrame, specs) -> tuple[dict, dict, dict, dict]:
     """``label_counts_`` (labelled rows, and events per class, or events and
     censored of a survival outcome), ``label_percentiles_``
-    (``LABEL_PERCENTILES`` of every regression label) and ``cohort_survival_``
-    (the Kaplan-Meier curve of every survival outcome at its cut points), all
+    (``LABEL_PERCENTILES`` of every regression label), ``cohort_survival_``
+    (the Kaplan-Meier curve of every survival outcome) and
+    ``cohort_survival_times_`` (its times: ``cohort_curve_times``), all
     rounded to ``STORED_DIGITS``: summaries of many patients, never one."""
     counts = {spec.name: _label_counts(labels, spec) for spec in specs}
     percentiles = {
@@ -88,12 +90,14 @@ def label_summaries(labels: pd.DataFrame, specs) -> tuple[dict, dict, dict]:
                                                    LABEL_PERCENTILES), STORED_DIGITS)
         for spec in specs if spec.kind == REGRESSION
     }
+    survival = [spec for spec in specs if spec.kind == SURVIVAL]
+    times = {spec.name: cohort_curve_times(spec.cut_points) for spec in survival}
     cohort_survival = {
         spec.name: round_significant(kaplan_meier_curve(*survival_labels(labels, spec.name)[:2],
-                                                        spec.cut_points)[0], STORED_DIGITS)
-        for spec in specs if spec.kind == SURVIVAL
+                                                        times[spec.name])[0], STORED_DIGITS)
+        for spec in survival
     }
-    return counts, percentiles, cohort_survival
+    return counts, percentiles, cohort_survival, times
 
 
 def _label_counts(labels: pd.DataFrame, spec: TaskSpec) -> dict:

@@ -60,6 +60,8 @@ INTERVAL_HEAD, PROPORTIONAL_HEAD, AUTO_HEAD = "interval", "proportional", "auto"
 """``survival_head`` values: each interval its own effect, one effect for all, the better of the two."""
 TIME_SUFFIX, EVENT_SUFFIX = "_time", "_event"
 DEFAULT_INTERVALS = 4  # fewer, wider intervals: fewer weights per head; best mean rank of 2-20 on held-out folds
+COHORT_CURVE_POINTS = 24
+"""Evenly spaced times, up to the last cut point, at which the training cohort's Kaplan-Meier curve is kept."""
 HORIZON_QUANTILES = (0.25, 0.5, 0.75)
 """Quantiles of the training event times that give the default horizons."""
 
@@ -344,3 +346,19 @@ def describe_censoring(time: np.ndarray, event: np.ndarray) -> dict:
     labelled = ~np.isnan(time)
     events = int(np.sum(event[labelled] == 1))
     return {"n_labelled": int(labelled.sum()), "events": events, "censored": int(labelled.sum()) - events}
+
+
+def cohort_curve_times(cut_points) -> np.ndarray:
+    """The ``COHORT_CURVE_POINTS`` times at which ``cohort_survival_`` holds the training Kaplan-Meier curve.
+
+    Evenly spaced up to the last cut point and rounded like it, so they tell
+    nothing of any patient; finer than the cut points (4 by default), so a
+    patient's page shows the cohort's curve with its shape.
+
+    Examples
+    --------
+    >>> cohort_curve_times([100.0, 250.0, 400.0, 960.0])[:3].tolist()
+    [40.0, 80.0, 120.0]
+    """
+    end = float(cut_points[-1])
+    return round_significant(np.linspace(0.0, end, COHORT_CURVE_POINTS + 1)[1:], STORED_DIGITS)

@@ -263,7 +263,8 @@ def _outcome_report(spec: TaskSpec, outcome: OutcomeSpec, model, output, explain
                            "networks, the model's own uncertainty about this patient.")
         curve = survival_chart(spec.cut_points, survival.curves[row], model.cohort_survival_.get(spec.name),
                                spec.horizons, unit=unit, title=f"{title}: predicted probability of being "
-                               "event-free over time, against the training cohort")
+                               "event-free over time, against the training cohort",
+                               cohort_times=model.cohort_survival_times_.get(spec.name))
         counts = model.label_counts_[spec.name]
         standing = (f"In the training cohort, {counts['events']:,} of {counts['n_labelled']:,} labelled patients had "
                     f"{fmt.in_sentence(title)} during follow-up ({counts['censored']:,} censored).")

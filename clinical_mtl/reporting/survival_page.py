@@ -1,10 +1,12 @@
 """A survival outcome on a patient's page: the curve and the event probabilities.
 
 The patient's predicted survival curve is drawn against the training cohort's
-Kaplan-Meier curve (stored in the model, ``cohort_survival_``). Both curves are known at the model's cut points only (the ends of its
-follow-up intervals): the patient's is linear between them (as the model
-defines it), the cohort's Kaplan-Meier estimate is sampled there and drawn
-the same way. The template draws what this module lays out. Each event
+Kaplan-Meier curve (stored in the model, ``cohort_survival_``). The patient's
+is known at the model's cut points (the ends of its follow-up intervals) and
+is linear between them, as the model defines it; the cohort's Kaplan-Meier
+estimate is sampled at 24 evenly spaced times up to the last cut point
+(``cohort_survival_times_``; the cut points for models saved before) and drawn
+through them. The template draws what this module lays out. Each event
 probability comes with its range over the ensemble's networks: the model's own
 uncertainty about that patient.
 """
@@ -51,7 +53,7 @@ class SurvivalChart:
 
 
 def survival_chart(cut_points, patient: np.ndarray, cohort: np.ndarray | None, horizons, *, unit: str,
-                   title: str) -> SurvivalChart:
+                   title: str, cohort_times=None) -> SurvivalChart:
     """Lay out a patient's survival curve beside the cohort's.
 
     Parameters
@@ -60,15 +62,18 @@ def survival_chart(cut_points, patient: np.ndarray, cohort: np.ndarray | None, h
         The times of both curves' values, increasing, > 0.
     patient : ndarray of shape (n_cut_points,)
         The patient's predicted ``S(t)`` there.
-    cohort : ndarray of shape (n_cut_points,) or None
-        The training cohort's Kaplan-Meier ``S(t)`` there; None for a model
-        that did not store it (the chart then shows the patient alone).
+    cohort : ndarray or None
+        The training cohort's Kaplan-Meier ``S(t)`` at ``cohort_times``; None
+        for a model that did not store it (the chart then shows the patient alone).
     horizons : sequence of float
         Times marked on the time axis (the reported horizons).
     unit : str
         Unit of the times.
     title : str
         The chart's accessible title.
+    cohort_times : sequence of float, optional
+        The times of ``cohort``'s values (default: the cut points, as models
+        saved before ``cohort_survival_times_`` kept them).
 
     Returns
     -------
@@ -83,9 +88,9 @@ def survival_chart(cut_points, patient: np.ndarray, cohort: np.ndarray | None, h
     def y_of(s: float) -> float:
         return AXIS_Y - (AXIS_Y - PLOT_TOP) * s
 
-    def points(curve: np.ndarray) -> str:
+    def points(curve: np.ndarray, at: np.ndarray = times) -> str:
         values = np.concatenate([[1.0], np.asarray(curve, dtype=float)])
-        return " ".join(f"{x_of(t):.1f},{y_of(s):.1f}" for t, s in zip(times, values) if np.isfinite(s))
+        return " ".join(f"{x_of(t):.1f},{y_of(s):.1f}" for t, s in zip(at, values) if np.isfinite(s))
 
     horizons = [h for h in horizons if 0 < h <= end]
     x_ticks = [Tick(x_of(0.0), "0")] + [Tick(x_of(h), fmt.number(h)) for h in horizons]
@@ -96,7 +101,9 @@ def survival_chart(cut_points, patient: np.ndarray, cohort: np.ndarray | None, h
     description = f"Probability of being event-free over {fmt.number(end)} {unit}: at the end, {at_end}."
     return SurvivalChart(
         title=title, description=description, patient_points=points(patient),
-        cohort_points=points(cohort) if cohort is not None else None, x_ticks=x_ticks, y_ticks=y_ticks,
+        cohort_points=None if cohort is None else points(
+            cohort, times if cohort_times is None else np.concatenate([[0.0], np.asarray(cohort_times, dtype=float)])),
+        x_ticks=x_ticks, y_ticks=y_ticks,
         x_label=f"time from baseline ({unit})",
     )
 

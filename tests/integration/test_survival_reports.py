@@ -53,9 +53,13 @@ def _death(report):
 def test_the_stored_cohort_curve_is_the_training_kaplan_meier_estimate(pbc_pages):
     model, Y = pbc_pages["loaded"].model, pbc_pages["Y"]
     cuts = model.task_specs_[[s.name for s in model.task_specs_].index("death")].cut_points
-    expected = kaplan_meier_curve(Y["death_time"], Y["death_event"], np.asarray(cuts))[0]
-    stored = model.cohort_survival_["death"]  # as saved and loaded back
-    assert stored.shape == (len(cuts),)
+    times = model.cohort_survival_times_["death"]  # as saved and loaded back
+    # Finer than the cut points, evenly spaced up to the last one.
+    assert len(times) == 24 > len(cuts) and times[-1] == cuts[-1]
+    np.testing.assert_allclose(times, np.linspace(0, cuts[-1], 25)[1:], rtol=5e-3)  # to 3 significant digits
+    expected = kaplan_meier_curve(Y["death_time"], Y["death_event"], times)[0]
+    stored = model.cohort_survival_["death"]
+    assert stored.shape == (24,)
     np.testing.assert_allclose(stored, expected, rtol=5e-3)  # stored to 3 significant digits
     assert np.all(np.diff(stored) <= 0) and 0 < stored[-1] < stored[0] < 1
 
@@ -129,9 +133,26 @@ def test_the_chart_draws_the_patient_and_the_cohort_curves(pbc_pages):
         np.testing.assert_allclose(times, [0, *cuts], atol=cuts[-1] / 2000)
         np.testing.assert_allclose(survival, [1, *curves[row]], atol=2e-3)
         times, survival = decoded(chart.cohort_points)
+        np.testing.assert_allclose(times, [0, *model.cohort_survival_times_["death"]], atol=cuts[-1] / 2000)
         np.testing.assert_allclose(survival, [1, *model.cohort_survival_["death"]], atol=2e-3)
         assert [tick.text for tick in chart.x_ticks] == ["0", "365", "1,826", "3,652"]
         assert "against" in chart.description and "Kaplan-Meier" in chart.description
+
+
+def test_a_model_saved_with_the_cohort_curve_at_its_cut_points_draws_it_there(pbc_pages):
+    loaded, Y = pbc_pages["loaded"], pbc_pages["Y"]
+    cuts = np.asarray(loaded.model.task_specs_[[s.name for s in loaded.model.task_specs_].index("death")].cut_points)
+    state, weights = loaded.model.fitted_state()
+    state["fitted"].pop("cohort_survival_times")  # what a model saved before the times were stored holds
+    at_cuts = kaplan_meier_curve(Y["death_time"], Y["death_event"], cuts)[0]
+    state["fitted"]["cohort_survival"] = {"death": at_cuts.tolist()}
+    older = MultiTaskMLP.from_fitted_state(loaded.model.get_params(), state, weights)
+    chart = _death(build_patient_reports(replace(loaded, model=older), pbc_pages["patients"].head(1))[0]).survival_chart
+    xy = np.array([[float(v) for v in point.split(",")] for point in chart.cohort_points.split()])
+    assert older.cohort_survival_times_ == {}
+    np.testing.assert_allclose((xy[:, 0] - PLOT_LEFT) / (PLOT_RIGHT - PLOT_LEFT) * cuts[-1], [0, *cuts],
+                               atol=cuts[-1] / 2000)
+    np.testing.assert_allclose((AXIS_Y - xy[:, 1]) / (AXIS_Y - PLOT_TOP), [1, *at_cuts], atol=2e-3)
 
 
 def test_a_model_saved_without_the_cohort_curve_shows_the_patient_alone(pbc_pages):
