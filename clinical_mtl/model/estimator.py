@@ -154,9 +154,9 @@ class MultiTaskMLP(PredictionCoreMixin, ExplanationMixin, BaseEstimator):
         model); "interval" gives each interval its own effect (hazards whose
         ratios change over follow-up, at the cost of many more weights).
         "auto" trains the ensemble with each and keeps the one whose
-        survival outcomes have the lower held-out loss (about three times
-        the training time; see ``fitting.fit_survival_heads``). With the
-        default 4 intervals it ranked no better than "interval".
+        survival outcomes have the lower held-out loss (2 to 4 times the
+        training time; see ``fitting.fit_survival_heads``). With the default
+        4 intervals it ranked no better than "interval" on the selection folds.
         See ``reports/survival_benchmark.md``.
     interval_method : {"normalized", "absolute"}, default="normalized"
         Width of ``predict_interval``'s split-conformal intervals: scaled per patient by a model of
