@@ -409,14 +409,18 @@ def summarise(folds: pd.DataFrame) -> pd.DataFrame:
 
 
 def mean_ranks(folds: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
-    """Mean rank per method (a) with every method, on the cohorts with a second outcome, and
-    (b) without the multi-task model, on every cohort (ranks recomputed among the methods kept)."""
+    """Mean rank per method on the cohorts with a second outcome, and without the multi-task models on
+    every cohort; each with every method, then with the estimator at its defaults only (the issue's
+    comparison: no variants). Ranks are recomputed among the methods kept."""
     scores = table[(table["method"] != ORACLE) & table["metric"].isin(METRICS)]
     with_second = scores.groupby("cohort")["method"].transform(lambda m: (m == MULTITASK).any())
+    defaults = ~scores["method"].isin([name for names in VARIANT_METHODS.values() for name in names])
+    single = ~scores["method"].isin(MULTITASK_METHODS)
     out = {}
     for label, part in (("cohorts with a second outcome, all methods", scores[with_second]),
-                        ("all cohorts, without the multi-task model",
-                         scores[~scores["method"].isin(MULTITASK_METHODS)])):
+                        ("all cohorts, without the multi-task model", scores[single]),
+                        ("cohorts with a second outcome, defaults only", scores[with_second & defaults]),
+                        ("all cohorts, defaults only, without the multi-task model", scores[single & defaults])):
         if part.empty:
             continue
         sign = np.where(part["metric"].isin(LOWER_IS_BETTER), 1, -1)
