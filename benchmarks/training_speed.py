@@ -15,7 +15,7 @@ rate, 5 epochs, two torch threads. Reported: samples per second per epoch.
 - ``fit_module``: the estimator's training loop alone on the pre-made tensors.
 - ``matrix products alone``: not a loop but its floor: the forward and backward matrix
   products only (no activations, losses, optimiser or autograd); its ratio caps any loop's.
-- the same two with a survival head (logistic hazard on 20 intervals, the synthetic
+- the same two with a survival head (logistic hazard on the default 4 intervals, the synthetic
   cohort's Weibull death times, about 60% censored) in place of the regression head:
   the ratio to the regression-head run of the same method is the cost of the survival
   loss (target: at least 0.8).

@@ -45,6 +45,7 @@ from ..model.metric_tables import MIN_MINORITY_CLASS, MIN_REGRESSION_ROWS, MIN_S
 from ..model.relatedness import relatedness_table
 from ..model.survival import SURVIVAL
 from ..model.tasks import BINARY, REGRESSION
+from . import formatting as fmt
 from .card_tables import (
     Table,
     calibration_table,
@@ -373,10 +374,20 @@ def _svg_data(figure) -> str:
 
 
 def survival_head_text(model) -> str | None:
-    """What the survival outcomes' head is and, under ``survival_head="auto"``, why (None without one)."""
+    """What the survival outcomes' head is, under ``survival_head="auto"`` why, and on which intervals
+    of follow-up (None without a survival outcome)."""
     if SURVIVAL not in model.tasks_.values():
         return None
     losses = model.survival_head_losses_
     why = (f", chosen by the early-stopping rows' loss ({', '.join(f'{head} {loss:.4f}' for head, loss in losses.items())})"
            if losses else "")
-    return f"Survival outcomes have the {model.survival_head_} head{why}."
+    intervals = "; ".join(f"{spec.name} on {len(spec.cut_points)}, ending at {_listed(spec.cut_points)}"
+                          for spec in model.task_specs_ if spec.kind == SURVIVAL)
+    return (f"Survival outcomes have the {model.survival_head_} head{why}: a discrete-time logistic hazard on "
+            f"intervals of follow-up cut at quantiles of the training event times ({intervals}).")
+
+
+def _listed(values) -> str:
+    """'1, 2 and 3' of numbers as a clinician reads them."""
+    words = [fmt.number(float(v)) for v in values]
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"

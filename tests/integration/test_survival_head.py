@@ -190,8 +190,12 @@ def test_the_card_and_the_tracked_run_say_which_head_was_chosen_and_by_what(auto
     model, X, Y = auto_head
     card = build_model_card(model, X, Y, X, Y, single_task=False, n_bootstrap=0)
     losses = model.survival_head_losses_
+    cuts = next(spec.cut_points for spec in model.task_specs_ if spec.name == "death")
+    listed = ", ".join(f"{c:,.0f}" for c in cuts[:-1]) + f" and {cuts[-1]:,.0f}"  # days: no decimals
     sentence = (f"Survival outcomes have the {model.survival_head_} head, chosen by the early-stopping rows' loss "
-                f"(interval {losses['interval']:.4f}, proportional {losses['proportional']:.4f}).")
+                f"(interval {losses['interval']:.4f}, proportional {losses['proportional']:.4f}): a discrete-time "
+                "logistic hazard on intervals of follow-up cut at quantiles of the training event times "
+                f"(death on {len(cuts)}, ending at {listed}).")
     assert sentence in card.to_markdown() and sentence.replace("'", "&#39;") in card.to_html()
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
