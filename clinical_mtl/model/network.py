@@ -354,7 +354,8 @@ class StackedMultiHeadNet(nn.Module):
         """Keep the tied heads' output rows equal here too (``tie_rows``)."""
         if self.combined:
             ends = np.cumsum(self.head_widths)
-            blocks = [(int(end - width), int(end)) for end, width, tied in zip(ends, self.head_widths, tied_heads) if tied]
+            blocks = [(int(end - width), int(end))
+                      for end, width, tied in zip(ends, self.head_widths, tied_heads) if tied]
             if blocks:
                 tie_rows(self.weights[-1], blocks)
             return

@@ -376,18 +376,17 @@ def _svg_data(figure) -> str:
 def survival_head_text(model) -> str | None:
     """What the survival outcomes' head is, under ``survival_head="auto"`` why, and on which intervals
     of follow-up (None without a survival outcome)."""
-    if SURVIVAL not in model.tasks_.values():
+    survival = [spec for spec in model.task_specs_ if spec.kind == SURVIVAL]
+    if not survival:
         return None
-    losses = model.survival_head_losses_
-    why = (f", chosen by the early-stopping rows' loss ({', '.join(f'{head} {loss:.4f}' for head, loss in losses.items())})"
-           if losses else "")
-    intervals = "; ".join(f"{spec.name} on {len(spec.cut_points)}, ending at {_listed(spec.cut_points)}"
-                          for spec in model.task_specs_ if spec.kind == SURVIVAL)
+    losses = ", ".join(f"{head} {loss:.4f}" for head, loss in model.survival_head_losses_.items())
+    why = f", chosen by the early-stopping rows' loss ({losses})" if losses else ""
+    intervals = "; ".join(f"{spec.name} on {len(spec.cut_points)}, ending at {_listed(fmt.numbers(*spec.cut_points))}"
+                          for spec in survival)
     return (f"Survival outcomes have the {model.survival_head_} head{why}: a discrete-time logistic hazard on "
             f"intervals of follow-up cut at quantiles of the training event times ({intervals}).")
 
 
-def _listed(values) -> str:
-    """'1, 2 and 3' of numbers as a clinician reads them."""
-    words = [fmt.number(float(v)) for v in values]
+def _listed(words: list[str]) -> str:
+    """'a, b and c'."""
     return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"

@@ -88,9 +88,11 @@ def survival_chart(cut_points, patient: np.ndarray, cohort: np.ndarray | None, h
     def y_of(s: float) -> float:
         return AXIS_Y - (AXIS_Y - PLOT_TOP) * s
 
-    def points(curve: np.ndarray, at: np.ndarray = times) -> str:
+    def points(curve: np.ndarray, at: np.ndarray) -> str:
         values = np.concatenate([[1.0], np.asarray(curve, dtype=float)])
         return " ".join(f"{x_of(t):.1f},{y_of(s):.1f}" for t, s in zip(at, values) if np.isfinite(s))
+
+    cohort_at = times if cohort_times is None else np.concatenate([[0.0], np.asarray(cohort_times, dtype=float)])
 
     horizons = [h for h in horizons if 0 < h <= end]
     x_ticks = [Tick(x_of(0.0), "0")] + [Tick(x_of(h), fmt.number(h)) for h in horizons]
@@ -100,10 +102,8 @@ def survival_chart(cut_points, patient: np.ndarray, cohort: np.ndarray | None, h
         at_end += f" against {fmt.probability(float(cohort[-1]))} of the training cohort (Kaplan-Meier)"
     description = f"Probability of being event-free over {fmt.number(end)} {unit}: at the end, {at_end}."
     return SurvivalChart(
-        title=title, description=description, patient_points=points(patient),
-        cohort_points=None if cohort is None else points(
-            cohort, times if cohort_times is None else np.concatenate([[0.0], np.asarray(cohort_times, dtype=float)])),
-        x_ticks=x_ticks, y_ticks=y_ticks,
+        title=title, description=description, patient_points=points(patient, times),
+        cohort_points=None if cohort is None else points(cohort, cohort_at), x_ticks=x_ticks, y_ticks=y_ticks,
         x_label=f"time from baseline ({unit})",
     )
 
