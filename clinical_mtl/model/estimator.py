@@ -84,11 +84,12 @@ class MultiTaskMLP(PredictionCoreMixin, ExplanationMixin, BaseEstimator):
         keep 32 (``reports/training_speed.md``).
     max_epochs : int, default=500
         Upper bound on passes over the training rows.
-    early_stopping : bool, default=True
+    early_stopping : bool or "per_outcome", default=True
         Hold out ``validation_fraction`` of the rows, stop when the validation
         loss has not improved for ``patience`` epochs and restore the weights
         of the best epoch. The split is stratified on the classification
-        labels where their counts allow.
+        labels where their counts allow. "per_outcome": each outcome keeps
+        the weights of its own best epoch (:mod:`clinical_mtl.model.early_stopping`).
     validation_fraction : float, default=0.15
         Share of training rows held out for early stopping.
     patience : int, default=20

@@ -21,10 +21,11 @@ from .conformal import (
     conformal_scores,
     normalized_conformal,
 )
+from .early_stopping import PER_OUTCOME
 from .hooks import TrainingProgress, has_progress_listeners, notify_progress
 from .labels import class_counts, class_weight_vectors, encode_targets, labelled_targets
 from .metrics import metrics_table
-from .network import build_network
+from .network import build_network, split_by_outcome
 from .preprocessing import STORED_DIGITS, round_significant
 from .splitting import holdout_split
 from .stacked_training import covers, fit_stacked
@@ -178,6 +179,9 @@ def fit_ensemble(model, specs, inputs: np.ndarray, labels: pd.DataFrame, seeds,
         results = [_fit_apart(network, weighting, names, kinds, data, split, settings, seed, device,
                               None if reports is None else reports[member])
                    for member, (network, weighting, split, seed) in enumerate(zip(networks, weightings, splits, seeds))]
+    if any(len(set(epochs)) > 1 for epochs in _outcome_epochs(results)):  # every member alike, as saving needs
+        networks = [split_by_outcome(network, result.outcome_states, model.dropout)
+                    for network, result in zip(networks, results)]
     fitted = FittedEnsemble([], [], [], [], [])
     for member, (network, result, (_, valid_rows)) in enumerate(zip(networks, results, splits)):
         fitted.networks.append(network.cpu())
@@ -188,6 +192,12 @@ def fit_ensemble(model, specs, inputs: np.ndarray, labels: pd.DataFrame, seeds,
         fitted.n_epochs.append(result.n_epochs)
     fitted.best_epochs, fitted.n_epochs = np.asarray(fitted.best_epochs), np.asarray(fitted.n_epochs)
     return fitted
+
+
+def _outcome_epochs(results) -> list[list[int]]:
+    """Per network trained with per-outcome stopping, the best epochs of its outcomes that had validation labels."""
+    return [[epoch for epoch, state in zip(result.outcome_epochs, result.outcome_states) if state is not None]
+            for result in results if result.outcome_states is not None]
 
 
 def _progress_reporter(model, specs, member: int, n_members: int):
@@ -278,6 +288,7 @@ def training_settings(model, specs, n_train: int) -> TrainingSettings:
         self_supervision=float(model.self_supervision),
         tied_layers=len(model.hidden_layer_sizes) if soft else 0,
         sharing_strength=float(model.sharing_strength),
+        per_outcome_stopping=model.early_stopping == PER_OUTCOME,
     )
 
 

@@ -5,6 +5,7 @@ Plain PyTorch; nothing here knows about pandas or scikit-learn.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import numpy as np
@@ -268,6 +269,41 @@ def build_network(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return MultiHeadNet(n_features, hidden_layer_sizes, head_sizes, dropout, head_hidden_layer_sizes, tied_heads)
+
+
+def split_by_outcome(network: MultiHeadNet, states: Sequence[dict | None], dropout: float) -> MultiHeadNet:
+    """A network with no shared trunk whose head ``t`` is ``network``'s trunk and head ``t`` as they
+    were in ``states[t]`` (a ``state_dict`` of ``network``; None: as ``network`` is now).
+
+    What per-outcome early stopping leaves: each outcome with the weights of its own best epoch. The
+    trunk's layers become each head's first hidden layers, the layout of soft sharing, so predicting,
+    explaining and saving need nothing new.
+
+    Examples
+    --------
+    >>> net = MultiHeadNet(3, (4,), head_sizes=(1, 2))
+    >>> split = split_by_outcome(net, [None, None], dropout=0.0)
+    >>> x = torch.randn(5, 3)
+    >>> len(split.trunk), all(torch.equal(a, b) for a, b in zip(net(x), split(x)))
+    (0, True)
+    """
+    trunk = [layer.out_features for layer in network.trunk if isinstance(layer, nn.Linear)]
+    heads = [head_layers(head) for head in network.heads]
+    n_features = network_linears(network)[0].in_features
+    split = MultiHeadNet(n_features, (), [output.out_features for _, output in heads], dropout,
+                         [(*trunk, *(layer.out_features for layer in hidden)) for hidden, _ in heads],
+                         network.tied_heads)
+    source = copy.deepcopy(network)
+    with torch.no_grad():
+        for t, (head, state) in enumerate(zip(split.heads, states)):
+            source.load_state_dict(state if state is not None else network.state_dict())
+            hidden, output = head_layers(source.heads[t])
+            layers = [layer for layer in source.trunk if isinstance(layer, nn.Linear)] + hidden + [output]
+            own_hidden, own_output = head_layers(head)
+            for target, layer in zip([*own_hidden, own_output], layers, strict=True):
+                target.weight.copy_(layer.weight)
+                target.bias.copy_(layer.bias)
+    return split
 
 
 def dropout(x: Tensor, p: float) -> Tensor:

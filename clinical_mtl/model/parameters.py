@@ -31,6 +31,12 @@ weights; each option below changes one thing.
 - ``self_supervision``: weight of a masked-feature reconstruction loss on the
   shared trunk, from every training row including unlabelled patients
   (:mod:`clinical_mtl.model.self_supervision`).
+- ``early_stopping="per_outcome"``: each outcome keeps the weights of its
+  own best validation epoch, and training goes on while any outcome still
+  improves (``early_stopping.OutcomeStopping``). Where the outcomes' best epochs
+  differ, the fitted networks hold one copy of the trunk per outcome, as
+  after soft sharing (``network.split_by_outcome``): predicting costs one
+  trunk per outcome.
 - Always on: every tenth epoch, the cosine between the outcomes' gradients
   on the shared trunk (:mod:`clinical_mtl.model.relatedness`).
 
@@ -46,6 +52,7 @@ from numbers import Integral, Real
 from ._compat import Interval, StrOptions
 from .calibration import ISOTONIC, TEMPERATURE
 from .conformal import INTERVAL_METHODS
+from .early_stopping import PER_OUTCOME
 from .losses import EQUAL, UNCERTAINTY
 from .survival import AUTO_HEAD, INTERVAL_HEAD, PROPORTIONAL_HEAD
 from .training import ALTERNATE, JOINT
@@ -59,7 +66,7 @@ PARAMETER_CONSTRAINTS: dict = {
     "weight_decay": [Interval(Real, 0, None, closed="left")],
     "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
     "max_epochs": [Interval(Integral, 1, None, closed="left")],
-    "early_stopping": ["boolean"],
+    "early_stopping": ["boolean", StrOptions({PER_OUTCOME})],
     "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
     "patience": [Interval(Integral, 1, None, closed="left")],
     "loss_weighting": [StrOptions({EQUAL, UNCERTAINTY, DWA, GRADNORM, PCGRAD}), dict],

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from ..exceptions import TrainingDivergedError
+from .early_stopping import OutcomeStopping
 from .losses import FixedWeighting, TaskWeighting, row_losses
 from .network import MultiHeadNet, StackedMultiHeadNet
 from .relatedness import RELATEDNESS_EVERY, measurement_rows
@@ -179,7 +180,8 @@ def fit_stacked(
                     for rows, seed in zip(train_rows, seeds)]
     results = [TrainingResult() for _ in members]
     active = [True] * n_members
-    best = [_Best() for _ in members]
+    per_outcome = settings.per_outcome_stopping and valid is not None
+    best = [_Best(OutcomeStopping(len(task_kinds)) if per_outcome else None) for _ in members]
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(int(seeds[0]))
         for epoch in range(1, settings.max_epochs + 1):
@@ -207,6 +209,10 @@ def fit_stacked(
     for m, result in enumerate(results):
         result.n_epochs = len(result.history)
         result.best_epoch = best[m].epoch if best[m].state is not None else result.n_epochs
+        if best[m].outcomes is not None:
+            result.outcome_epochs = best[m].outcomes.epochs
+            result.outcome_states = [None if state is None else _as_network_state(stacked, m, state, members[m])
+                                     for state in best[m].outcomes.states]
         if best[m].state is not None:
             stacked.load_member_state(m, best[m].state)
             weightings[m].load_state_dict(best[m].weighting_state)
@@ -218,10 +224,18 @@ def fit_stacked(
 
 
 class _Best:
-    """A member's best epoch so far, its validation objective and weights."""
+    """A member's best epoch so far, its validation objective and weights (and per outcome, with
+    per-outcome stopping)."""
 
-    def __init__(self) -> None:
+    def __init__(self, outcomes: OutcomeStopping | None = None) -> None:
         self.epoch, self.objective, self.state, self.weighting_state = 0, math.inf, None, None
+        self.outcomes = outcomes
+
+
+def _as_network_state(stacked: StackedMultiHeadNet, m: int, state, network: MultiHeadNet) -> dict:
+    """Member ``m``'s weights ``state`` (``member_state``) as ``network``'s ``state_dict``."""
+    stacked.load_member_state(m, state)
+    return {key: value.detach().clone() for key, value in stacked.copy_to(m, network).state_dict().items()}
 
 
 def _early_stopping(m: int, record: dict, valid_losses, stacked: StackedMultiHeadNet, weighting: TaskWeighting,
@@ -236,11 +250,16 @@ def _early_stopping(m: int, record: dict, valid_losses, stacked: StackedMultiHea
         record[f"valid_loss/{name}"] = losses[m, t].item() if present[m][t] else math.nan
     if settings.verbose:
         print(f"member {m}  epoch {record['epoch']:4d}  train {record['train_loss']:.4f}  valid {objective:.4f}")
-    if objective < best.objective:
+    improved = objective < best.objective
+    if improved:
         best.epoch, best.objective = record["epoch"], objective
         best.state, best.weighting_state = stacked.member_state(m), _weighting_state(weighting)
-        return True
-    return record["epoch"] - best.epoch < settings.patience
+    if best.outcomes is not None:
+        best.outcomes.update(record["epoch"], [losses[m, t].item() if present[m][t] else None
+                                               for t in range(len(task_names))], lambda: stacked.member_state(m))
+        if best.outcomes.tracked:
+            return best.outcomes.improving(record["epoch"], settings.patience)
+    return improved or record["epoch"] - best.epoch < settings.patience
 
 
 def _train_epoch(stacked: StackedMultiHeadNet, weightings, task_kinds, data: TaskData, train: _MemberRows,

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ..exceptions import TrainingDivergedError
+from .early_stopping import OutcomeStopping
 from .losses import TaskWeighting, masked_task_loss
 from .network import soft_sharing_penalty
 from .relatedness import RELATEDNESS_EVERY, gradient_cosines, measurement_rows
@@ -98,6 +99,9 @@ class TrainingSettings:
         Soft parameter sharing: the first ``tied_layers`` hidden layers of
         every head are pulled together by ``sharing_strength`` times
         ``soft_sharing_penalty`` (0: none).
+    per_outcome_stopping : bool
+        Early stopping per outcome (see ``OutcomeStopping``) rather than on
+        the joint validation objective.
     """
 
     learning_rate: float
@@ -111,6 +115,7 @@ class TrainingSettings:
     self_supervision: float = 0.0
     tied_layers: int = 0
     sharing_strength: float = 0.0
+    per_outcome_stopping: bool = False
 
 
 @dataclass
@@ -130,11 +135,17 @@ class TrainingResult:
         Epoch (from 1) whose weights the module holds on return.
     n_epochs : int
         Epochs run.
+    outcome_epochs, outcome_states : list or None
+        With per-outcome stopping, per task the epoch of its lowest validation
+        loss and the module's ``state_dict`` then (0 and None for a task
+        without validation labels); else None.
     """
 
     history: list[dict] = field(default_factory=list)
     best_epoch: int = 0
     n_epochs: int = 0
+    outcome_epochs: list[int] | None = None
+    outcome_states: list[dict | None] | None = None
 
 
 def fit_module(
@@ -189,6 +200,7 @@ def fit_module(
                 if shared and len(task_kinds) > 1 else None)
     result = TrainingResult()
     best_objective, best_state = math.inf, None
+    outcomes = OutcomeStopping(len(task_kinds)) if settings.per_outcome_stopping and valid is not None else None
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         for epoch in range(1, settings.max_epochs + 1):
@@ -217,9 +229,15 @@ def fit_module(
             if improved:
                 best_objective, result.best_epoch = objective, epoch
                 best_state = _snapshot(module, weighting)
+            if outcomes is not None:
+                outcomes.update(epoch, [None if loss is None else loss.item() for loss in valid_losses],
+                                lambda: _snapshot(module, weighting)[0])
             if on_epoch is not None:
                 on_epoch(record, result.best_epoch, best_objective)
-            if not improved and epoch - result.best_epoch >= settings.patience:
+            if outcomes is not None and outcomes.tracked:
+                if not outcomes.improving(epoch, settings.patience):
+                    break
+            elif not improved and epoch - result.best_epoch >= settings.patience:
                 break
     result.n_epochs = len(result.history)
     if best_state is None:
@@ -227,6 +245,8 @@ def fit_module(
     else:
         module.load_state_dict(best_state[0])
         weighting.load_state_dict(best_state[1])
+    if outcomes is not None:
+        result.outcome_epochs, result.outcome_states = outcomes.epochs, outcomes.states
     return result
 
 

@@ -27,6 +27,8 @@ OPTIONS = [
     {"head_hidden_layer_sizes": {"death": (8, 4)}},
     {"sharing": "soft"},
     {"sharing": "soft", "sharing_strength": 1.0, "head_hidden_layer_sizes": (4,)},
+    {"early_stopping": "per_outcome"},
+    {"early_stopping": "per_outcome", "sharing": "soft"},
 ]
 
 
@@ -150,3 +152,36 @@ def test_head_layers_for_an_unknown_outcome_are_refused(pbc):
     X, Y = pbc
     with pytest.raises(TaskSpecificationError, match=r"head_hidden_layer_sizes names \['stage'\]"):
         MultiTaskMLP(**FAST, head_hidden_layer_sizes={"stage": (4,)}).fit(X, Y)
+
+
+def test_per_outcome_stopping_gives_each_outcome_its_best_epochs_trunk(pbc, tmp_path):
+    """On PBC the diagnosis and death peak at different epochs: each outcome gets the trunk of its own
+    best epoch (the soft-sharing layout), which explains exactly and survives the pickle-free format."""
+    X, Y = pbc
+    model = MultiTaskMLP(random_state=0, ensemble_size=2, early_stopping="per_outcome").fit(X, Y)
+    history = pd.DataFrame(model.history_)
+    peaks = history.groupby("member").agg(
+        cirrhosis=("valid_loss/cirrhosis", "idxmin"), death=("valid_loss/death", "idxmin"))
+    assert (peaks["cirrhosis"] != peaks["death"]).any()
+    for member in model.module_.members:
+        assert len(member.trunk) == 0
+        hidden = [[layer.out_features for layer in head if isinstance(layer, torch.nn.Linear)][:-1]
+                  for head in member.heads]
+        assert hidden == [list(model.hidden_layer_sizes)] * 2
+    explanation = model.explain(X.iloc[:20])["cirrhosis"]
+    np.testing.assert_allclose(explanation.base_values + explanation.values.sum(axis=1),
+                               model.predict_proba(X.iloc[:20])["cirrhosis"][:, 1], atol=1e-4, rtol=0)
+    save_model(model, tmp_path / "model")
+    loaded = load_model(tmp_path / "model")
+    np.testing.assert_array_equal(loaded.predict_proba(X)["cirrhosis"], model.predict_proba(X)["cirrhosis"])
+    np.testing.assert_array_equal(loaded.predict_survival_function(X, [365])["death"],
+                                  model.predict_survival_function(X, [365])["death"])
+
+
+def test_per_outcome_stopping_of_a_single_outcome_is_early_stopping():
+    X, Y = load_pbc()
+    labels = Y[["cirrhosis"]]
+    joint = MultiTaskMLP(random_state=0, ensemble_size=2).fit(X, labels)
+    own = MultiTaskMLP(random_state=0, ensemble_size=2, early_stopping="per_outcome").fit(X, labels)
+    np.testing.assert_array_equal(own.n_iter_, joint.n_iter_)
+    np.testing.assert_array_equal(own.predict_proba(X)["cirrhosis"], joint.predict_proba(X)["cirrhosis"])

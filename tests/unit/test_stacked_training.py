@@ -72,7 +72,9 @@ CASES = {
     "proportional survival head, head decay": dict(
         weighting=lambda: FixedWeighting([1.0] * 4), tied=[False, False, True, False],
         head_weight_decay=(0.0, 0.1, 0.05, 0.01)),
+    "per-outcome stopping": dict(weighting=lambda: FixedWeighting([1.0] * 4), per_outcome_stopping=True),
 }
+SETTINGS_KEYS = ("head_weight_decay", "per_outcome_stopping")
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -80,7 +82,7 @@ def test_members_trained_together_match_members_trained_apart(case):
     config = CASES[case]
     data = cohort()
     rows = [member_rows(len(data), seed) for seed in SEEDS]
-    train_settings = settings(**{k: v for k, v in config.items() if k == "head_weight_decay"})
+    train_settings = settings(**{k: v for k, v in config.items() if k in SETTINGS_KEYS})
     apart = networks(config.get("head_hidden"), config.get("tied"))
     apart_weightings = [config["weighting"]() for _ in SEEDS]
     expected = [fit_module(net, w, NAMES, KINDS, data.take(train), data.take(valid), train_settings, seed)
@@ -102,6 +104,12 @@ def test_members_trained_together_match_members_trained_apart(case):
             torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
         for p, q in zip(w.state_dict().values(), w_ref.state_dict().values()):
             torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5, equal_nan=True)
+        assert mine.outcome_epochs == theirs.outcome_epochs
+        assert (mine.outcome_states is None) == (not config.get("per_outcome_stopping"))
+        for state, reference_state in zip(mine.outcome_states or [], theirs.outcome_states or []):
+            assert state.keys() == reference_state.keys()
+            for key in state:
+                torch.testing.assert_close(state[key], reference_state[key], rtol=1e-4, atol=1e-5)
 
 
 def test_without_early_stopping_every_member_runs_every_epoch_on_all_its_rows():

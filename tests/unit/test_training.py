@@ -301,3 +301,35 @@ def test_the_optimiser_is_the_fused_adamw_on_the_cpu(monkeypatch):
     monkeypatch.setattr(torch.optim, "AdamW", recorded)
     train(separable(), max_epochs=1)
     assert [kwargs.get("fused") for kwargs in made] == [True]
+
+
+def test_per_outcome_stopping_keeps_each_outcomes_best_epoch_and_stops_after_the_last():
+    """Each outcome keeps the weights of the epoch of its own lowest validation loss (the joint best
+    stays in the module); training stops once every outcome has gone `patience` epochs without improving."""
+    data, valid = separable(40, seed=0), separable(40, seed=1)
+    valid.targets[1][:] = valid.targets[1] + 3 * torch.randn(40, generator=torch.Generator().manual_seed(2))
+    net = build_network(3, (16,), [1, 1], 0.0, seed=0)
+    states = {}
+    result = fit_module(
+        net, FixedWeighting([1.0, 1.0]), ["cls", "value"], ["binary", "regression"], data, valid,
+        TrainingSettings(**(SETTINGS | {"patience": 5, "learning_rate": 0.05, "per_outcome_stopping": True})),
+        seed=0, on_epoch=lambda record, *_: states.setdefault(
+            record["epoch"], {key: value.clone() for key, value in net.state_dict().items()}),
+    )
+    history = [record for record in result.history]
+    best = [1 + int(np.argmin([record[f"valid_loss/{name}"] for record in history])) for name in ("cls", "value")]
+    assert result.outcome_epochs == best
+    assert best[0] != best[1]  # the case this is about: the outcomes peak at different epochs
+    assert result.n_epochs == max(best) + 5 < SETTINGS["max_epochs"]
+    for epoch, state in zip(best, result.outcome_states):
+        assert state.keys() == states[epoch].keys()
+        assert all(torch.equal(state[key], states[epoch][key]) for key in state)
+    joint = [record["valid_loss"] for record in history]
+    assert result.best_epoch == 1 + joint.index(min(joint))
+    assert all(torch.equal(value, states[result.best_epoch][key]) for key, value in net.state_dict().items())
+
+
+def test_per_outcome_stopping_without_a_validation_set_runs_every_epoch():
+    _, result = train(separable(), max_epochs=7, per_outcome_stopping=True)
+    assert result.n_epochs == 7
+    assert result.outcome_epochs is None and result.outcome_states is None
