@@ -491,6 +491,10 @@ def main() -> None:
                 frames.append(pd.read_csv(saved))
     folds = pd.concat(frames, ignore_index=True)
     minutes = (time.perf_counter() - start) / 60
+    if args.partial_dir is not None:  # this run's minutes are only the parts it ran: report every part's
+        spent = folds.groupby(["dataset", "scenario", "method", "fold"])["seconds"].first().sum() / 3600
+        folds_spec += f", {spent:.1f} hours of fitting and predicting in all"
+        minutes = float("nan")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     folds.to_csv(args.output.with_name(args.output.stem + "_folds.csv"), index=False)
     write_report(folds, folds_spec, params, minutes, args.output)
