@@ -11,6 +11,8 @@ Each method is the estimator with its defaults and ONE option changed:
 - ``head decay``: ``head_weight_decay=0.1`` (ten times the trunk's).
 - ``soft sharing``: ``sharing="soft"`` (strength 0.1).
 - ``self-supervision``: ``self_supervision=0.5``.
+- ``per-outcome stopping``: ``early_stopping="per_outcome"`` (each outcome keeps
+  its own best epoch's weights).
 - ``single-task``: the defaults fitted on one outcome at a time (the comparison
   that says whether sharing helps at all).
 
@@ -70,6 +72,7 @@ OPTIONS = {
     "head decay": {"head_weight_decay": 0.1},
     "soft sharing": {"sharing": "soft"},
     "self-supervision": {"self_supervision": 0.5},
+    "per-outcome stopping": {"early_stopping": "per_outcome"},
 }
 SINGLE_TASK = "single-task"
 COHORTS = ("pbc", "synthetic", "nwtco", "myeloid", "related+1", "related0", "related-1")
