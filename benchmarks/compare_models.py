@@ -387,21 +387,23 @@ def cell_verdicts(table: pd.DataFrame, ranks: pd.DataFrame, method: str = "Multi
         if method not in mean_ranks or np.isnan(mean_ranks[method]):
             continue
         part = table[(table["dataset"] == dataset) & (table["scenario"] == scenario)]
-        first = within = beyond = 0
-        for _key, pair in part.groupby(["outcome", "metric"], sort=False):
-            ours = pair[pair["method"] == method].iloc[0]
-            best = pair.sort_values("rank").iloc[0]
-            if ours["rank"] <= best["rank"]:
-                first += 1
-            elif abs(ours["mean"] - best["mean"]) < best["std"]:
-                within += 1
-            else:
-                beyond += 1
+        standings = [_standing(pair, method)[2] for _key, pair in part.groupby(["outcome", "metric"], sort=False)]
+        first, within, beyond = (standings.count(name) for name in ("first", "within", "beyond"))
         rows.append({"scenario": scenario, "dataset": dataset, "best mean rank": mean_ranks.idxmin(),
                      f"{method} mean rank": f"{mean_ranks[method]:.2f} "
                                             f"({int(mean_ranks.rank(method='min')[method])} of {mean_ranks.notna().sum()})",
                      "first": first, "within 1 SD": within, "beyond 1 SD": beyond})
     return pd.DataFrame(rows)
+
+
+def _standing(pair: pd.DataFrame, method: str) -> tuple[pd.Series, pd.Series, str]:
+    """``method``'s row and the best-ranked row of one outcome x metric, and whether ``method`` is "first",
+    behind by less than the best's fold standard deviation ("within") or by more ("beyond")."""
+    ours = pair[pair["method"] == method].iloc[0]
+    best = pair.sort_values("rank").iloc[0]
+    if ours["rank"] <= best["rank"]:
+        return ours, best, "first"
+    return ours, best, "within" if abs(ours["mean"] - best["mean"]) < best["std"] else "beyond"
 
 
 def _where_not_best(table: pd.DataFrame, method: str = "MultiTaskMLP") -> list[str]:
@@ -410,11 +412,10 @@ def _where_not_best(table: pd.DataFrame, method: str = "MultiTaskMLP") -> list[s
         return []
     lines = [f"Where {method} is not ranked first:", ""]
     for key, part in table.groupby(["dataset", "scenario", "outcome", "metric"], sort=False):
-        ours = part[part["method"] == method].iloc[0]
-        best = part.sort_values("rank").iloc[0]
+        ours, best, standing = _standing(part, method)
         if ours["rank"] > 1:
             gap = abs(ours["mean"] - best["mean"])
-            within = "within" if gap < best["std"] else "beyond"
+            within = "beyond" if standing == "beyond" else "within"
             lines.append(
                 f"- {key[0]}, {key[1]}, {key[2]} {key[3]}: {best['method']} {best['mean']:.3f} against "
                 f"{ours['mean']:.3f} (rank {ours['rank']:g}; gap {gap:.3f}, {within} one fold standard deviation)"
@@ -474,10 +475,11 @@ def main() -> None:
     if args.methods:
         methods = {name: methods[name] for name in args.methods}
     warnings.filterwarnings("ignore", category=ConvergenceWarning)
+    scenarios = [name == "scarce" for name in args.scenarios if not (args.no_scarce and name == "scarce")]
     start = time.perf_counter()
     frames = []
     for dataset in args.datasets:
-        for scarce in [name == "scarce" for name in args.scenarios if not (args.no_scarce and name == "scarce")]:
+        for scarce in scenarios:
             if args.partial_dir is None:
                 frames.append(cross_validate(dataset, methods, args.folds, args.repeats, args.seed, scarce))
                 continue

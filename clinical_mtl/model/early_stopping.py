@@ -51,3 +51,17 @@ class OutcomeStopping:
     def improving(self, epoch: int, patience: int) -> bool:
         """Whether any outcome improved within the last ``patience`` epochs."""
         return any(epoch - best < patience for best, state in zip(self.epochs, self.states) if state is not None)
+
+
+def keeps_training(epoch: int, best_epoch: int, patience: int, outcomes: OutcomeStopping | None) -> bool:
+    """Whether a network trains on after ``epoch``: while the joint objective's best epoch (0: none yet)
+    is under ``patience`` epochs old or, with per-outcome stopping, while any outcome still improves.
+
+    Examples
+    --------
+    >>> keeps_training(epoch=5, best_epoch=2, patience=3, outcomes=None)
+    False
+    """
+    if outcomes is not None and outcomes.tracked:
+        return outcomes.improving(epoch, patience)
+    return epoch - best_epoch < patience

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from ..exceptions import TrainingDivergedError
-from .early_stopping import OutcomeStopping
+from .early_stopping import OutcomeStopping, keeps_training
 from .losses import FixedWeighting, TaskWeighting, row_losses
 from .network import MultiHeadNet, StackedMultiHeadNet
 from .relatedness import RELATEDNESS_EVERY, measurement_rows
@@ -246,20 +246,18 @@ def _early_stopping(m: int, record: dict, valid_losses, stacked: StackedMultiHea
     objective = weighting.validation_objective(
         [losses[m, t] if present[m][t] else None for t in range(len(task_names))]).item()
     record["valid_loss"] = objective
-    for t, name in enumerate(task_names):
-        record[f"valid_loss/{name}"] = losses[m, t].item() if present[m][t] else math.nan
+    values = [losses[m, t].item() if present[m][t] else None for t in range(len(task_names))]
+    for name, value in zip(task_names, values):
+        record[f"valid_loss/{name}"] = math.nan if value is None else value
     if settings.verbose:
         print(f"member {m}  epoch {record['epoch']:4d}  train {record['train_loss']:.4f}  valid {objective:.4f}")
     improved = objective < best.objective
     if improved:
         best.epoch, best.objective = record["epoch"], objective
         best.state, best.weighting_state = stacked.member_state(m), _weighting_state(weighting)
-    if best.outcomes is not None:
-        best.outcomes.update(record["epoch"], [losses[m, t].item() if present[m][t] else None
-                                               for t in range(len(task_names))], lambda: stacked.member_state(m))
-        if best.outcomes.tracked:
-            return best.outcomes.improving(record["epoch"], settings.patience)
-    return improved or record["epoch"] - best.epoch < settings.patience
+    if best.outcomes is not None:  # an epoch that improved the joint objective is already snapshotted
+        best.outcomes.update(record["epoch"], values, lambda: best.state if improved else stacked.member_state(m))
+    return keeps_training(record["epoch"], best.epoch, settings.patience, best.outcomes)
 
 
 def _train_epoch(stacked: StackedMultiHeadNet, weightings, task_kinds, data: TaskData, train: _MemberRows,

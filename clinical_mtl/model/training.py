@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ..exceptions import TrainingDivergedError
-from .early_stopping import OutcomeStopping
+from .early_stopping import OutcomeStopping, keeps_training
 from .losses import TaskWeighting, masked_task_loss
 from .network import soft_sharing_penalty
 from .relatedness import RELATEDNESS_EVERY, gradient_cosines, measurement_rows
@@ -220,8 +220,9 @@ def fit_module(
             valid_losses = evaluate_losses(module, task_kinds, valid)
             objective = weighting.validation_objective(valid_losses).item()
             record["valid_loss"] = objective
-            for name, loss in zip(task_names, valid_losses):
-                record[f"valid_loss/{name}"] = loss.item() if loss is not None else math.nan
+            values = [None if loss is None else loss.item() for loss in valid_losses]
+            for name, value in zip(task_names, values):
+                record[f"valid_loss/{name}"] = math.nan if value is None else value
             result.history.append(record)
             if settings.verbose:
                 print(f"epoch {epoch:4d}  train {record['train_loss']:.4f}  valid {objective:.4f}")
@@ -229,15 +230,11 @@ def fit_module(
             if improved:
                 best_objective, result.best_epoch = objective, epoch
                 best_state = _snapshot(module, weighting)
-            if outcomes is not None:
-                outcomes.update(epoch, [None if loss is None else loss.item() for loss in valid_losses],
-                                lambda: _snapshot(module, weighting)[0])
+            if outcomes is not None:  # an epoch that improved the joint objective is already snapshotted
+                outcomes.update(epoch, values, lambda: best_state[0] if improved else _state(module))
             if on_epoch is not None:
                 on_epoch(record, result.best_epoch, best_objective)
-            if outcomes is not None and outcomes.tracked:
-                if not outcomes.improving(epoch, settings.patience):
-                    break
-            elif not improved and epoch - result.best_epoch >= settings.patience:
+            if not keeps_training(epoch, result.best_epoch, settings.patience, outcomes):
                 break
     result.n_epochs = len(result.history)
     if best_state is None:
@@ -490,7 +487,8 @@ def epoch_record(
 
 
 def _snapshot(module: nn.Module, weighting: TaskWeighting) -> tuple[dict, dict]:
-    return (
-        {key: value.detach().clone() for key, value in module.state_dict().items()},
-        {key: value.detach().clone() for key, value in weighting.state_dict().items()},
-    )
+    return _state(module), _state(weighting)
+
+
+def _state(part: nn.Module) -> dict:
+    return {key: value.detach().clone() for key, value in part.state_dict().items()}
