@@ -3,7 +3,11 @@
 Joint early stopping watches one validation objective, the weighted sum of
 the outcomes' losses, so an outcome that overfits in a few epochs stops one
 that still learns (on PBC, a member stopped at epoch 2 with the diagnosis
-still improving until epoch 22). Here each outcome is watched on its own.
+still improving until epoch 22). Here each outcome with at least
+``MIN_VALIDATION_LABELS`` labelled validation rows is watched on its own; an
+outcome with fewer follows the joint objective, since a loss over a dozen
+rows picks a noisy epoch (with 20% of every outcome's labels, watching each
+alone lost to joint stopping in the toolbox benchmark).
 """
 
 from __future__ import annotations
@@ -12,41 +16,57 @@ import math
 from collections.abc import Callable, Sequence
 
 PER_OUTCOME = "per_outcome"
+MIN_VALIDATION_LABELS = 30
 
 
 class OutcomeStopping:
-    """Early stopping per outcome: each outcome's lowest validation loss, its epoch and the weights then.
+    """Early stopping per outcome: each watched outcome's lowest validation loss, its epoch and the weights then.
 
-    Training goes on while any outcome has improved within the patience, and
-    each outcome keeps the weights of its own best epoch, so an outcome that
-    overfits early does not stop one that still learns (nor the reverse).
+    Training goes on while any watched outcome has improved within the
+    patience, and each keeps the weights of its own best epoch, so an outcome
+    that overfits early does not stop one that still learns (nor the
+    reverse). Outcomes with fewer than ``min_labels`` labelled validation rows
+    are not watched: they keep the joint objective's best weights.
+
+    Parameters
+    ----------
+    labelled : sequence of int
+        Per outcome, its labelled validation rows.
+    min_labels : int, default=MIN_VALIDATION_LABELS
 
     Examples
     --------
-    >>> stopping = OutcomeStopping(2)
+    >>> stopping = OutcomeStopping([40, 40])
     >>> for epoch, losses in enumerate([(0.9, 0.5), (0.8, 0.6), (0.7, 0.7)], start=1):
     ...     stopping.update(epoch, losses, lambda: {"epoch": epoch})
     >>> stopping.epochs, stopping.improving(epoch=4, patience=2), stopping.improving(epoch=5, patience=2)
     ([3, 1], True, False)
     """
 
-    def __init__(self, n_tasks: int) -> None:
-        self.losses = [math.inf] * n_tasks
-        self.epochs = [0] * n_tasks
-        self.states: list[dict | None] = [None] * n_tasks
+    def __init__(self, labelled: Sequence[int], min_labels: int = MIN_VALIDATION_LABELS) -> None:
+        self.watched = [int(n) >= min_labels for n in labelled]
+        self.losses = [math.inf] * len(self.watched)
+        self.epochs = [0] * len(self.watched)
+        self.states: list[dict | None] = [None] * len(self.watched)
 
     def update(self, epoch: int, losses: Sequence[float | None], snapshot: Callable[[], dict]) -> None:
-        """Record ``epoch``'s validation losses (None: no label); ``snapshot()`` is taken once if any improved."""
+        """Record ``epoch``'s validation losses (None: no label); ``snapshot()`` is taken once if a watched
+        outcome improved."""
         state = None
-        for t, loss in enumerate(losses):
-            if loss is not None and loss < self.losses[t]:
+        for t, (loss, watched) in enumerate(zip(losses, self.watched)):
+            if watched and loss is not None and loss < self.losses[t]:
                 state = snapshot() if state is None else state
                 self.losses[t], self.epochs[t], self.states[t] = loss, epoch, state
 
     @property
     def tracked(self) -> bool:
-        """Whether any outcome has had a validation loss."""
+        """Whether any watched outcome has had a validation loss."""
         return any(state is not None for state in self.states)
+
+    @property
+    def follows_joint(self) -> bool:
+        """Whether some outcome is not watched, so keeps the joint objective's best weights."""
+        return not all(self.watched)
 
     def improving(self, epoch: int, patience: int) -> bool:
         """Whether any outcome improved within the last ``patience`` epochs."""
@@ -55,13 +75,15 @@ class OutcomeStopping:
 
 def keeps_training(epoch: int, best_epoch: int, patience: int, outcomes: OutcomeStopping | None) -> bool:
     """Whether a network trains on after ``epoch``: while the joint objective's best epoch (0: none yet)
-    is under ``patience`` epochs old or, with per-outcome stopping, while any outcome still improves.
+    is under ``patience`` epochs old; with per-outcome stopping, while any watched outcome still improves
+    or, if some outcome follows the joint objective, that objective does.
 
     Examples
     --------
     >>> keeps_training(epoch=5, best_epoch=2, patience=3, outcomes=None)
     False
     """
+    joint = epoch - best_epoch < patience
     if outcomes is not None and outcomes.tracked:
-        return outcomes.improving(epoch, patience)
-    return epoch - best_epoch < patience
+        return outcomes.improving(epoch, patience) or (outcomes.follows_joint and joint)
+    return joint

@@ -88,8 +88,9 @@ class MultiTaskMLP(PredictionCoreMixin, ExplanationMixin, BaseEstimator):
         Hold out ``validation_fraction`` of the rows, stop when the validation
         loss has not improved for ``patience`` epochs and restore the weights
         of the best epoch. The split is stratified on the classification
-        labels where their counts allow. "per_outcome": each outcome keeps
-        the weights of its own best epoch (:mod:`clinical_mtl.model.early_stopping`).
+        labels where their counts allow. "per_outcome": each outcome with at
+        least 30 labelled validation rows keeps the weights of its own best
+        epoch, the others the joint best (:mod:`clinical_mtl.model.early_stopping`).
     validation_fraction : float, default=0.15
         Share of training rows held out for early stopping.
     patience : int, default=20

@@ -195,8 +195,10 @@ def fit_ensemble(model, specs, inputs: np.ndarray, labels: pd.DataFrame, seeds,
 
 
 def _outcome_epochs(results) -> list[list[int]]:
-    """Per network trained with per-outcome stopping, the best epochs of its outcomes that had validation labels."""
-    return [[epoch for epoch, state in zip(result.outcome_epochs, result.outcome_states) if state is not None]
+    """Per network trained with per-outcome stopping, the epoch whose weights each outcome keeps: its own
+    best, or the joint objective's for an outcome not watched alone."""
+    return [[epoch if state is not None else result.best_epoch
+             for epoch, state in zip(result.outcome_epochs, result.outcome_states)]
             for result in results if result.outcome_states is not None]
 
 

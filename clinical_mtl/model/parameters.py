@@ -31,8 +31,9 @@ weights; each option below changes one thing.
 - ``self_supervision``: weight of a masked-feature reconstruction loss on the
   shared trunk, from every training row including unlabelled patients
   (:mod:`clinical_mtl.model.self_supervision`).
-- ``early_stopping="per_outcome"``: each outcome keeps the weights of its
-  own best validation epoch, and training goes on while any outcome still
+- ``early_stopping="per_outcome"``: each outcome with at least 30 labelled
+  validation rows keeps the weights of its own best validation epoch, the
+  others the joint objective's, and training goes on while any of them still
   improves (``early_stopping.OutcomeStopping``). Where the outcomes' best epochs
   differ, the fitted networks hold one copy of the trunk per outcome, as
   after soft sharing (``network.split_by_outcome``): predicting costs one

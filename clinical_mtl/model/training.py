@@ -200,7 +200,9 @@ def fit_module(
                 if shared and len(task_kinds) > 1 else None)
     result = TrainingResult()
     best_objective, best_state = math.inf, None
-    outcomes = OutcomeStopping(len(task_kinds)) if settings.per_outcome_stopping and valid is not None else None
+    outcomes = None
+    if settings.per_outcome_stopping and valid is not None:
+        outcomes = OutcomeStopping((valid.weights > 0).sum(dim=0).tolist())
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         for epoch in range(1, settings.max_epochs + 1):

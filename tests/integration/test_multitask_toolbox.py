@@ -178,6 +178,26 @@ def test_per_outcome_stopping_gives_each_outcome_its_best_epochs_trunk(pbc, tmp_
                                   model.predict_survival_function(X, [365])["death"])
 
 
+def test_per_outcome_stopping_leaves_a_scarcely_labelled_outcome_the_joint_best_weights(pbc):
+    """With a fifth of the cirrhosis labels (about 12 per member's validation rows, under
+    MIN_VALIDATION_LABELS) the diagnosis keeps the joint objective's best weights, exactly as with joint
+    early stopping, while death, watched alone, keeps its own best epoch's trunk."""
+    X, Y = pbc
+    Y = Y.copy()
+    Y.loc[np.random.default_rng(0).random(len(Y)) > 0.2, "cirrhosis"] = np.nan
+    joint = MultiTaskMLP(random_state=0, ensemble_size=2).fit(X, Y)
+    own = MultiTaskMLP(random_state=0, ensemble_size=2, early_stopping="per_outcome").fit(X, Y)
+    np.testing.assert_array_equal(own.best_epoch_, joint.best_epoch_)
+    history = pd.DataFrame(own.history_)
+    death_best = history.loc[history.groupby("member")["valid_loss/death"].idxmin(), "epoch"].to_numpy()
+    assert (death_best != own.best_epoch_).any()  # the case this is about: death peaks at another epoch
+    assert all(len(member.trunk) == 0 for member in own.module_.members)
+    np.testing.assert_allclose(own.predict_proba(X)["cirrhosis"], joint.predict_proba(X)["cirrhosis"],
+                               rtol=0, atol=1e-6)
+    assert not np.allclose(own.predict_survival_function(X, [365])["death"],
+                           joint.predict_survival_function(X, [365])["death"])
+
+
 def test_per_outcome_stopping_of_a_single_outcome_is_early_stopping():
     X, Y = load_pbc()
     labels = Y[["cirrhosis"]]

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from clinical_mtl.exceptions import TrainingDivergedError
+from clinical_mtl.model.early_stopping import MIN_VALIDATION_LABELS
 from clinical_mtl.model.losses import FixedWeighting
 from clinical_mtl.model.network import build_network
 from clinical_mtl.model.training import (
@@ -327,6 +328,26 @@ def test_per_outcome_stopping_keeps_each_outcomes_best_epoch_and_stops_after_the
     joint = [record["valid_loss"] for record in history]
     assert result.best_epoch == 1 + joint.index(min(joint))
     assert all(torch.equal(value, states[result.best_epoch][key]) for key, value in net.state_dict().items())
+
+
+def test_per_outcome_stopping_leaves_an_outcome_with_few_validation_labels_to_the_joint_objective():
+    """An outcome with fewer than MIN_VALIDATION_LABELS labelled validation rows is not watched alone: it
+    keeps the joint best weights, and training goes on while the joint objective or a watched outcome improves."""
+    data, valid = separable(40, seed=0), separable(40, seed=1)
+    valid.weights[MIN_VALIDATION_LABELS - 1:, 1] = 0.0
+    net = build_network(3, (16,), [1, 1], 0.0, seed=0)
+    result = fit_module(
+        net, FixedWeighting([1.0, 1.0]), ["cls", "value"], ["binary", "regression"], data, valid,
+        TrainingSettings(**(SETTINGS | {"patience": 5, "learning_rate": 0.05, "per_outcome_stopping": True})),
+        seed=0,
+    )
+    history = [record for record in result.history]
+    best_cls = 1 + int(np.argmin([record["valid_loss/cls"] for record in history]))
+    joint = [record["valid_loss"] for record in history]
+    assert result.best_epoch == 1 + joint.index(min(joint))
+    assert result.outcome_epochs == [best_cls, 0]
+    assert result.outcome_states[0] is not None and result.outcome_states[1] is None
+    assert result.n_epochs == max(best_cls, result.best_epoch) + 5 < SETTINGS["max_epochs"]
 
 
 def test_per_outcome_stopping_without_a_validation_set_runs_every_epoch():
