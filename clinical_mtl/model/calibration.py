@@ -171,7 +171,10 @@ class IsotonicCalibration:
         Per map, the increasing probabilities and their recalibrated values
         (``X_thresholds_`` and ``y_thresholds_`` of ``IsotonicRegression``),
         interpolated linearly in between and constant beyond. One map (of the
-        positive class) for a binary outcome, one per class for several.
+        positive class) for a binary outcome, one per class for several. A
+        binary map's value of 0 or 1 is held half a row from it, ``1 / (2 n)``
+        for ``n`` held-out rows: a step fitted on finitely many patients never
+        shows certainty, whose log loss and log-odds would be infinite.
     """
 
     thresholds: tuple
@@ -190,12 +193,13 @@ class IsotonicCalibration:
         IsotonicCalibration
         """
         classes = [1] if proba.shape[1] == 2 else range(proba.shape[1])
+        margin = 0.5 / len(y_true) if proba.shape[1] == 2 else 0.0  # several: a row may map to 0 (transform)
         thresholds = []
         for k in classes:
             regression = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
             regression.fit(proba[:, k], (y_true == k).astype(np.float64))
             thresholds.append((np.asarray(regression.X_thresholds_, dtype=np.float64),
-                               np.asarray(regression.y_thresholds_, dtype=np.float64)))
+                               np.clip(np.asarray(regression.y_thresholds_, dtype=np.float64), margin, 1 - margin)))
         return cls(tuple(thresholds))
 
     def transform(self, proba: np.ndarray) -> np.ndarray:

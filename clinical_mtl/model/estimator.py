@@ -84,13 +84,17 @@ class MultiTaskMLP(PredictionCoreMixin, ExplanationMixin, BaseEstimator):
         keep 32 (``reports/training_speed.md``).
     max_epochs : int, default=500
         Upper bound on passes over the training rows.
-    early_stopping : bool or "per_outcome", default=True
+    early_stopping : bool or "per_outcome", default="per_outcome"
         Hold out ``validation_fraction`` of the rows, stop when the validation
         loss has not improved for ``patience`` epochs and restore the weights
         of the best epoch. The split is stratified on the classification
-        labels where their counts allow. "per_outcome": each outcome with at
-        least 30 labelled validation rows keeps the weights of its own best
-        epoch, the others the joint best (:mod:`clinical_mtl.model.early_stopping`).
+        labels where their counts allow. True watches one joint objective
+        (the weighted sum of the outcomes' losses); "per_outcome" (the
+        default) lets each outcome with at least 30 labelled validation rows
+        keep the weights of its own best epoch, the others the joint best,
+        and trains on while any of them improves
+        (:mod:`clinical_mtl.model.early_stopping`; chosen on seed-1 folds of
+        ``benchmarks/compare_models.py``, see the README).
     validation_fraction : float, default=0.15
         Share of training rows held out for early stopping.
     patience : int, default=20
@@ -134,7 +138,7 @@ class MultiTaskMLP(PredictionCoreMixin, ExplanationMixin, BaseEstimator):
         flexible, needs thousands of held-out rows); see
         :mod:`clinical_mtl.model.calibration`. ``predict_proba``,
         ``predict``, ``score``, ``evaluate`` and ``explain`` all speak of the
-        recalibrated probabilities. Applies only with ``early_stopping=True``
+        recalibrated probabilities. Applies only with early stopping
         (without held-out rows nothing is recalibrated); None turns it off.
     survival_intervals : int, default=4
         Follow-up intervals of each survival outcome's discrete-time hazard,
@@ -279,7 +283,7 @@ class MultiTaskMLP(PredictionCoreMixin, ExplanationMixin, BaseEstimator):
         weight_decay=1e-2,
         batch_size="auto",
         max_epochs=500,
-        early_stopping=True,
+        early_stopping="per_outcome",
         validation_fraction=0.15,
         patience=20,
         loss_weighting="equal",

@@ -232,7 +232,7 @@ class PredictionCoreMixin:
         if not self.conformal_scores_:
             raise ValueError(
                 "This model has no held-out residuals to calibrate intervals on: it was fitted with "
-                "early_stopping=False. Refit with early_stopping=True (the early-stopping rows, which "
+                "early_stopping=False. Refit with early stopping (the early-stopping rows, which "
                 "no network trained on, give the residuals)."
             )
         index, inputs = self.transform_inputs(X)

@@ -81,8 +81,8 @@ def test_soft_sharing_gives_every_outcome_its_own_trunk_pulled_together(pbc):
 
 def test_self_supervision_leaves_no_decoder_in_the_model(pbc):
     X, Y = pbc
-    plain = MultiTaskMLP(**FAST).fit(X, Y)
-    supervised = MultiTaskMLP(**FAST, self_supervision=1.0).fit(X, Y)
+    plain = MultiTaskMLP(**FAST, early_stopping=True).fit(X, Y)  # one trunk in both: the same layout
+    supervised = MultiTaskMLP(**FAST, early_stopping=True, self_supervision=1.0).fit(X, Y)
     assert supervised.module_.state_dict().keys() == plain.module_.state_dict().keys()
     assert not np.array_equal(supervised.predict_proba(X)["cirrhosis"], plain.predict_proba(X)["cirrhosis"])
 
@@ -127,8 +127,8 @@ def test_unknown_option_values_are_refused_by_parameter_validation(pbc):
 
 def test_task_specific_layers_predict_and_explain_exactly(pbc):
     X, Y = pbc
-    model = MultiTaskMLP(**FAST, head_hidden_layer_sizes={"death": (8, 4)}).fit(X, Y)
-    heads = model.module_.members[0].heads
+    model = MultiTaskMLP(**FAST, head_hidden_layer_sizes={"death": (8, 4)}, early_stopping=True).fit(X, Y)
+    heads = model.module_.members[0].heads  # on one shared trunk (per-outcome stopping may split it)
     assert isinstance(heads[0], torch.nn.Linear) and len(heads[1]) >= 5  # two hidden layers, then the output
     inputs = torch.from_numpy(np.ascontiguousarray(model.preprocessor_.transform(model.feature_frame(X))))
     fast = model.module_.predict_feature_major(inputs.T.contiguous())
@@ -185,7 +185,7 @@ def test_per_outcome_stopping_leaves_a_scarcely_labelled_outcome_the_joint_best_
     X, Y = pbc
     Y = Y.copy()
     Y.loc[np.random.default_rng(0).random(len(Y)) > 0.2, "cirrhosis"] = np.nan
-    joint = MultiTaskMLP(random_state=0, ensemble_size=2).fit(X, Y)
+    joint = MultiTaskMLP(random_state=0, ensemble_size=2, early_stopping=True).fit(X, Y)
     own = MultiTaskMLP(random_state=0, ensemble_size=2, early_stopping="per_outcome").fit(X, Y)
     np.testing.assert_array_equal(own.best_epoch_, joint.best_epoch_)
     history = pd.DataFrame(own.history_)
@@ -201,7 +201,7 @@ def test_per_outcome_stopping_leaves_a_scarcely_labelled_outcome_the_joint_best_
 def test_per_outcome_stopping_of_a_single_outcome_is_early_stopping():
     X, Y = load_pbc()
     labels = Y[["cirrhosis"]]
-    joint = MultiTaskMLP(random_state=0, ensemble_size=2).fit(X, labels)
+    joint = MultiTaskMLP(random_state=0, ensemble_size=2, early_stopping=True).fit(X, labels)
     own = MultiTaskMLP(random_state=0, ensemble_size=2, early_stopping="per_outcome").fit(X, labels)
     np.testing.assert_array_equal(own.n_iter_, joint.n_iter_)
     np.testing.assert_array_equal(own.predict_proba(X)["cirrhosis"], joint.predict_proba(X)["cirrhosis"])

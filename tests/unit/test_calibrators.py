@@ -284,3 +284,11 @@ def test_the_reason_round_trips_and_older_states_load_with_defaults():
     assert calibrator_from_dict(state) == TemperatureScaling(1.0, 12, too_few_rows=True)
     older = calibrator_from_dict({"method": "temperature", "temperature": 1.7})  # saved before the rule
     assert older == TemperatureScaling(1.7) and older.minority_rows is None and older.too_few_rows is False
+
+
+def test_a_binary_isotonic_map_never_reaches_0_or_1():
+    """Held-out rows perfectly separated: the steps are 0 and 1, held at half a row (1 / 2n) from them."""
+    proba = np.column_stack([1 - np.linspace(0.05, 0.95, 40), np.linspace(0.05, 0.95, 40)])
+    y = (np.arange(40) >= 20).astype(int)
+    recalibrated = fit_calibrator("isotonic", proba, y).transform(np.array([[0.99, 0.01], [0.01, 0.99]]))
+    np.testing.assert_allclose(recalibrated[:, 1], [1 / 80, 1 - 1 / 80])
