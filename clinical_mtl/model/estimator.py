@@ -230,7 +230,12 @@ class MultiTaskMLP(PredictionCoreMixin, ExplanationMixin, BaseEstimator):
         With "auto" and a choice made: per head, the held-out loss it was
         chosen by; empty otherwise.
     best_epoch_ : ndarray of int, shape (ensemble_size,)
-        Per network, the epoch whose weights it holds.
+        Per network, the epoch of its lowest joint validation objective.
+    outcome_best_epoch_ : ndarray of int, shape (ensemble_size, n_outcomes)
+        Per network and outcome (in ``task_specs_`` order), the epoch whose
+        weights the outcome's predictions use: its own best validation epoch
+        with per-outcome stopping, else ``best_epoch_`` (None in a model
+        saved before this attribute existed).
     n_iter_ : ndarray of int, shape (ensemble_size,)
         Per network, the epochs run.
     explanation_background_ : Background
@@ -372,6 +377,7 @@ class MultiTaskMLP(PredictionCoreMixin, ExplanationMixin, BaseEstimator):
             self, specs, inputs, labels, rng.randint(np.iinfo(np.int32).max, size=self.ensemble_size))
         self.module_, self.history_ = MultiHeadEnsemble(ensemble.networks), ensemble.history
         self.best_epoch_, self.n_iter_ = ensemble.best_epochs, ensemble.n_epochs
+        self.outcome_best_epoch_ = ensemble.outcome_epochs
         self.explanation_background_ = summarise_background(inputs, int(rng.randint(np.iinfo(np.int32).max)))
         self.calibrators_, self.conformal_scores_, self.interval_scales_, self.validation_metrics_ = fit_held_out(
             self, specs, ensemble, torch.from_numpy(inputs), labels, int(rng.randint(np.iinfo(np.int32).max)))

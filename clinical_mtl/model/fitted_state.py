@@ -136,6 +136,9 @@ FITTED_ATTRIBUTES = (
     FittedAttribute("survival_head_losses_", ("fitted", "survival_head_losses"), _same, _same, default={}),
     FittedAttribute("history_", ("fitted", "history"), list, list),
     FittedAttribute("best_epoch_", ("fitted", "best_epoch"), np.ndarray.tolist, np.asarray),
+    # None in models saved before per-outcome stopping, whose outcomes all kept their network's best epoch.
+    FittedAttribute("outcome_best_epoch_", ("fitted", "outcome_best_epoch"), np.ndarray.tolist,
+                    lambda epochs: None if epochs is None else np.asarray(epochs), default=None),
     FittedAttribute("n_iter_", ("fitted", "n_iter"), np.ndarray.tolist, np.asarray),
     FittedAttribute("validation_metrics_", ("fitted", "validation_metrics"),
                     lambda table: table.to_dict(orient="split") if table is not None else None,

@@ -66,6 +66,9 @@ class FittedEnsemble:
         Per member and epoch, the training record (``history_``).
     best_epochs, n_epochs : ndarray of int
         Per member.
+    outcome_epochs : ndarray of int, shape (n_members, n_outcomes)
+        Per member and outcome, the epoch whose weights the outcome keeps
+        (its own with per-outcome stopping, else the member's best epoch).
     held_out : list of (ndarray, MultiHeadNet)
         The positions of the rows each member held out for early stopping,
         with the member (empty without early stopping).
@@ -76,6 +79,7 @@ class FittedEnsemble:
     best_epochs: np.ndarray
     n_epochs: np.ndarray
     held_out: list
+    outcome_epochs: np.ndarray | None = None
 
 
 def label_summaries(labels: pd.DataFrame, specs) -> tuple[dict, dict, dict, dict]:
@@ -179,7 +183,9 @@ def fit_ensemble(model, specs, inputs: np.ndarray, labels: pd.DataFrame, seeds,
         results = [_fit_apart(network, weighting, names, kinds, data, split, settings, seed, device,
                               None if reports is None else reports[member])
                    for member, (network, weighting, split, seed) in enumerate(zip(networks, weightings, splits, seeds))]
-    if any(len(set(epochs)) > 1 for epochs in _outcome_epochs(results)):  # every member alike, as saving needs
+    kept = [_kept_epochs(result, len(specs)) for result in results]
+    # Split every member alike, as saving needs, once any outcome keeps other weights than its member's best.
+    if any(set(epochs) != {result.best_epoch} for epochs, result in zip(kept, results)):
         networks = [split_by_outcome(network, result.outcome_states, model.dropout)
                     for network, result in zip(networks, results)]
     fitted = FittedEnsemble([], [], [], [], [])
@@ -191,15 +197,17 @@ def fit_ensemble(model, specs, inputs: np.ndarray, labels: pd.DataFrame, seeds,
         fitted.best_epochs.append(result.best_epoch)
         fitted.n_epochs.append(result.n_epochs)
     fitted.best_epochs, fitted.n_epochs = np.asarray(fitted.best_epochs), np.asarray(fitted.n_epochs)
+    fitted.outcome_epochs = np.asarray(kept, dtype=int).reshape(len(results), len(specs))
     return fitted
 
 
-def _outcome_epochs(results) -> list[list[int]]:
-    """Per network trained with per-outcome stopping, the epoch whose weights each outcome keeps: its own
-    best, or the joint objective's for an outcome not watched alone."""
-    return [[epoch if state is not None else result.best_epoch
-             for epoch, state in zip(result.outcome_epochs, result.outcome_states)]
-            for result in results if result.outcome_states is not None]
+def _kept_epochs(result, n_outcomes: int) -> list[int]:
+    """The epoch whose weights each outcome of a trained network keeps: its own best with per-outcome
+    stopping, the joint objective's for an outcome not watched alone (or without per-outcome stopping)."""
+    if result.outcome_states is None:
+        return [result.best_epoch] * n_outcomes
+    return [epoch if state is not None else result.best_epoch
+            for epoch, state in zip(result.outcome_epochs, result.outcome_states)]
 
 
 def _progress_reporter(model, specs, member: int, n_members: int):

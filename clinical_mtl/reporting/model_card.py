@@ -307,7 +307,7 @@ def build_model_card(
         training={
             "networks": len(model.n_iter_),
             "epochs": model.n_iter_.tolist(),
-            "best_epochs": model.best_epoch_.tolist(),
+            "kept_epochs": kept_epochs_text(model),
             "survival_head": survival_head_text(model),
         },
         metrics=metrics,
@@ -371,6 +371,17 @@ def _svg_data(figure) -> str:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="svg", metadata={"Date": None})
     return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def kept_epochs_text(model) -> str:
+    """The epochs whose weights the networks keep: one list, or one per outcome where per-outcome
+    stopping kept each outcome's own best epoch."""
+    kept = model.outcome_best_epoch_
+    if kept is None or (kept == model.best_epoch_[:, None]).all():
+        return f"best epochs, whose weights are kept: {', '.join(map(str, model.best_epoch_.tolist()))}"
+    per_outcome = "; ".join(f"{spec.name} {', '.join(map(str, kept[:, t].tolist()))}"
+                            for t, spec in enumerate(model.task_specs_))
+    return f"each outcome keeps the weights of its own best validation epoch: {per_outcome}"
 
 
 def survival_head_text(model) -> str | None:

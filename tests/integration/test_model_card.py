@@ -12,7 +12,7 @@ from clinical_mtl import MultiTaskMLP
 from clinical_mtl.datasets import make_synthetic_cohort
 from clinical_mtl.evaluation import band
 from clinical_mtl.evaluation.negative_transfer import HELPED, HURT, NO_INTERVAL, UNCLEAR
-from clinical_mtl.reporting.model_card import build_model_card, found_limitations
+from clinical_mtl.reporting.model_card import build_model_card, found_limitations, kept_epochs_text
 
 SECTIONS = ["Intended use", "Training data", "Missingness per feature", "Model settings",
             "Performance on held-out patients", "Calibration", "Decision curves", "Subgroups", "Negative transfer",
@@ -230,3 +230,21 @@ def test_card_reads_the_outcomes_gradient_cosines_from_the_training_history(card
         assert f"{row.mean_cosine:+.2f}" in markdown
     history = [{"member": 0, "epoch": 1, "grad_cosine/a/b": -0.5}]
     assert relatedness_table(history)["reading"].tolist() == ["conflicting"]
+
+
+
+def test_card_lists_the_epoch_each_outcome_keeps():
+    """One list where every outcome kept its network's best epoch; per outcome where per-outcome stopping
+    kept another."""
+    X, Y = make_synthetic_cohort(300, random_state=2)
+    model = MultiTaskMLP(hidden_layer_sizes=(8,), max_epochs=15, ensemble_size=2, random_state=0).fit(X[:220], Y[:220])
+    b0, b1 = model.best_epoch_
+    model.outcome_best_epoch_ = np.tile(model.best_epoch_[:, None], (1, 3))
+    assert kept_epochs_text(model) == f"best epochs, whose weights are kept: {b0}, {b1}"
+    model.outcome_best_epoch_[1, 2] = b1 + 1
+    expected = ("each outcome keeps the weights of its own best validation epoch: "
+                f"diagnosis {b0}, {b1}; subtype {b0}, {b1}; prognosis {b0}, {b1 + 1}")
+    assert kept_epochs_text(model) == expected
+    card = build_model_card(model, X[:220], Y[:220], X[220:], Y[220:], n_bootstrap=20, random_state=0)
+    assert expected in " ".join(card.to_markdown().split())
+    assert expected in " ".join(unescape(card.to_html()).split())

@@ -163,6 +163,8 @@ def test_per_outcome_stopping_gives_each_outcome_its_best_epochs_trunk(pbc, tmp_
     peaks = history.groupby("member").agg(
         cirrhosis=("valid_loss/cirrhosis", "idxmin"), death=("valid_loss/death", "idxmin"))
     assert (peaks["cirrhosis"] != peaks["death"]).any()
+    epochs = history.loc[peaks.to_numpy().ravel(), "epoch"].to_numpy().reshape(-1, 2)
+    np.testing.assert_array_equal(model.outcome_best_epoch_, epochs)  # both watched: each its own best
     for member in model.module_.members:
         assert len(member.trunk) == 0
         hidden = [[layer.out_features for layer in head if isinstance(layer, torch.nn.Linear)][:-1]
@@ -174,6 +176,12 @@ def test_per_outcome_stopping_gives_each_outcome_its_best_epochs_trunk(pbc, tmp_
     save_model(model, tmp_path / "model")
     loaded = load_model(tmp_path / "model")
     np.testing.assert_array_equal(loaded.predict_proba(X)["cirrhosis"], model.predict_proba(X)["cirrhosis"])
+    np.testing.assert_array_equal(loaded.outcome_best_epoch_, model.outcome_best_epoch_)
+    state, weights = model.fitted_state()
+    del state["fitted"]["outcome_best_epoch"]  # what a model saved before per-outcome stopping holds
+    older = MultiTaskMLP.from_fitted_state(model.get_params(), state, weights)
+    assert older.outcome_best_epoch_ is None
+    np.testing.assert_array_equal(older.predict_proba(X)["cirrhosis"], model.predict_proba(X)["cirrhosis"])
     np.testing.assert_array_equal(loaded.predict_survival_function(X, [365])["death"],
                                   model.predict_survival_function(X, [365])["death"])
 
@@ -191,6 +199,8 @@ def test_per_outcome_stopping_leaves_a_scarcely_labelled_outcome_the_joint_best_
     history = pd.DataFrame(own.history_)
     death_best = history.loc[history.groupby("member")["valid_loss/death"].idxmin(), "epoch"].to_numpy()
     assert (death_best != own.best_epoch_).any()  # the case this is about: death peaks at another epoch
+    np.testing.assert_array_equal(own.outcome_best_epoch_, np.column_stack([own.best_epoch_, death_best]))
+    np.testing.assert_array_equal(joint.outcome_best_epoch_, np.column_stack([joint.best_epoch_] * 2))
     assert all(len(member.trunk) == 0 for member in own.module_.members)
     np.testing.assert_allclose(own.predict_proba(X)["cirrhosis"], joint.predict_proba(X)["cirrhosis"],
                                rtol=0, atol=1e-6)
