@@ -60,6 +60,10 @@ def run(pipeline: str) -> None:
     model = result.model
     click.echo(f"Trained MultiTaskMLP: {len(model.n_iter_)} networks, epochs {model.n_iter_.tolist()}, "
                f"best epochs {model.best_epoch_.tolist()}")
+    kept = model.outcome_best_epoch_
+    if kept is not None and (kept != model.best_epoch_[:, None]).any():  # per-outcome stopping kept others
+        for t, spec in enumerate(model.task_specs_):
+            click.echo(f"  {spec.name} keeps the weights of epochs {kept[:, t].tolist()}")
     click.echo("Training labels: " + ", ".join(
         f"{name} {counts['n_labelled']:,}" for name, counts in model.label_counts_.items())
         + f"; rows rejected by the schema: {result.n_rejected:,}")
