@@ -4,16 +4,15 @@ Every method sees the same folds (stratified on the survival event indicator,
 ``--folds`` x ``--repeats``, seeded by ``--seed``; models by ``seed + fold``).
 Each method is the estimator with its defaults and ONE option changed:
 
-- ``defaults``: hard sharing, joint training, equal weights, linear heads,
-  per-outcome early stopping.
+- ``defaults``: hard sharing, joint training, equal weights, linear heads.
 - ``uncertainty``, ``dwa``, ``gradnorm``, ``pcgrad``: ``loss_weighting``.
 - ``alternate``: ``training="alternate"``.
 - ``head layers``: ``head_hidden_layer_sizes=(32,)`` (task-specific layers).
 - ``head decay``: ``head_weight_decay=0.1`` (ten times the trunk's).
 - ``soft sharing``: ``sharing="soft"`` (strength 0.1).
 - ``self-supervision``: ``self_supervision=0.5``.
-- ``joint stopping``: ``early_stopping=True`` (one joint validation objective
-  picks every outcome's epoch; the default before per-outcome stopping).
+- ``per-outcome stopping``: ``early_stopping="per_outcome"`` (each outcome with
+  30 or more labelled validation rows keeps its own best epoch's weights).
 - ``single-task``: the defaults fitted on one outcome at a time (the comparison
   that says whether sharing helps at all).
 
@@ -73,7 +72,7 @@ OPTIONS = {
     "head decay": {"head_weight_decay": 0.1},
     "soft sharing": {"sharing": "soft"},
     "self-supervision": {"self_supervision": 0.5},
-    "joint stopping": {"early_stopping": True},
+    "per-outcome stopping": {"early_stopping": "per_outcome"},
 }
 SINGLE_TASK = "single-task"
 COHORTS = ("pbc", "synthetic", "nwtco", "myeloid", "related+1", "related0", "related-1")

@@ -180,9 +180,8 @@ DEFAULT_FIT_COHORTS = {"synthetic": 6300, "nwtco": None}
 PLAIN_NETWORK = "plain multi-task MLP (1 network, batch 128)"
 DEFAULT_CONFIGS = {
     "MultiTaskMLP defaults": {},
-    PLAIN_NETWORK: {"ensemble_size": 1, "batch_size": 128},  # the same (per-outcome) early stopping
-    "defaults with joint early stopping": {"early_stopping": True},
-    "plain network with joint early stopping": {"ensemble_size": 1, "batch_size": 128, "early_stopping": True},
+    PLAIN_NETWORK: {"ensemble_size": 1, "batch_size": 128},
+    "defaults with per-outcome early stopping": {"early_stopping": "per_outcome"},
     "earlier defaults (batch 32, learning rate 1e-3)": {"batch_size": 32, "learning_rate": 1e-3},
 }
 

@@ -84,17 +84,18 @@ class MultiTaskMLP(PredictionCoreMixin, ExplanationMixin, BaseEstimator):
         keep 32 (``reports/training_speed.md``).
     max_epochs : int, default=500
         Upper bound on passes over the training rows.
-    early_stopping : bool or "per_outcome", default="per_outcome"
+    early_stopping : bool or "per_outcome", default=True
         Hold out ``validation_fraction`` of the rows, stop when the validation
         loss has not improved for ``patience`` epochs and restore the weights
         of the best epoch. The split is stratified on the classification
         labels where their counts allow. True watches one joint objective
-        (the weighted sum of the outcomes' losses); "per_outcome" (the
-        default) lets each outcome with at least 30 labelled validation rows
-        keep the weights of its own best epoch, the others the joint best,
-        and trains on while any of them improves
-        (:mod:`clinical_mtl.model.early_stopping`; chosen on seed-1 folds of
-        ``benchmarks/compare_models.py``, see the README).
+        (the weighted sum of the outcomes' losses); "per_outcome" lets each
+        outcome with at least 30 labelled validation rows keep the weights of
+        its own best epoch, the others the joint best, and trains on while
+        any of them improves (:mod:`clinical_mtl.model.early_stopping`; a
+        little more accurate in ``benchmarks/compare_models.py``, but the
+        trunk is then copied per outcome, which multiplies the cost of
+        predicting and explaining: see the README).
     validation_fraction : float, default=0.15
         Share of training rows held out for early stopping.
     patience : int, default=20
@@ -288,7 +289,7 @@ class MultiTaskMLP(PredictionCoreMixin, ExplanationMixin, BaseEstimator):
         weight_decay=1e-2,
         batch_size="auto",
         max_epochs=500,
-        early_stopping="per_outcome",
+        early_stopping=True,
         validation_fraction=0.15,
         patience=20,
         loss_weighting="equal",
