@@ -88,14 +88,10 @@ class MultiTaskMLP(PredictionCoreMixin, ExplanationMixin, BaseEstimator):
         Hold out ``validation_fraction`` of the rows, stop when the validation
         loss has not improved for ``patience`` epochs and restore the weights
         of the best epoch. The split is stratified on the classification
-        labels where their counts allow. True watches one joint objective
-        (the weighted sum of the outcomes' losses); "per_outcome" lets each
-        outcome with at least 30 labelled validation rows keep the weights of
-        its own best epoch, the others the joint best, and trains on while
-        any of them improves (:mod:`clinical_mtl.model.early_stopping`; a
-        little more accurate in ``benchmarks/compare_models.py``, but the
-        trunk is then copied per outcome, which multiplies the cost of
-        predicting and explaining: see the README).
+        labels where their counts allow. True watches the weighted sum of the
+        outcomes' losses; "per_outcome" lets each outcome with 30 or more
+        labelled validation rows keep its own best epoch's weights, copying
+        the trunk per outcome (:mod:`clinical_mtl.model.early_stopping`).
     validation_fraction : float, default=0.15
         Share of training rows held out for early stopping.
     patience : int, default=20
@@ -232,11 +228,8 @@ class MultiTaskMLP(PredictionCoreMixin, ExplanationMixin, BaseEstimator):
         chosen by; empty otherwise.
     best_epoch_ : ndarray of int, shape (ensemble_size,)
         Per network, the epoch of its lowest joint validation objective.
-    outcome_best_epoch_ : ndarray of int, shape (ensemble_size, n_outcomes)
-        Per network and outcome (in ``task_specs_`` order), the epoch whose
-        weights the outcome's predictions use: its own best validation epoch
-        with per-outcome stopping, else ``best_epoch_`` (None in a model
-        saved before this attribute existed).
+    outcome_best_epoch_ : ndarray of int, shape (ensemble_size, n_outcomes), or None
+        Per network and outcome, the epoch whose weights it uses (None if saved by an older version).
     n_iter_ : ndarray of int, shape (ensemble_size,)
         Per network, the epochs run.
     explanation_background_ : Background
@@ -383,12 +376,9 @@ class MultiTaskMLP(PredictionCoreMixin, ExplanationMixin, BaseEstimator):
         self.calibrators_, self.conformal_scores_, self.interval_scales_, self.validation_metrics_ = fit_held_out(
             self, specs, ensemble, torch.from_numpy(inputs), labels, int(rng.randint(np.iinfo(np.int32).max)))
         if self.early_stopping and (self.n_iter_ == self.max_epochs).any():
-            warnings.warn(
-                f"The validation loss was still improving at max_epochs={self.max_epochs} "
-                f"(best epochs {self.best_epoch_.tolist()}); increase max_epochs.",
-                ConvergenceWarning,
-                stacklevel=3,
-            )
+            warnings.warn(f"The validation loss was still improving at max_epochs={self.max_epochs} "
+                          f"(best epochs {self.best_epoch_.tolist()}); increase max_epochs.",
+                          ConvergenceWarning, stacklevel=3)
         return self
 
     def score(self, X, y, sample_weight=None):
@@ -452,9 +442,8 @@ class MultiTaskMLP(PredictionCoreMixin, ExplanationMixin, BaseEstimator):
             ``estimable`` and ``note`` for rows too few to estimate; see
             :func:`clinical_mtl.model.metric_tables.evaluate_model`.
         """
-        return evaluate_model(
-            self, X, y, groups, n_bootstrap=n_bootstrap, confidence=confidence, random_state=random_state
-        )
+        return evaluate_model(self, X, y, groups, n_bootstrap=n_bootstrap, confidence=confidence,
+                              random_state=random_state)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
