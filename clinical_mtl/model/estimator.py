@@ -227,7 +227,7 @@ class MultiTaskMLP(PredictionCoreMixin, ExplanationMixin, BaseEstimator):
         With "auto" and a choice made: per head, the held-out loss it was
         chosen by; empty otherwise.
     best_epoch_ : ndarray of int, shape (ensemble_size,)
-        Per network, the epoch of its lowest joint validation objective.
+        Per network, its best epoch by the joint validation objective (the last without early stopping).
     outcome_best_epoch_ : ndarray of int, shape (ensemble_size, n_outcomes), or None
         Per network and outcome, the epoch whose weights it uses (None if saved by an older version).
     n_iter_ : ndarray of int, shape (ensemble_size,)
