@@ -54,16 +54,16 @@ def run(pipeline: str) -> None:
         _echo_summary(run_score(config))
         return
     from .console import metrics_tables, stdout_console, training_progress
+    from .model.early_stopping import kept_other_epochs
 
     with training_progress():
         result = run_train(config)
     model = result.model
     click.echo(f"Trained MultiTaskMLP: {len(model.n_iter_)} networks, epochs {model.n_iter_.tolist()}, "
                f"best epochs {model.best_epoch_.tolist()}")
-    kept = model.outcome_best_epoch_
-    if kept is not None and (kept != model.best_epoch_[:, None]).any():  # per-outcome stopping kept others
+    if kept_other_epochs(model.outcome_best_epoch_, model.best_epoch_):  # per-outcome stopping
         for t, spec in enumerate(model.task_specs_):
-            click.echo(f"  {spec.name} keeps the weights of epochs {kept[:, t].tolist()}")
+            click.echo(f"  {spec.name} keeps the weights of epochs {model.outcome_best_epoch_[:, t].tolist()}")
     click.echo("Training labels: " + ", ".join(
         f"{name} {counts['n_labelled']:,}" for name, counts in model.label_counts_.items())
         + f"; rows rejected by the schema: {result.n_rejected:,}")

@@ -15,6 +15,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+import numpy as np
+from torch import Tensor
+
 PER_OUTCOME = "per_outcome"
 MIN_VALIDATION_LABELS = 30
 
@@ -48,6 +51,11 @@ class OutcomeStopping:
         self.losses = [math.inf] * len(self.watched)
         self.epochs = [0] * len(self.watched)
         self.states: list[dict | None] = [None] * len(self.watched)
+
+    @classmethod
+    def of_validation_rows(cls, weights: Tensor) -> OutcomeStopping:
+        """Watching the outcomes of validation rows with row weights ``weights`` (n, n_tasks; 0: unlabelled)."""
+        return cls((weights > 0).sum(dim=0).tolist())
 
     def update(self, epoch: int, losses: Sequence[float | None], snapshot: Callable[[], dict]) -> None:
         """Record ``epoch``'s validation losses (None: no label); ``snapshot()`` is taken once if a watched
@@ -87,3 +95,15 @@ def keeps_training(epoch: int, best_epoch: int, patience: int, outcomes: Outcome
     if outcomes is not None and outcomes.tracked:
         return outcomes.improving(epoch, patience) or (outcomes.follows_joint and joint)
     return joint
+
+
+def kept_other_epochs(outcome_epochs, best_epochs) -> bool:
+    """Whether any outcome keeps the weights of another epoch than its network's best: ``outcome_epochs``
+    (n_networks, n_outcomes) or None (every outcome kept its network's), ``best_epochs`` (n_networks,).
+
+    Examples
+    --------
+    >>> kept_other_epochs([[3, 3], [5, 2]], [3, 5]), kept_other_epochs(None, [3, 5])
+    (True, False)
+    """
+    return outcome_epochs is not None and bool((np.asarray(outcome_epochs) != np.asarray(best_epochs)[:, None]).any())

@@ -21,7 +21,7 @@ from .conformal import (
     conformal_scores,
     normalized_conformal,
 )
-from .early_stopping import PER_OUTCOME
+from .early_stopping import PER_OUTCOME, kept_other_epochs
 from .hooks import TrainingProgress, has_progress_listeners, notify_progress
 from .labels import class_counts, class_weight_vectors, encode_targets, labelled_targets
 from .metrics import metrics_table
@@ -183,9 +183,9 @@ def fit_ensemble(model, specs, inputs: np.ndarray, labels: pd.DataFrame, seeds,
         results = [_fit_apart(network, weighting, names, kinds, data, split, settings, seed, device,
                               None if reports is None else reports[member])
                    for member, (network, weighting, split, seed) in enumerate(zip(networks, weightings, splits, seeds))]
-    kept = [_kept_epochs(result, len(specs)) for result in results]
+    kept = np.asarray([_kept_epochs(result, len(specs)) for result in results], dtype=int)
     # Split every member alike, as saving needs, once any outcome keeps other weights than its member's best.
-    if any(set(epochs) != {result.best_epoch} for epochs, result in zip(kept, results)):
+    if kept_other_epochs(kept, [result.best_epoch for result in results]):
         networks = [split_by_outcome(network, result.outcome_states, model.dropout)
                     for network, result in zip(networks, results)]
     fitted = FittedEnsemble([], [], [], [], [])
@@ -197,7 +197,7 @@ def fit_ensemble(model, specs, inputs: np.ndarray, labels: pd.DataFrame, seeds,
         fitted.best_epochs.append(result.best_epoch)
         fitted.n_epochs.append(result.n_epochs)
     fitted.best_epochs, fitted.n_epochs = np.asarray(fitted.best_epochs), np.asarray(fitted.n_epochs)
-    fitted.outcome_epochs = np.asarray(kept, dtype=int).reshape(len(results), len(specs))
+    fitted.outcome_epochs = kept
     return fitted
 
 

@@ -181,8 +181,7 @@ def fit_stacked(
     results = [TrainingResult() for _ in members]
     active = [True] * n_members
     per_outcome = settings.per_outcome_stopping and valid is not None
-    labelled = (valid[2] > 0).sum(dim=1).tolist() if per_outcome else None  # (n_members, n_tasks)
-    best = [_Best(OutcomeStopping(labelled[m]) if per_outcome else None) for m in range(n_members)]
+    best = [_Best(OutcomeStopping.of_validation_rows(valid[2][m]) if per_outcome else None) for m in range(n_members)]
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(int(seeds[0]))
         for epoch in range(1, settings.max_epochs + 1):

@@ -202,7 +202,7 @@ def fit_module(
     best_objective, best_state = math.inf, None
     outcomes = None
     if settings.per_outcome_stopping and valid is not None:
-        outcomes = OutcomeStopping((valid.weights > 0).sum(dim=0).tolist())
+        outcomes = OutcomeStopping.of_validation_rows(valid.weights)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         for epoch in range(1, settings.max_epochs + 1):

@@ -40,6 +40,7 @@ from ..evaluation.figures import (
 )
 from ..evaluation.negative_transfer import HURT, single_task_comparison
 from ..model.decision_curve import decision_curves
+from ..model.early_stopping import kept_other_epochs
 from ..model.labels import check_label_index
 from ..model.metric_tables import MIN_MINORITY_CLASS, MIN_REGRESSION_ROWS, MIN_SURVIVAL_EVENTS
 from ..model.relatedness import relatedness_table
@@ -377,7 +378,7 @@ def kept_epochs_text(model) -> str:
     """The epochs whose weights the networks keep: one list, or one per outcome where per-outcome
     stopping kept each outcome's own best epoch."""
     kept = model.outcome_best_epoch_
-    if kept is None or (kept == model.best_epoch_[:, None]).all():
+    if not kept_other_epochs(kept, model.best_epoch_):
         return f"best epochs, whose weights are kept: {', '.join(map(str, model.best_epoch_.tolist()))}"
     per_outcome = "; ".join(f"{spec.name} {', '.join(map(str, kept[:, t].tolist()))}"
                             for t, spec in enumerate(model.task_specs_))

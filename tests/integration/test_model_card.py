@@ -232,7 +232,6 @@ def test_card_reads_the_outcomes_gradient_cosines_from_the_training_history(card
     assert relatedness_table(history)["reading"].tolist() == ["conflicting"]
 
 
-
 def test_card_lists_the_epoch_each_outcome_keeps():
     """One list where every outcome kept its network's best epoch; per outcome where per-outcome stopping
     kept another."""
