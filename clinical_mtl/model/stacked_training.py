@@ -32,14 +32,13 @@ from ..exceptions import TrainingDivergedError
 from .early_stopping import OutcomeStopping, keeps_training
 from .losses import FixedWeighting, TaskWeighting, row_losses
 from .network import MultiHeadNet, StackedMultiHeadNet
+from .optimizer import decoupled_adamw
 from .relatedness import RELATEDNESS_EVERY, measurement_rows
-from .tasks import BINARY
 from .training import (
     ALTERNATE,
     TaskData,
     TrainingResult,
     TrainingSettings,
-    decoupled_adamw,
     epoch_record,
     task_gradient_cosines,
 )
@@ -85,7 +84,13 @@ class _MemberRows:
 
 def _member_data(data: TaskData, rows: Tensor, row_valid: Tensor) -> tuple[Tensor, list[Tensor], Tensor]:
     """Inputs, targets and row weights of each member's ``rows`` (n_members, n): padding weighs 0."""
-    return data.X[rows], [target[rows] for target in data.targets], data.weights[rows] * row_valid[..., None]
+    gathered = data.take(rows.reshape(-1))  # index_select of flat rows: faster than indexing with 2-d rows
+
+    def by_member(t: Tensor) -> Tensor:
+        return t.view(*rows.shape, *t.shape[1:])
+
+    return (by_member(gathered.X), [by_member(t) for t in gathered.targets],
+            by_member(gathered.weights) * row_valid[..., None])
 
 
 def member_losses(outputs: Sequence[Tensor], targets: Sequence[Tensor], weights: Tensor,
@@ -162,9 +167,7 @@ def fit_stacked(
     """
     device = data.X.device
     n_members = len(members)
-    # Binary targets as floats once, not at every step.
-    data = TaskData(data.X, [target.float() if kind == BINARY else target
-                             for target, kind in zip(data.targets, task_kinds)], data.weights)
+    data = data.for_training(task_kinds)
     # on the members' device; one output weight for all heads unless each has its own decay
     stacked = StackedMultiHeadNet(members, dropout, combine_heads=settings.head_weight_decay is None)
     optimizer = _stacked_optimizer(stacked, weightings, settings, device)
@@ -294,7 +297,7 @@ def _train_epoch(stacked: StackedMultiHeadNet, weightings, task_kinds, data: Tas
                     f"{losses.detach().tolist()}); lower learning_rate or check the targets for extreme values.")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
+            optimizer.lean_step()
             for weighting, stepped_losses in steps:
                 weighting.after_step(stepped_losses)
         loss_sums.addcmul_(losses.detach(), totals)

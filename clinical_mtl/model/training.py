@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -18,8 +19,10 @@ from ..exceptions import TrainingDivergedError
 from .early_stopping import OutcomeStopping, keeps_training
 from .losses import TaskWeighting, masked_task_loss
 from .network import soft_sharing_penalty
+from .optimizer import LeanAdamW, decoupled_adamw
 from .relatedness import RELATEDNESS_EVERY, gradient_cosines, measurement_rows
 from .self_supervision import MaskedFeatureReconstruction
+from .tasks import BINARY
 
 INFERENCE_BATCH_SIZE = 4096
 JOINT, ALTERNATE = "joint", "alternate"
@@ -70,7 +73,15 @@ class TaskData:
 
     def take(self, index: Tensor) -> TaskData:
         """The rows at ``index``, in that order."""
-        return TaskData(self.X[index], [t[index] for t in self.targets], self.weights[index])
+        # index_select gathers rows about 4x faster than advanced indexing on the CPU.
+        rows = partial(torch.index_select, dim=0, index=index)
+        return TaskData(rows(self.X), [rows(t) for t in self.targets], rows(self.weights))
+
+    def for_training(self, task_kinds: Sequence[str]) -> TaskData:
+        """Row-major tensors (every epoch gathers whole rows) and binary targets as
+        floats, as their loss takes them; copies only where needed."""
+        targets = [t.float() if kind == BINARY else t for t, kind in zip(self.targets, task_kinds)]
+        return TaskData(self.X.contiguous(), [t.contiguous() for t in targets], self.weights.contiguous())
 
     def to(self, device: torch.device) -> TaskData:
         """A copy on ``device``."""
@@ -188,6 +199,7 @@ def fit_module(
     TrainingResult
     """
     device = train.X.device
+    train = train.for_training(task_kinds)
     shared = list(module.trunk.parameters()) if hasattr(module, "trunk") else []
     reconstruction = None
     if settings.self_supervision > 0:
@@ -254,7 +266,7 @@ def train_epoch(
     weighting: TaskWeighting,
     task_kinds: Sequence[str],
     data: TaskData,
-    optimizer: torch.optim.Optimizer,
+    optimizer: LeanAdamW,
     batch_size: int,
     generator: torch.Generator,
     *,
@@ -290,7 +302,7 @@ def train_epoch(
         batch_inputs = shuffled.X[start:stop]
         outputs = module(batch_inputs)
         losses = [
-            masked_task_loss(outputs[t], shuffled.targets[t][start:stop], batch_weights[:, t], kind)
+            masked_task_loss(outputs[t], shuffled.targets[t][start:stop], batch_weights[:, t], kind, weight_total[t])
             if present[t]
             else None
             for t, kind in enumerate(task_kinds)
@@ -312,7 +324,7 @@ def train_epoch(
             )
         optimizer.zero_grad(set_to_none=True)
         weighting.backward(loss, stepped, shared)
-        optimizer.step()
+        optimizer.lean_step()
         weighting.after_step(stepped)
         detached = torch.stack([l.detach() if l is not None else absent for l in losses])
         loss_sums += detached * weight_total
@@ -374,38 +386,6 @@ def _make_optimizer(
     heads = [[p for p in head.parameters() if p.ndim > 1] for head in module.heads]
     others = [p for p in parameters if p.ndim <= 1] + list(weighting.parameters())
     return decoupled_adamw([p for p in parameters if p.ndim > 1], others, settings, device, heads)
-
-
-def decoupled_adamw(matrices: Sequence[Tensor], others: Sequence[Tensor], settings: TrainingSettings,
-                    device: torch.device, heads: Sequence[Sequence[Tensor]] | None = None) -> torch.optim.Optimizer:
-    """AdamW with weight decay on weight matrices only, never on biases or task weights;
-    with ``head_weight_decay``, each head's matrices at their task's own decay.
-
-    The fused kernel on CPU and CUDA: one step for all parameters, about 3.4x
-    faster on the CPU than the per-parameter loop for small networks.
-
-    Parameters
-    ----------
-    matrices : sequence of Tensor
-        Every weight matrix, the heads' included.
-    others : sequence of Tensor
-        Biases, task weights: no decay.
-    settings : TrainingSettings
-    device : torch.device
-    heads : sequence of sequence of Tensor, optional
-        Per task, its head's matrices (read only with ``settings.head_weight_decay``).
-    """
-    head_groups = []
-    if settings.head_weight_decay is not None:
-        head_groups = [{"params": list(params), "weight_decay": decay}
-                       for params, decay in zip(heads, settings.head_weight_decay)]
-    in_heads = {id(p) for group in head_groups for p in group["params"]}
-    groups = [
-        {"params": [p for p in matrices if id(p) not in in_heads], "weight_decay": settings.weight_decay},
-        *head_groups,
-        {"params": list(others), "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=settings.learning_rate, fused=device.type in ("cpu", "cuda"))
 
 
 class Rotation:

@@ -7,6 +7,7 @@ import torch
 from clinical_mtl.exceptions import TrainingDivergedError
 from clinical_mtl.model.early_stopping import MIN_VALIDATION_LABELS
 from clinical_mtl.model.losses import FixedWeighting
+from clinical_mtl.model import optimizer as optimizer_module
 from clinical_mtl.model.network import build_network
 from clinical_mtl.model.training import (
     TaskData,
@@ -293,15 +294,43 @@ def test_the_optimiser_is_the_fused_adamw_on_the_cpu(monkeypatch):
     """The fused AdamW kernel, documented in ``decoupled_adamw``: about 3.4x faster per step on the CPU
     than the per-parameter loop for the tests' (64, 32) network, with the same maths up to rounding."""
     made = []
-    adamw = torch.optim.AdamW
+    lean = optimizer_module.LeanAdamW
 
     def recorded(*args, **kwargs):
         made.append(kwargs)
-        return adamw(*args, **kwargs)
+        return lean(*args, **kwargs)
 
-    monkeypatch.setattr(torch.optim, "AdamW", recorded)
+    monkeypatch.setattr(optimizer_module, "LeanAdamW", recorded)
     train(separable(), max_epochs=1)
     assert [kwargs.get("fused") for kwargs in made] == [True]
+
+
+def test_lean_steps_equal_torchs_fused_adamw_steps_even_when_a_head_has_no_gradient():
+    """``LeanAdamW.lean_step`` calls torch's fused kernel itself: after steps with every parameter
+    stepped and steps where one head has no gradient (torch's own step then), the weights and the
+    optimiser state are exactly those of ``torch.optim.AdamW(fused=True)``."""
+    torch.manual_seed(0)
+    nets = [build_network(4, (8,), [1, 2], 0.0, seed=0) for _ in range(2)]
+    settings = dict(lr=0.05, weight_decay=0.1, fused=True)
+    optimisers = [torch.optim.AdamW(nets[0].parameters(), **settings),
+                  optimizer_module.LeanAdamW(nets[1].parameters(), **settings)]
+    torchs_steps, torchs_step = [], optimisers[1].step
+    optimisers[1].step = lambda: torchs_steps.append(step) or torchs_step()
+    for step in range(12):
+        x = torch.randn(16, 4)
+        for net, optimiser in zip(nets, optimisers):
+            optimiser.zero_grad(set_to_none=True)
+            first, second = net(x)
+            (first.sum() + (second.pow(2).sum() if step % 4 else 0.0)).backward()
+            getattr(optimiser, "lean_step", optimiser.step)()
+    assert nets[1].heads[1].weight.grad is not None
+    for torchs, lean in zip(nets[0].parameters(), nets[1].parameters()):
+        assert torch.equal(torchs, lean)
+    for torchs, lean in zip(optimisers[0].state.values(), optimisers[1].state.values()):
+        assert all(torch.equal(torchs[key], lean[key]) for key in ("step", "exp_avg", "exp_avg_sq"))
+    assert int(optimisers[1].state[nets[1].heads[1].weight]["step"]) == 9
+    # torch's step: creating the state (steps 0 and 1, the head's first gradient) and the head's absences
+    assert torchs_steps == [0, 1, 4, 8]
 
 
 def test_per_outcome_stopping_keeps_each_outcomes_best_epoch_and_stops_after_the_last():
@@ -354,3 +383,17 @@ def test_per_outcome_stopping_without_a_validation_set_runs_every_epoch():
     _, result = train(separable(), max_epochs=7, per_outcome_stopping=True)
     assert result.n_epochs == 7
     assert result.outcome_epochs is None and result.outcome_states is None
+
+
+def test_training_data_is_row_major_with_float_binary_targets_and_equal_values():
+    """``fit_module`` gathers whole rows every epoch: a column-major input (the preprocessor's
+    layout) becomes row-major once, binary targets become the floats their loss takes, and
+    nothing else changes; ``take`` gives the rows in the order asked."""
+    X = torch.from_numpy(np.asfortranarray(np.arange(12, dtype=np.float32).reshape(4, 3)))
+    data = TaskData(X, [torch.tensor([0, 1, 1, 0]), torch.tensor([0, 2, 1, 0])], torch.ones(4, 2))
+    ready = data.for_training(["binary", "multiclass"])
+    assert not X.is_contiguous() and ready.X.is_contiguous() and torch.equal(ready.X, X)
+    assert ready.targets[0].dtype == torch.float32 and torch.equal(ready.targets[0], data.targets[0].float())
+    assert ready.targets[1] is data.targets[1]
+    taken = ready.take(torch.tensor([3, 0, 2]))
+    assert torch.equal(taken.X, X[[3, 0, 2]]) and torch.equal(taken.targets[1], torch.tensor([0, 0, 1]))
