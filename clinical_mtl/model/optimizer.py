@@ -61,7 +61,8 @@ class LeanAdamW(torch.optim.AdamW):
     update is identical. Kept as our own code because torch offers no lighter
     public entry to its fused step. Any other case (not fused, amsgrad, a
     tensor learning rate, a parameter without a gradient in this step, a
-    torch without the kernel) runs ``AdamW.step``.
+    torch without the kernel, a GPU, where this was neither measured nor
+    tested) runs ``AdamW.step``.
 
     Examples
     --------
@@ -116,7 +117,7 @@ class LeanAdamW(torch.optim.AdamW):
             if not isinstance(group["lr"], float) or not all(isinstance(b, float) for b in group["betas"]):
                 return None
             params = list(group["params"])
-            if any(p not in self.state for p in params):
+            if any(p not in self.state or p.device.type != "cpu" for p in params):
                 return None
             if params:
                 states = [self.state[p] for p in params]
