@@ -331,6 +331,11 @@ def test_lean_steps_equal_torchs_fused_adamw_steps_even_when_a_head_has_no_gradi
     assert int(optimisers[1].state[nets[1].heads[1].weight]["step"]) == 9
     # torch's step: creating the state (steps 0 and 1, the head's first gradient) and the head's absences
     assert torchs_steps == [0, 1, 4, 8]
+    optimisers[1].zero_grad()
+    assert all(parameter.grad is None for parameter in nets[1].parameters())
+    nets[1](x)[0].sum().backward()
+    optimisers[1].zero_grad(set_to_none=False)
+    assert torch.equal(nets[1].trunk[0].weight.grad, torch.zeros(8, 4)) and nets[1].heads[1].weight.grad is None
 
 
 def test_per_outcome_stopping_keeps_each_outcomes_best_epoch_and_stops_after_the_last():
