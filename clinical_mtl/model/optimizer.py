@@ -81,6 +81,12 @@ class LeanAdamW(torch.optim.AdamW):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._plan = None
+        # Settings and devices stay as built: decided once, not re-checked at every step.
+        self._leanable = self._KERNEL is not None and all(
+            group["fused"] and not (group["amsgrad"] or group["differentiable"] or group["capturable"])
+            and isinstance(group["lr"], float) and all(isinstance(b, float) for b in group["betas"])
+            and all(p.device.type == "cpu" for p in group["params"])
+            for group in self.param_groups)
 
     def load_state_dict(self, state_dict) -> None:
         """``AdamW.load_state_dict``; the kept lists are made again from the new state."""
@@ -100,7 +106,7 @@ class LeanAdamW(torch.optim.AdamW):
     @torch.no_grad()
     def lean_step(self) -> None:
         """One AdamW update of every parameter, as ``step()`` (see the class docstring)."""
-        plan = self._plan if self._plan is not None else self._make_plan()
+        plan = self._plan if self._plan is not None or not self._leanable else self._make_plan()
         if plan is None:
             self.step()
             return
@@ -116,22 +122,14 @@ class LeanAdamW(torch.optim.AdamW):
                          maximize=group["maximize"])
 
     def _make_plan(self) -> list | None:
-        """Per non-empty group, its parameters and state lists; None while some state is missing or a
-        group's settings need ``AdamW.step``."""
-        if self._KERNEL is None:
+        """Per non-empty group, its parameters and state lists; None while some state is missing."""
+        if any(p not in self.state for group in self.param_groups for p in group["params"]):
             return None
         plan = []
         for group in self.param_groups:
-            if not group["fused"] or group["amsgrad"] or group["differentiable"] or group["capturable"]:
-                return None
-            if not isinstance(group["lr"], float) or not all(isinstance(b, float) for b in group["betas"]):
-                return None
-            params = list(group["params"])
-            if any(p not in self.state or p.device.type != "cpu" for p in params):
-                return None
-            if params:
-                states = [self.state[p] for p in params]
-                plan.append((group, params, [state["exp_avg"] for state in states],
+            if group["params"]:
+                states = [self.state[p] for p in group["params"]]
+                plan.append((group, list(group["params"]), [state["exp_avg"] for state in states],
                              [state["exp_avg_sq"] for state in states], [state["step"] for state in states]))
         self._plan = plan
         return plan
