@@ -90,8 +90,8 @@ class MultiTaskMLP(PredictionCoreMixin, ExplanationMixin, BaseEstimator):
         of the best epoch. The split is stratified on the classification
         labels where their counts allow. True watches the weighted sum of the
         outcomes' losses; "per_outcome" lets each outcome with 30 or more
-        labelled validation rows keep its own best epoch's weights, copying
-        the trunk per outcome (:mod:`clinical_mtl.model.early_stopping`).
+        labelled validation rows keep its own best epoch's weights among those
+        trained, copying the trunk per outcome (:mod:`clinical_mtl.model.early_stopping`).
     validation_fraction : float, default=0.15
         Share of training rows held out for early stopping.
     patience : int, default=20

@@ -33,8 +33,8 @@ weights; each option below changes one thing.
   (:mod:`clinical_mtl.model.self_supervision`).
 - ``early_stopping="per_outcome"``: each outcome with at least 30 labelled
   validation rows keeps the weights of its own best validation epoch, the
-  others the joint objective's, and training goes on while any of them still
-  improves (``early_stopping.OutcomeStopping``). Where the outcomes' best epochs
+  others the joint objective's; training stops with the joint objective, so
+  it costs no extra epoch (``early_stopping.OutcomeStopping``). Where the outcomes' best epochs
   differ, the fitted networks hold one copy of the trunk per outcome, as
   after soft sharing (``network.split_by_outcome``): predicting costs one
   trunk per outcome.

@@ -260,7 +260,7 @@ def _early_stopping(m: int, record: dict, valid_losses, stacked: StackedMultiHea
         best.state, best.weighting_state = stacked.member_state(m), _weighting_state(weighting)
     if best.outcomes is not None:  # an epoch that improved the joint objective is already snapshotted
         best.outcomes.update(record["epoch"], values, lambda: best.state if improved else stacked.member_state(m))
-    return keeps_training(record["epoch"], best.epoch, settings.patience, best.outcomes)
+    return keeps_training(record["epoch"], best.epoch, settings.patience)
 
 
 def _train_epoch(stacked: StackedMultiHeadNet, weightings, task_kinds, data: TaskData, train: _MemberRows,

@@ -248,7 +248,7 @@ def fit_module(
                 outcomes.update(epoch, values, lambda: best_state[0] if improved else _state(module))
             if on_epoch is not None:
                 on_epoch(record, result.best_epoch, best_objective)
-            if not keeps_training(epoch, result.best_epoch, settings.patience, outcomes):
+            if not keeps_training(epoch, result.best_epoch, settings.patience):
                 break
     result.n_epochs = len(result.history)
     if best_state is None:
