@@ -449,6 +449,21 @@ class StackedMultiHeadNet(nn.Module):
         out = torch.baddbmm(bias, x, weight.transpose(1, 2)).relu()
         return dropout(out, self.dropout) if self.training and self.dropout > 0 else out
 
+    def soft_sharing_penalty(self, tied_layers: int) -> Tensor:
+        """``soft_sharing_penalty`` of every member at once.
+
+        Returns
+        -------
+        Tensor of shape (n_members,)
+        """
+        starts = self.n_trunk + np.cumsum([0, *self.head_depths[:-1]])
+        terms = []
+        for depth in range(tied_layers):
+            for parameters in (self.weights, self.biases):
+                stacked = torch.stack([parameters[start + depth] for start in starts])  # (heads, members, ...)
+                terms.append(((stacked - stacked.mean(dim=0)) ** 2).flatten(2).sum(dim=(0, 2)))
+        return torch.stack(terms).sum(dim=0)
+
     def head_parameters(self) -> list[list[nn.Parameter]]:
         """Per head, its stacked weight matrices (for a per-head weight decay; not with ``combine_heads``)."""
         if self.combined:

@@ -48,14 +48,13 @@ from .weighting import GRADIENT_BASED
 def covers(settings: TrainingSettings, loss_weighting) -> bool:
     """Whether ``fit_stacked`` trains members with these settings (else ``fit_module`` does).
 
-    Not: weightings that act on per-task gradients, self-supervision and soft
-    sharing (their extra modules are per network), nor alternate training,
-    where every step leaves the other tasks' heads without a gradient and so
-    unmoved, which a stacked weight shared with members stepping another task
-    cannot do.
+    Not: weightings that act on per-task gradients and self-supervision (their
+    extra modules are per network), nor alternate training, where every step
+    leaves the other tasks' heads without a gradient and so unmoved, which a
+    stacked weight shared with members stepping another task cannot do.
     """
     return (loss_weighting not in GRADIENT_BASED and settings.self_supervision == 0
-            and settings.tied_layers == 0 and settings.training != ALTERNATE)
+            and settings.training != ALTERNATE)
 
 
 class _MemberRows:
@@ -189,7 +188,7 @@ def fit_stacked(
         torch.manual_seed(int(seeds[0]))
         for epoch in range(1, settings.max_epochs + 1):
             train_losses = _train_epoch(stacked, weightings, task_kinds, data, train, optimizer, settings.batch_size,
-                                        generators, active)
+                                        generators, active, settings)
             valid_losses = _evaluate(stacked, task_kinds, valid) if valid is not None else None
             for m in (m for m in range(n_members) if active[m]):
                 record = epoch_record(epoch, task_names, train_losses[m], weightings[m])
@@ -264,12 +263,15 @@ def _early_stopping(m: int, record: dict, valid_losses, stacked: StackedMultiHea
 
 
 def _train_epoch(stacked: StackedMultiHeadNet, weightings, task_kinds, data: TaskData, train: _MemberRows,
-                 optimizer, batch_size: int, generators, active: list[bool]) -> list[list[float]]:
+                 optimizer, batch_size: int, generators, active: list[bool],
+                 settings: TrainingSettings) -> list[list[float]]:
     """One pass of every member over its rows; per member, each task's mean loss (NaN if absent).
 
     Like ``training.train_epoch`` member by member: a batch where a member
     has no label adds nothing to its loss, and a non-finite loss of a member
-    still training raises ``TrainingDivergedError``.
+    still training raises ``TrainingDivergedError``. With soft sharing, each
+    member still training adds its penalty in every batch of its own rows,
+    labelled or not.
     """
     stacked.train()
     rows, row_valid = train.shuffled(generators)
@@ -278,6 +280,7 @@ def _train_epoch(stacked: StackedMultiHeadNet, weightings, task_kinds, data: Tas
     fixed = (torch.stack([w.weights for w in weightings])
              if all(type(w) is FixedWeighting for w in weightings) else None)
     training = torch.tensor(active, device=rows.device)[:, None]
+    lengths = torch.tensor(train.lengths, device=rows.device)
     loss_sums = torch.zeros(len(weightings), len(task_kinds), device=rows.device)
     weight_sums = torch.zeros_like(loss_sums)
     for start in range(0, rows.shape[1], batch_size):
@@ -290,6 +293,11 @@ def _train_epoch(stacked: StackedMultiHeadNet, weightings, task_kinds, data: Tas
             loss, steps = (torch.where(stepped, losses * fixed, 0.0).sum(), ()) if stepped.any() else (None, ())
         else:
             loss, steps = _combine(weightings, losses, totals, active)
+        if settings.tied_layers:
+            own_rows = (start < lengths) & training[:, 0]
+            if own_rows.any():
+                penalty = settings.sharing_strength * (stacked.soft_sharing_penalty(settings.tied_layers) * own_rows).sum()
+                loss = penalty if loss is None else loss + penalty
         if loss is not None:
             if not torch.isfinite(loss):
                 raise TrainingDivergedError(

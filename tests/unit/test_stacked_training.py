@@ -13,7 +13,7 @@ from clinical_mtl import MultiTaskMLP
 from clinical_mtl.exceptions import TrainingDivergedError
 from clinical_mtl.model import fitting
 from clinical_mtl.model.losses import FixedWeighting, UncertaintyWeighting
-from clinical_mtl.model.network import MultiHeadNet, StackedMultiHeadNet, build_network, dropout
+from clinical_mtl.model.network import MultiHeadNet, StackedMultiHeadNet, build_network, dropout, soft_sharing_penalty
 from clinical_mtl.model.stacked_training import fit_stacked
 from clinical_mtl.model.training import TaskData, TrainingSettings, fit_module
 from clinical_mtl.model.weighting import DynamicWeightAverage
@@ -57,8 +57,8 @@ def settings(**changes):
     return TrainingSettings(**(base | changes))
 
 
-def networks(head_hidden=None, tied=None):
-    return [build_network(4, (8,), [1, 1, N_INTERVALS, 3], 0.0, seed, head_hidden, tied) for seed in SEEDS]
+def networks(head_hidden=None, tied=None, trunk=(8,)):
+    return [build_network(4, trunk, [1, 1, N_INTERVALS, 3], 0.0, seed, head_hidden, tied) for seed in SEEDS]
 
 
 CASES = {
@@ -73,8 +73,13 @@ CASES = {
         weighting=lambda: FixedWeighting([1.0] * 4), tied=[False, False, True, False],
         head_weight_decay=(0.0, 0.1, 0.05, 0.01)),
     "per-outcome stopping": dict(weighting=lambda: FixedWeighting([1.0] * 4), per_outcome_stopping=True),
+    "soft sharing": dict(weighting=lambda: FixedWeighting([1.0] * 4), trunk=(), head_hidden=[(8,)] * 4,
+                         tied_layers=1, sharing_strength=0.5),
+    "soft sharing, uncertainty weights": dict(weighting=lambda: UncertaintyWeighting([False, True, False, False]),
+                                              trunk=(), head_hidden=[(8, 4)] * 4, tied_layers=2,
+                                              sharing_strength=0.5),
 }
-SETTINGS_KEYS = ("head_weight_decay", "per_outcome_stopping")
+SETTINGS_KEYS = ("head_weight_decay", "per_outcome_stopping", "tied_layers", "sharing_strength")
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -83,11 +88,11 @@ def test_members_trained_together_match_members_trained_apart(case):
     data = cohort()
     rows = [member_rows(len(data), seed) for seed in SEEDS]
     train_settings = settings(**{k: v for k, v in config.items() if k in SETTINGS_KEYS})
-    apart = networks(config.get("head_hidden"), config.get("tied"))
+    apart = networks(config.get("head_hidden"), config.get("tied"), config.get("trunk", (8,)))
     apart_weightings = [config["weighting"]() for _ in SEEDS]
     expected = [fit_module(net, w, NAMES, KINDS, data.take(train), data.take(valid), train_settings, seed)
                 for net, w, (train, valid), seed in zip(apart, apart_weightings, rows, SEEDS)]
-    together = networks(config.get("head_hidden"), config.get("tied"))
+    together = networks(config.get("head_hidden"), config.get("tied"), config.get("trunk", (8,)))
     weightings = [config["weighting"]() for _ in SEEDS]
     results = fit_stacked(together, 0.0, weightings, NAMES, KINDS, data, [r[0] for r in rows],
                           [r[1] for r in rows], train_settings, SEEDS)
@@ -182,6 +187,7 @@ def pbc_like(n=240, seed=0):
 @pytest.mark.parametrize("params, together", [
     ({}, True),
     ({"loss_weighting": "uncertainty", "head_hidden_layer_sizes": (4,)}, True),
+    ({"sharing": "soft"}, True),
     ({"training": "alternate"}, False),
     ({"loss_weighting": "gradnorm"}, False),
     ({"self_supervision": 0.5}, False),
@@ -258,3 +264,12 @@ def test_other_batch_sizes_and_learning_rates_are_refused_before_training(params
     X, Y = pbc_like()
     with pytest.raises(ValueError, match=next(iter(params))):
         MultiTaskMLP(**params).fit(X, Y)
+
+
+@pytest.mark.parametrize("tied_layers", [1, 2])
+def test_stacked_soft_sharing_penalty_is_every_members_own(tied_layers):
+    members = [build_network(4, (), [1, 3, 2], 0.0, seed, [(6, 5)] * 3) for seed in SEEDS]
+    stacked = StackedMultiHeadNet(members, 0.0)
+    expected = [float(soft_sharing_penalty(member, tied_layers)) for member in members]
+    assert stacked.soft_sharing_penalty(tied_layers).tolist() == pytest.approx(expected, rel=1e-5)
+    assert len(set(expected)) == len(SEEDS)  # each member's own weights, not one penalty for all
