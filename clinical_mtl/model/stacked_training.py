@@ -280,7 +280,6 @@ def _train_epoch(stacked: StackedMultiHeadNet, weightings, task_kinds, data: Tas
     fixed = (torch.stack([w.weights for w in weightings])
              if all(type(w) is FixedWeighting for w in weightings) else None)
     training = torch.tensor(active, device=rows.device)[:, None]
-    lengths = torch.tensor(train.lengths, device=rows.device)
     loss_sums = torch.zeros(len(weightings), len(task_kinds), device=rows.device)
     weight_sums = torch.zeros_like(loss_sums)
     for start in range(0, rows.shape[1], batch_size):
@@ -294,9 +293,10 @@ def _train_epoch(stacked: StackedMultiHeadNet, weightings, task_kinds, data: Tas
         else:
             loss, steps = _combine(weightings, losses, totals, active)
         if settings.tied_layers:
-            own_rows = (start < lengths) & training[:, 0]
+            own_rows = (row_valid[:, start] > 0) & training[:, 0]  # padding comes last, in batches of its own
             if own_rows.any():
-                penalty = settings.sharing_strength * (stacked.soft_sharing_penalty(settings.tied_layers) * own_rows).sum()
+                penalties = stacked.soft_sharing_penalty(settings.tied_layers)
+                penalty = settings.sharing_strength * (penalties * own_rows).sum()
                 loss = penalty if loss is None else loss + penalty
         if loss is not None:
             if not torch.isfinite(loss):
