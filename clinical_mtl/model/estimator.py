@@ -96,10 +96,10 @@ class MultiTaskMLP(PredictionCoreMixin, ExplanationMixin, BaseEstimator):
         Share of training rows held out for early stopping.
     patience : int, default=20
         Epochs without validation improvement before stopping.
-    loss_weighting : {"equal", "uncertainty", "dwa", "gradnorm", "pcgrad"} or dict, default="equal"
-        Equal, learned uncertainty (Kendall et al. 2018) or dynamic task
-        weights (:mod:`clinical_mtl.model.weighting`), or fixed non-negative
-        weights per outcome (clinical priorities); per epoch in ``history_``.
+    loss_weighting : {"equal", "label_share", "uncertainty", "dwa", "gradnorm", "pcgrad"} or dict, default="equal"
+        Equal, by the share of each batch labelled for the outcome, learned uncertainty (Kendall
+        et al. 2018) or dynamic task weights (:mod:`clinical_mtl.model.weighting`), or fixed
+        non-negative weights per outcome (clinical priorities); per epoch in ``history_``.
     class_weight : "balanced", dict or None, default=None
         Per-class loss weights of classification outcomes. "balanced" weights
         every class of every classification outcome by

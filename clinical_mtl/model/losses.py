@@ -9,6 +9,12 @@ contributes exactly zero to the loss and to its gradient, and a sparse task is
 not down-weighted by the rows it lacks. A task with no labelled row in a batch
 has no loss at all (``None``): it adds nothing and moves none of its own
 parameters.
+
+With ``loss_weighting="label_share"`` (``LabelShareWeighting``) a task's
+training loss is instead ``sum(w_i * l_i)`` divided by all the rows of the
+batch: each task is weighted by the share of the batch labelled for it, so
+every labelled row moves the shared layers as much, whichever outcome it
+belongs to, and a sparse task no longer weighs as much as a full one.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from .tasks import BINARY, MULTICLASS, REGRESSION
 
 EQUAL = "equal"
 UNCERTAINTY = "uncertainty"
+LABEL_SHARE = "label_share"
 
 
 def masked_task_loss(output: Tensor, target: Tensor, weight: Tensor, kind: str, total: Tensor | None = None) -> Tensor:
@@ -81,7 +88,13 @@ def row_losses(output: Tensor, target: Tensor, kind: str) -> Tensor:
 
 
 class TaskWeighting(nn.Module):
-    """Combine per-task losses into the training objective."""
+    """Combine per-task losses into the training objective.
+
+    ``batch_mean``: whether the training loops give it each task's loss
+    divided by the batch's rows rather than by the task's labelled rows.
+    """
+
+    batch_mean = False
 
     def forward(self, losses: Sequence[Tensor | None]) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -128,6 +141,26 @@ class FixedWeighting(TaskWeighting):
 
     def report(self) -> dict[str, list[float]]:
         return {"weight": self.weights.tolist()}
+
+
+class LabelShareWeighting(FixedWeighting):
+    """Every task weighted by the share of the batch's rows labelled for it.
+
+    The training loops divide each task's weighted loss sum by the batch's
+    rows (``batch_mean``), which is the task's mean loss over its labelled
+    rows times their share of the batch. Early stopping still watches the
+    plain sum of the tasks' mean validation losses: every outcome counts
+    alike there, however sparse its labels.
+
+    Parameters
+    ----------
+    n_tasks : int
+    """
+
+    batch_mean = True
+
+    def __init__(self, n_tasks: int) -> None:
+        super().__init__([1.0] * n_tasks)
 
 
 class UncertaintyWeighting(TaskWeighting):

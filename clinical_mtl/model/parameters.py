@@ -26,7 +26,8 @@ weights; each option below changes one thing.
   outcome's gradient in one step.
 - ``head_weight_decay``: AdamW weight decay of the heads' matrices, for all
   heads or per outcome (others keep ``weight_decay``).
-- ``loss_weighting``: "equal", "uncertainty", fixed weights, or the dynamic
+- ``loss_weighting``: "equal", "label_share" (each outcome by the share of the
+  batch labelled for it), "uncertainty", fixed weights, or the dynamic
   "dwa", "gradnorm" and "pcgrad" (:mod:`clinical_mtl.model.weighting`).
 - ``self_supervision``: weight of a masked-feature reconstruction loss on the
   shared trunk, from every training row including unlabelled patients
@@ -54,7 +55,7 @@ from ._compat import Interval, StrOptions
 from .calibration import ISOTONIC, TEMPERATURE
 from .conformal import INTERVAL_METHODS
 from .early_stopping import PER_OUTCOME
-from .losses import EQUAL, UNCERTAINTY
+from .losses import EQUAL, LABEL_SHARE, UNCERTAINTY
 from .survival import AUTO_HEAD, INTERVAL_HEAD, PROPORTIONAL_HEAD
 from .training import ALTERNATE, JOINT
 from .weighting import DWA, GRADNORM, PCGRAD
@@ -70,7 +71,7 @@ PARAMETER_CONSTRAINTS: dict = {
     "early_stopping": ["boolean", StrOptions({PER_OUTCOME})],
     "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
     "patience": [Interval(Integral, 1, None, closed="left")],
-    "loss_weighting": [StrOptions({EQUAL, UNCERTAINTY, DWA, GRADNORM, PCGRAD}), dict],
+    "loss_weighting": [StrOptions({EQUAL, LABEL_SHARE, UNCERTAINTY, DWA, GRADNORM, PCGRAD}), dict],
     "class_weight": [StrOptions({"balanced"}), dict, None],
     "random_state": ["random_state"],
     "device": [str],

@@ -93,7 +93,7 @@ def _member_data(data: TaskData, rows: Tensor, row_valid: Tensor) -> tuple[Tenso
 
 
 def member_losses(outputs: Sequence[Tensor], targets: Sequence[Tensor], weights: Tensor,
-                  task_kinds: Sequence[str]) -> tuple[Tensor, Tensor]:
+                  task_kinds: Sequence[str], rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Every member's weighted mean loss of every task on its own rows.
 
     Parameters
@@ -102,6 +102,9 @@ def member_losses(outputs: Sequence[Tensor], targets: Sequence[Tensor], weights:
     targets : list of Tensor of shape (n_members, n) or (n_members, n, 2)
     weights : Tensor of shape (n_members, n, n_tasks)
         Row weights, 0 for unlabelled rows and padding.
+    rows : Tensor of shape (n_members, 1), optional
+        Each member's real rows: every loss is then its weighted sum over
+        them (``TaskWeighting.batch_mean``) instead of over its labelled rows.
 
     Returns
     -------
@@ -112,7 +115,7 @@ def member_losses(outputs: Sequence[Tensor], targets: Sequence[Tensor], weights:
     totals = weights.sum(dim=1)
     per_row = torch.stack([row_losses(out, target, kind) for out, target, kind in zip(outputs, targets, task_kinds)],
                           dim=2)
-    return (per_row * weights).sum(dim=1) / totals.clamp_min(1e-30), totals
+    return (per_row * weights).sum(dim=1) / (totals if rows is None else rows).clamp_min(1e-30), totals
 
 
 def fit_stacked(
@@ -282,11 +285,13 @@ def _train_epoch(stacked: StackedMultiHeadNet, weightings, task_kinds, data: Tas
     training = torch.tensor(active, device=rows.device)[:, None]
     loss_sums = torch.zeros(len(weightings), len(task_kinds), device=rows.device)
     weight_sums = torch.zeros_like(loss_sums)
+    batch_mean = weightings[0].batch_mean
     for start in range(0, rows.shape[1], batch_size):
         batch = slice(start, start + batch_size)
         outputs = stacked(X[:, batch])
+        real_rows = row_valid[:, batch].sum(dim=1, keepdim=True) if batch_mean else None
         losses, totals = member_losses(outputs, [target[:, batch] for target in targets], weights[:, batch],
-                                       task_kinds)
+                                       task_kinds, real_rows)
         if fixed is not None:
             stepped = (totals > 0) & training
             loss, steps = (torch.where(stepped, losses * fixed, 0.0).sum(), ()) if stepped.any() else (None, ())
@@ -308,7 +313,7 @@ def _train_epoch(stacked: StackedMultiHeadNet, weightings, task_kinds, data: Tas
             optimizer.lean_step()
             for weighting, stepped_losses in steps:
                 weighting.after_step(stepped_losses)
-        loss_sums.addcmul_(losses.detach(), totals)
+        loss_sums.addcmul_(losses.detach(), totals if real_rows is None else real_rows)
         weight_sums += totals
     return (loss_sums / weight_sums).tolist()
 

@@ -299,10 +299,13 @@ def train_epoch(
         batch_weights = shuffled.weights[start:stop]
         weight_total = batch_weights.sum(dim=0)
         present = (weight_total > 0).tolist()
+        # each task's mean over its labelled rows, or with ``batch_mean`` its sum over the batch's rows
+        denominators = (weight_total.new_full(weight_total.shape, len(batch_weights)) if weighting.batch_mean
+                        else weight_total)
         batch_inputs = shuffled.X[start:stop]
         outputs = module(batch_inputs)
         losses = [
-            masked_task_loss(outputs[t], shuffled.targets[t][start:stop], batch_weights[:, t], kind, weight_total[t])
+            masked_task_loss(outputs[t], shuffled.targets[t][start:stop], batch_weights[:, t], kind, denominators[t])
             if present[t]
             else None
             for t, kind in enumerate(task_kinds)
@@ -327,7 +330,7 @@ def train_epoch(
         optimizer.lean_step()
         weighting.after_step(stepped)
         detached = torch.stack([l.detach() if l is not None else absent for l in losses])
-        loss_sums += detached * weight_total
+        loss_sums += detached * denominators
         weight_sums += weight_total
     return (loss_sums / weight_sums).tolist()
 

@@ -33,7 +33,8 @@ import torch
 from torch import Tensor, nn
 
 from ..exceptions import TaskSpecificationError
-from .losses import EQUAL, UNCERTAINTY, FixedWeighting, TaskWeighting, UncertaintyWeighting
+from .losses import (EQUAL, LABEL_SHARE, UNCERTAINTY, FixedWeighting, LabelShareWeighting, TaskWeighting,
+                     UncertaintyWeighting)
 from .tasks import REGRESSION, TaskSpec
 
 DWA = "dwa"
@@ -245,9 +246,10 @@ def weighting_factory(
 
     Parameters
     ----------
-    loss_weighting : {"equal", "uncertainty", "dwa", "gradnorm", "pcgrad"} or mapping of str to float
-        Equal weights, learned uncertainty weights, a dynamic strategy (see
-        this module), or one fixed non-negative weight per outcome.
+    loss_weighting : {"equal", "label_share", "uncertainty", "dwa", "gradnorm", "pcgrad"} or mapping of str to float
+        Equal weights, weights by the share of each batch labelled for the
+        outcome, learned uncertainty weights, a dynamic strategy (see this
+        module), or one fixed non-negative weight per outcome.
     specs : sequence of TaskSpec
         The outcomes.
 
@@ -265,6 +267,7 @@ def weighting_factory(
     names = [spec.name for spec in specs]
     makers = {
         EQUAL: lambda: FixedWeighting([1.0] * len(specs)),
+        LABEL_SHARE: lambda: LabelShareWeighting(len(specs)),
         UNCERTAINTY: lambda: UncertaintyWeighting([spec.kind == REGRESSION for spec in specs]),
         DWA: lambda: DynamicWeightAverage(len(specs)),
         GRADNORM: lambda: GradNorm(len(specs)),

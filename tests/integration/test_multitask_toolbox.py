@@ -16,6 +16,7 @@ from clinical_mtl.model import describe_relatedness, relatedness_table
 
 FAST = {"max_epochs": 12, "ensemble_size": 2, "patience": 5, "random_state": 0}
 OPTIONS = [
+    {"loss_weighting": "label_share"},
     {"loss_weighting": "dwa"},
     {"loss_weighting": "gradnorm"},
     {"loss_weighting": "pcgrad"},

@@ -1,4 +1,4 @@
-"""The multi-task toolbox in the training loop: dynamic weighting (DWA, GradNorm,
+"""The multi-task toolbox in the training loop: label-share and dynamic weighting (DWA, GradNorm,
 PCGrad), alternate training, per-head weight decay, self-supervision and the
 gradient cosines, each against an independent computation."""
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from clinical_mtl.model.losses import FixedWeighting, masked_task_loss
+from clinical_mtl.model.losses import FixedWeighting, LabelShareWeighting, masked_task_loss, row_losses
 from clinical_mtl.model.network import build_network, soft_sharing_penalty
 from clinical_mtl.model.relatedness import (
     cosine_key,
@@ -44,6 +44,52 @@ def fit(data, weighting=None, seed=0, **settings):
 def task_losses(net, data):
     outputs = net(data.X)
     return [masked_task_loss(outputs[t], data.targets[t], data.weights[:, t], kind) for t, kind in enumerate(KINDS)]
+
+
+# Label share ---------------------------------------------------------------------------
+
+class RecordingLabelShare(LabelShareWeighting):
+    """Keeps the task losses of every step it combines."""
+
+    def __init__(self, n_tasks):
+        super().__init__(n_tasks)
+        self.seen = []
+
+    def forward(self, losses):
+        self.seen.append([None if loss is None else loss.item() for loss in losses])
+        return super().forward(losses)
+
+
+def test_label_share_divides_each_tasks_loss_by_every_row_of_the_batch():
+    data = two_tasks()  # the regression outcome lacks a quarter of its labels
+    net = build_network(3, (16,), [1, 1], 0.0, seed=0)
+    with torch.no_grad():
+        outputs = net(data.X)
+    sums = [(row_losses(outputs[t], data.targets[t].float() if kind == "binary" else data.targets[t], kind)
+             * data.weights[:, t]).sum().item() for t, kind in enumerate(KINDS)]
+    weighting = RecordingLabelShare(2)
+    result = fit_module(net, weighting, ["cls", "value"], KINDS, data, None,
+                        TrainingSettings(**(SETTINGS | {"batch_size": len(data), "max_epochs": 1})), seed=0)
+    n_labelled = data.weights.sum(dim=0).tolist()
+    assert n_labelled == [40.0, 30.0]
+    # The step saw each task's sum over all 40 rows of the batch: the regression weighs 30/40 of its mean.
+    assert weighting.seen == [[pytest.approx(total / 40, rel=1e-5) for total in sums]]
+    # The history still reports each task's mean over its own labelled rows.
+    record = result.history[0]
+    assert [record["train_loss/cls"], record["train_loss/value"]] == pytest.approx(
+        [total / n for total, n in zip(sums, n_labelled)], rel=1e-5)
+    # Early stopping watches the plain sum of the tasks' mean losses, as with equal weights.
+    losses = [torch.tensor(0.5), torch.tensor(2.0)]
+    assert weighting.validation_objective(losses).item() == pytest.approx(2.5)
+
+
+def test_label_share_and_equal_weights_train_alike_where_every_row_has_every_label():
+    data = two_tasks()
+    data.weights[:] = 1.0
+    shared, _ = fit(data, LabelShareWeighting(2), max_epochs=2)
+    equal, _ = fit(data, FixedWeighting([1.0, 1.0]), max_epochs=2)
+    for p, q in zip(shared.parameters(), equal.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
 
 
 # Dynamic Weight Average -----------------------------------------------------------------
@@ -158,7 +204,8 @@ def test_pcgrad_writes_the_projected_sum_on_the_trunk_and_plain_gradients_on_the
             assert torch.allclose(p.grad, g, atol=1e-6)
 
 
-@pytest.mark.parametrize("make", [lambda: PCGrad(2), lambda: GradNorm(2), lambda: DynamicWeightAverage(2)])
+@pytest.mark.parametrize("make", [lambda: PCGrad(2), lambda: GradNorm(2), lambda: DynamicWeightAverage(2),
+                                  lambda: LabelShareWeighting(2)])
 def test_an_unlabelled_rows_target_never_changes_a_dynamic_fit(make):
     data = two_tasks()
     first, _ = fit(data, make(), max_epochs=2)

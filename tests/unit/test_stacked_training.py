@@ -12,7 +12,7 @@ import torch
 from clinical_mtl import MultiTaskMLP
 from clinical_mtl.exceptions import TrainingDivergedError
 from clinical_mtl.model import fitting
-from clinical_mtl.model.losses import FixedWeighting, UncertaintyWeighting
+from clinical_mtl.model.losses import FixedWeighting, LabelShareWeighting, UncertaintyWeighting
 from clinical_mtl.model.network import MultiHeadNet, StackedMultiHeadNet, build_network, dropout, soft_sharing_penalty
 from clinical_mtl.model.stacked_training import fit_stacked
 from clinical_mtl.model.training import TaskData, TrainingSettings, fit_module
@@ -67,6 +67,7 @@ CASES = {
         weighting=lambda: FixedWeighting([2.0, 0.5, 1.0, 1.5]), head_hidden=[(5,), (), (3, 2), ()],
         head_weight_decay=(0.0, 0.1, 0.05, 0.01)),
     "uncertainty weights": dict(weighting=lambda: UncertaintyWeighting([False, True, False, False])),
+    "label-share weights": dict(weighting=lambda: LabelShareWeighting(4)),
     "dynamic weight average": dict(weighting=lambda: DynamicWeightAverage(4)),
     "proportional survival head": dict(weighting=lambda: FixedWeighting([1.0] * 4), tied=[False, False, True, False]),
     "proportional survival head, head decay": dict(
