@@ -279,9 +279,9 @@ def _train_epoch(stacked: StackedMultiHeadNet, weightings, task_kinds, data: Tas
     stacked.train()
     rows, row_valid = train.shuffled(generators)
     X, targets, weights = _member_data(data, rows, row_valid)
-    # Fixed weights (the default "equal") combine all members' losses in one product, without a sync.
+    # Fixed weights (the default "equal", label share) combine all members' losses in one product, without a sync.
     fixed = (torch.stack([w.weights for w in weightings])
-             if all(type(w) is FixedWeighting for w in weightings) else None)
+             if all(isinstance(w, FixedWeighting) for w in weightings) else None)
     training = torch.tensor(active, device=rows.device)[:, None]
     loss_sums = torch.zeros(len(weightings), len(task_kinds), device=rows.device)
     weight_sums = torch.zeros_like(loss_sums)
