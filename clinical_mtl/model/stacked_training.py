@@ -31,9 +31,10 @@ from torch import Tensor
 from ..exceptions import TrainingDivergedError
 from .early_stopping import OutcomeStopping, keeps_training
 from .losses import FixedWeighting, TaskWeighting, row_losses
-from .network import MultiHeadNet, StackedMultiHeadNet
+from .network import MultiHeadNet
 from .optimizer import decoupled_adamw
 from .relatedness import RELATEDNESS_EVERY, measurement_rows
+from .stacked_network import StackedMultiHeadNet
 from .training import (
     ALTERNATE,
     TaskData,

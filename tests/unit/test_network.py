@@ -25,3 +25,37 @@ def test_build_is_seeded_and_leaves_global_rng_alone():
     for a, b, c in zip(first.parameters(), second.parameters(), other.parameters()):
         assert torch.equal(a, b)
         assert not torch.equal(a, c)
+
+
+def _relu_outputs_share_inputs(net, x):
+    """Per ReLU of ``net``, whether a forward pass wrote its output over its input."""
+    shared, handles = [], []
+    for module in net.modules():
+        if isinstance(module, torch.nn.ReLU):
+            handles.append(module.register_forward_hook(
+                lambda _, inputs, output: shared.append(output.data_ptr() == inputs[0].data_ptr())))
+    net(x)
+    for handle in handles:
+        handle.remove()
+    return shared
+
+
+def test_relus_work_in_place_only_while_training_and_leave_gradients_alone():
+    net = MultiHeadNet(5, (16, 8), head_sizes=(1, 3), head_hidden_layer_sizes=((4,), ()))
+    x = torch.randn(32, 5)
+    assert _relu_outputs_share_inputs(net.train(), x) == [True] * 3
+    assert _relu_outputs_share_inputs(net.eval(), x) == [False] * 3
+
+    reference = MultiHeadNet(5, (16, 8), head_sizes=(1, 3), head_hidden_layer_sizes=((4,), ()))
+    reference.load_state_dict(net.state_dict())
+    reference.train()
+    for module in reference.modules():
+        if isinstance(module, torch.nn.ReLU):
+            module.inplace = False  # torch's usual ReLU, as a hand-written network has it
+    grads = []
+    for model in (net.train(), reference):
+        model.zero_grad()
+        sum(out.square().sum() for out in model(x)).backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for ours, usual in zip(*grads):
+        assert torch.equal(ours, usual)

@@ -13,7 +13,8 @@ from clinical_mtl import MultiTaskMLP
 from clinical_mtl.exceptions import TrainingDivergedError
 from clinical_mtl.model import fitting
 from clinical_mtl.model.losses import FixedWeighting, LabelShareWeighting, UncertaintyWeighting
-from clinical_mtl.model.network import MultiHeadNet, StackedMultiHeadNet, build_network, dropout, soft_sharing_penalty
+from clinical_mtl.model.network import MultiHeadNet, build_network, soft_sharing_penalty
+from clinical_mtl.model.stacked_network import StackedMultiHeadNet, dropout
 from clinical_mtl.model.stacked_training import fit_stacked
 from clinical_mtl.model.training import TaskData, TrainingSettings, fit_module
 from clinical_mtl.model.weighting import DynamicWeightAverage
