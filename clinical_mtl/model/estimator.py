@@ -149,18 +149,18 @@ class MultiTaskMLP(PredictionCoreMixin, ExplanationMixin, BaseEstimator):
         reported (flat output columns, reports, metrics), for every survival
         outcome or per outcome. None takes the quartiles of each outcome's
         training event times, to two significant digits.
-    survival_head : {"interval", "proportional", "auto"}, default="interval"
+    survival_head : {"interval", "proportional", "cox", "auto"}, default="interval"
         How a survival head's interval hazards depend on the patient:
         "proportional" gives every interval the same effect of the shared
         layers, ``logit h_j(x) = a_j + eta(x)`` (a proportional-odds
         discrete-time model: one risk score per patient, as in Cox's
         model); "interval" gives each interval its own effect (hazards whose
-        ratios change over follow-up, at the cost of many more weights).
-        "auto" trains the ensemble with each and keeps the one whose
-        survival outcomes have the lower held-out loss (2 to 4 times the
-        training time; see ``fitting.fit_survival_heads``). With the default
-        4 intervals it ranked no better than "interval" on the selection folds.
-        See ``reports/survival_benchmark.md``.
+        ratios change over follow-up, at the cost of many more weights);
+        "cox" is "proportional" with ``eta`` trained by Cox's partial likelihood
+        in each batch, then the ``a_j`` fitted to it (``survival.cox_loss``).
+        "auto" trains the ensemble with "interval" and with "proportional", keeping
+        the one whose survival outcomes have the lower held-out loss (2 to 4 times
+        the training time; ``fitting.fit_survival_heads``). See ``reports/survival_benchmark.md``.
     interval_method : {"normalized", "absolute"}, default="normalized"
         Width of ``predict_interval``'s split-conformal intervals: scaled per patient by a model of
         the residuals' size, or one for all (see :mod:`clinical_mtl.model.conformal`).

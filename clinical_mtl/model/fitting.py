@@ -25,17 +25,20 @@ from .early_stopping import PER_OUTCOME, kept_other_epochs
 from .hooks import TrainingProgress, has_progress_listeners, notify_progress
 from .labels import class_counts, class_weight_vectors, encode_targets, labelled_targets
 from .metrics import metrics_table
-from .network import build_network, split_by_outcome
+from .network import build_network, head_layers, split_by_outcome
 from .preprocessing import STORED_DIGITS, round_significant
 from .splitting import holdout_split
 from .stacked_training import covers, fit_stacked
 from .survival import (
     AUTO_HEAD,
+    COX_HEAD,
+    COX_LOSS,
     INTERVAL_HEAD,
     PROPORTIONAL_HEAD,
     SURVIVAL,
     cohort_curve_times,
     describe_censoring,
+    fit_interval_biases,
     survival_labels,
 )
 from .survival_metrics import kaplan_meier_curve
@@ -155,7 +158,7 @@ def held_out_loss(ensemble: FittedEnsemble, outcomes) -> float:
 def fit_ensemble(model, specs, inputs: np.ndarray, labels: pd.DataFrame, seeds,
                  survival_head: str = INTERVAL_HEAD) -> FittedEnsemble:
     """Train ``len(seeds)`` networks with ``model``'s parameters, one seed each, survival outcomes
-    with ``survival_head`` ("interval" or "proportional")."""
+    with ``survival_head`` ("interval", "proportional" or "cox")."""
     new_weighting = weighting_factory(model.loss_weighting, specs)
     class_weights = class_weight_vectors(specs, labels, model.class_weight)
     device = resolve_device(model.device)
@@ -172,7 +175,8 @@ def fit_ensemble(model, specs, inputs: np.ndarray, labels: pd.DataFrame, seeds,
     weightings = [new_weighting().to(device) for _ in seeds]
     reports = ([_progress_reporter(model, specs, member, len(seeds)) for member in range(len(seeds))]
                if has_progress_listeners() else None)
-    names, kinds = [s.name for s in specs], [s.kind for s in specs]
+    names = [s.name for s in specs]
+    kinds = [COX_LOSS if s.kind == SURVIVAL and survival_head == COX_HEAD else s.kind for s in specs]
     if len(seeds) > 1 and covers(settings, model.loss_weighting):
         results = fit_stacked(
             networks, model.dropout, weightings, names, kinds, data.to(device),
@@ -190,7 +194,7 @@ def fit_ensemble(model, specs, inputs: np.ndarray, labels: pd.DataFrame, seeds,
                     for network, result in zip(networks, results)]
     fitted = FittedEnsemble([], [], [], [], [])
     for member, (network, result, (_, valid_rows)) in enumerate(zip(networks, results, splits)):
-        fitted.networks.append(network.cpu())
+        fitted.networks.append(_fit_cox_baselines(network.cpu(), kinds, data))
         if valid_rows is not None:
             fitted.held_out.append((valid_rows, network))
         fitted.history += [{"member": member} | record for record in result.history]
@@ -199,6 +203,21 @@ def fit_ensemble(model, specs, inputs: np.ndarray, labels: pd.DataFrame, seeds,
     fitted.best_epochs, fitted.n_epochs = np.asarray(fitted.best_epochs), np.asarray(fitted.n_epochs)
     fitted.outcome_epochs = kept
     return fitted
+
+
+@torch.no_grad()
+def _fit_cox_baselines(network, kinds, data: TaskData):
+    """``network`` with the interval biases of each survival outcome trained by Cox's partial likelihood
+    (which leaves biases alone) fitted by maximum likelihood on every labelled row of the fit, its risk
+    scores held fixed (``fit_interval_biases``)."""
+    for t, kind in enumerate(kinds):
+        if kind != COX_LOSS:
+            continue
+        rows = data.weights[:, t] > 0
+        output = head_layers(network.heads[t])[1]
+        effect = predict_module(network, data.X[rows])[t][:, 0] - output.bias[0]
+        output.bias.copy_(fit_interval_biases(effect, data.targets[t][rows], output.out_features))
+    return network
 
 
 def _kept_epochs(result, n_outcomes: int) -> list[int]:
@@ -333,7 +352,7 @@ def _build_member(model, specs, n_inputs: int, seed: int, survival_head: str):
     trunk, heads = tuple(model.hidden_layer_sizes), head_hidden_sizes(model.head_hidden_layer_sizes, specs)
     if model.sharing == "soft":  # one trunk per outcome: the trunk's layers become each head's first layers
         trunk, heads = (), [trunk + own for own in heads]
-    tied = [spec.kind == SURVIVAL and survival_head == PROPORTIONAL_HEAD for spec in specs]
+    tied = [spec.kind == SURVIVAL and survival_head in (PROPORTIONAL_HEAD, COX_HEAD) for spec in specs]
     return build_network(n_inputs, trunk, [s.n_outputs for s in specs], model.dropout, seed, heads, tied)
 
 

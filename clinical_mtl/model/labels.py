@@ -142,7 +142,7 @@ def encode_targets(Y: pd.DataFrame, specs: Sequence[TaskSpec]) -> tuple[list[np.
     targets : list of ndarray
         Per outcome: int64 class indices or float32 standardised values of
         shape (n_samples,), or for a survival outcome int64 (intervals
-        survived, event) of shape (n_samples, 2) (see
+        survived, event, rank of the time) of shape (n_samples, 3) (see
         :func:`clinical_mtl.model.survival.encode_survival`). Unlabelled rows
         hold 0 so that no NaN can reach a loss.
     labelled : ndarray of shape (n_samples, n_outcomes), dtype bool

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .survival import SURVIVAL, survival_loss
+from .survival import COX_LOSS, SURVIVAL, cox_loss, survival_loss
 from .tasks import BINARY, MULTICLASS, REGRESSION
 
 EQUAL = "equal"
@@ -59,18 +59,22 @@ def masked_task_loss(output: Tensor, target: Tensor, weight: Tensor, kind: str, 
     Tensor
         Scalar loss.
     """
-    return (row_losses(output, target, kind) * weight).sum() / (weight.sum() if total is None else total)
+    return (row_losses(output, target, kind, weight) * weight).sum() / (weight.sum() if total is None else total)
 
 
-def row_losses(output: Tensor, target: Tensor, kind: str) -> Tensor:
+def row_losses(output: Tensor, target: Tensor, kind: str, weight: Tensor | None = None) -> Tensor:
     """Each row's unweighted loss of one task (see ``masked_task_loss``).
 
     Parameters
     ----------
     output : Tensor of shape (..., n, width)
-    target : Tensor of shape (..., n) or (..., n, 2)
+    target : Tensor of shape (..., n) or (..., n, 3)
         Leading dimensions (an ensemble's members) as in ``output``.
     kind : str
+        A task kind, or ``COX_LOSS`` (a survival outcome of ``survival_head="cox"``).
+    weight : Tensor of shape (..., n), optional
+        The rows' weights; needed by ``COX_LOSS`` alone, whose row terms
+        depend on the other rows at risk.
 
     Returns
     -------
@@ -84,6 +88,8 @@ def row_losses(output: Tensor, target: Tensor, kind: str) -> Tensor:
         return F.mse_loss(output.squeeze(-1), target, reduction="none")
     if kind == SURVIVAL:
         return survival_loss(output, target)
+    if kind == COX_LOSS:
+        return cox_loss(output, target, weight)
     raise ValueError(f"Unknown task kind {kind!r}.")
 
 

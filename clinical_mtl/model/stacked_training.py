@@ -100,7 +100,7 @@ def member_losses(outputs: Sequence[Tensor], targets: Sequence[Tensor], weights:
     Parameters
     ----------
     outputs : list of Tensor of shape (n_members, n, width)
-    targets : list of Tensor of shape (n_members, n) or (n_members, n, 2)
+    targets : list of Tensor of shape (n_members, n) or (n_members, n, 3)
     weights : Tensor of shape (n_members, n, n_tasks)
         Row weights, 0 for unlabelled rows and padding.
     rows : Tensor of shape (n_members, 1), optional
@@ -114,8 +114,8 @@ def member_losses(outputs: Sequence[Tensor], targets: Sequence[Tensor], weights:
     weight_totals : Tensor of shape (n_members, n_tasks)
     """
     totals = weights.sum(dim=1)
-    per_row = torch.stack([row_losses(out, target, kind) for out, target, kind in zip(outputs, targets, task_kinds)],
-                          dim=2)
+    per_row = torch.stack([row_losses(out, target, kind, weights[..., t])
+                           for t, (out, target, kind) in enumerate(zip(outputs, targets, task_kinds))], dim=2)
     return (per_row * weights).sum(dim=1) / (totals if rows is None else rows).clamp_min(1e-30), totals
 
 

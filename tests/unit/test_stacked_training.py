@@ -16,6 +16,7 @@ from clinical_mtl.model.losses import FixedWeighting, LabelShareWeighting, Uncer
 from clinical_mtl.model.network import MultiHeadNet, build_network, soft_sharing_penalty
 from clinical_mtl.model.stacked_network import StackedMultiHeadNet, dropout
 from clinical_mtl.model.stacked_training import fit_stacked
+from clinical_mtl.model.survival import COX_LOSS
 from clinical_mtl.model.training import TaskData, TrainingSettings, fit_module
 from clinical_mtl.model.weighting import DynamicWeightAverage
 
@@ -34,12 +35,13 @@ def cohort(n=230, seed=0):
     value = 2 * X[:, 1] + torch.randn(n, generator=generator)
     survived = torch.randint(0, N_INTERVALS + 1, (n,), generator=generator)
     event = (torch.rand(n, generator=generator) < 0.6).long() * (survived < N_INTERVALS).long()
+    time_rank = torch.randint(0, 60, (n,), generator=generator)  # of 230 rows: many tied times
     stage = torch.bucketize(X[:, 2] + X[:, 3], torch.tensor([-0.5, 0.5]))
     weights = torch.ones(n, 4)
     weights[::3, 1] = 0.0
     weights[1::3, 2] = 0.0
     weights[2::5, 3] = 0.0
-    return TaskData(X, [cls, value, torch.stack([survived, event], dim=1), stage], weights)
+    return TaskData(X, [cls, value, torch.stack([survived, event, time_rank], dim=1), stage], weights)
 
 
 def member_rows(n, seed):
@@ -74,6 +76,11 @@ CASES = {
     "proportional survival head, head decay": dict(
         weighting=lambda: FixedWeighting([1.0] * 4), tied=[False, False, True, False],
         head_weight_decay=(0.0, 0.1, 0.05, 0.01)),
+    "cox survival head": dict(weighting=lambda: FixedWeighting([1.0] * 4), tied=[False, False, True, False],
+                              kinds=["binary", "regression", COX_LOSS, "multiclass"]),
+    "cox survival head, uncertainty weights, per-outcome stopping": dict(
+        weighting=lambda: UncertaintyWeighting([False, True, False, False]), tied=[False, False, True, False],
+        kinds=["binary", "regression", COX_LOSS, "multiclass"], per_outcome_stopping=True),
     "per-outcome stopping": dict(weighting=lambda: FixedWeighting([1.0] * 4), per_outcome_stopping=True),
     "soft sharing": dict(weighting=lambda: FixedWeighting([1.0] * 4), trunk=(), head_hidden=[(8,)] * 4,
                          tied_layers=1, sharing_strength=0.5),
@@ -92,11 +99,12 @@ def test_members_trained_together_match_members_trained_apart(case):
     train_settings = settings(**{k: v for k, v in config.items() if k in SETTINGS_KEYS})
     apart = networks(config.get("head_hidden"), config.get("tied"), config.get("trunk", (8,)))
     apart_weightings = [config["weighting"]() for _ in SEEDS]
-    expected = [fit_module(net, w, NAMES, KINDS, data.take(train), data.take(valid), train_settings, seed)
+    kinds = config.get("kinds", KINDS)
+    expected = [fit_module(net, w, NAMES, kinds, data.take(train), data.take(valid), train_settings, seed)
                 for net, w, (train, valid), seed in zip(apart, apart_weightings, rows, SEEDS)]
     together = networks(config.get("head_hidden"), config.get("tied"), config.get("trunk", (8,)))
     weightings = [config["weighting"]() for _ in SEEDS]
-    results = fit_stacked(together, 0.0, weightings, NAMES, KINDS, data, [r[0] for r in rows],
+    results = fit_stacked(together, 0.0, weightings, NAMES, kinds, data, [r[0] for r in rows],
                           [r[1] for r in rows], train_settings, SEEDS)
     # The members stop at different epochs: the ones that stop first keep their best weights.
     assert len({result.n_epochs for result in expected}) > 1
@@ -107,8 +115,12 @@ def test_members_trained_together_match_members_trained_apart(case):
         for record, other in zip(mine.history, theirs.history):
             for key, value in other.items():
                 assert record[key] == pytest.approx(value, rel=1e-4, abs=1e-6, nan_ok=True), key
-        for p, q in zip(net.state_dict().values(), reference.state_dict().values()):
-            torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+        # Cox's likelihood is flat in its head's biases: their gradient is float noise, which Adam scales
+        # to full steps; fitting.fit_ensemble refits them after training (fit_interval_biases).
+        untrained = {"heads.2.bias"} if COX_LOSS in kinds else set()
+        for (key, p), q in zip(net.state_dict().items(), reference.state_dict().values()):
+            if key not in untrained:
+                torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
         for p, q in zip(w.state_dict().values(), w_ref.state_dict().values()):
             torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5, equal_nan=True)
         assert mine.outcome_epochs == theirs.outcome_epochs
@@ -118,7 +130,7 @@ def test_members_trained_together_match_members_trained_apart(case):
             if state is None:  # fewer than MIN_VALIDATION_LABELS labelled rows: the joint objective's weights
                 continue
             assert state.keys() == reference_state.keys()
-            for key in state:
+            for key in state.keys() - untrained:
                 torch.testing.assert_close(state[key], reference_state[key], rtol=1e-4, atol=1e-5)
     if config.get("per_outcome_stopping"):  # outcomes watched alone and outcomes following the joint objective
         assert {state is None for result in results for state in result.outcome_states} == {True, False}

@@ -29,15 +29,15 @@ def test_targets_count_the_intervals_survived_and_credit_a_censored_interval_pas
     time = np.array([5.0, 15.0, 12.0, 18.0, 40.0, 55.0, 55.0, np.nan])
     event = np.array([1.0, 1.0, 0.0, 0.0, 1.0, 0.0, 1.0, np.nan])
     encoded = encode_survival(time, event, CUTS)
-    assert encoded.tolist() == [
-        [0, 1],  # event in (0, 10]
-        [1, 1],  # event in (10, 20]: survived one interval
-        [1, 0],  # censored at 12, before the middle of (10, 20]: not credited with it
-        [2, 0],  # censored at 18, past the middle: credited
-        [2, 1],  # event at 40, the end of the last interval
-        [3, 0],  # censored after the last cut: survived all
-        [3, 0],  # an event past the last cut counts as censored there
-        [0, 0],  # unlabelled
+    assert encoded.tolist() == [  # intervals survived, event, rank of the time among the labelled rows
+        [0, 1, 0],  # event in (0, 10]
+        [1, 1, 2],  # event in (10, 20]: survived one interval
+        [1, 0, 1],  # censored at 12, before the middle of (10, 20]: not credited with it
+        [2, 0, 3],  # censored at 18, past the middle: credited
+        [2, 1, 4],  # event at 40, the end of the last interval
+        [3, 0, 5],  # censored after the last cut: survived all
+        [3, 0, 5],  # an event past the last cut counts as censored there; equal times, equal ranks
+        [0, 0, -1],  # unlabelled
     ]
 
 
@@ -124,7 +124,8 @@ def test_a_time_event_pair_is_a_survival_outcome_with_its_own_censoring():
     assert relapse.cut_points[-1] == 6.0 and relapse.horizons == (2.5, 3.0, 4.5)  # quartiles of 2, 3, 6
     targets, labelled = encode_targets(Y, specs)
     assert labelled[:, 1].tolist() == [True] * 5 + [False] and labelled[:, 2].all()
-    assert targets[1].shape == (6, 2) and targets[1][:, 1].tolist() == [1, 0, 1, 1, 0, 0]
+    assert targets[1].shape == (6, 3) and targets[1][:, 1].tolist() == [1, 0, 1, 1, 0, 0]
+    assert targets[1][:, 2].tolist() == [2, 3, 1, 4, 0, -1]  # times 5, 8, 3, 9, 2 ranked; unlabelled -1
     assert infer_tasks(Y, {"dx": "binary", "death": "survival", "relapse": "survival"}) == infer_tasks(Y)
     with pytest.raises(TaskSpecificationError, match=r"survival_horizons names \['dx'\]"):
         infer_tasks(Y, survival_horizons={"dx": [1]})

@@ -1,0 +1,112 @@
+"""``survival_head="cox"``: Cox's partial likelihood in a batch, and the interval baselines fitted after it."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from lifelines import CoxPHFitter
+from sksurv.metrics import concordance_index_censored
+
+from clinical_mtl import MultiTaskMLP
+from clinical_mtl.model.losses import masked_task_loss
+from clinical_mtl.model.network import build_network
+from clinical_mtl.model.survival import (
+    COX_LOSS,
+    cox_loss,
+    encode_survival,
+    fit_interval_biases,
+    survival_loss,
+)
+
+
+def _breslow_by_hand(risk, time, event, weight):
+    """Each row's term, summing over every other row: event_i (log sum_{t_j >= t_i, w_j > 0} w_j e^r_j - r_i)."""
+    terms = []
+    for i in range(len(risk)):
+        at_risk = (time >= time[i]) & (weight > 0)
+        terms.append(event[i] * (np.log(np.sum(weight[at_risk] * np.exp(risk[at_risk]))) - risk[i]))
+    return np.array(terms)
+
+
+def test_the_loss_is_breslows_partial_likelihood_over_the_labelled_rows_at_risk():
+    rng = np.random.default_rng(0)
+    n_members, n = 3, 40
+    time = np.round(rng.exponential(10.0, size=(n_members, n)))  # rounded: tied times
+    event = (rng.random((n_members, n)) < 0.6).astype(float)
+    weight = np.where(rng.random((n_members, n)) < 0.2, 0.0, rng.choice([1.0, 2.0], size=(n_members, n)))
+    risk = rng.normal(size=(n_members, n))
+    time[weight == 0] = np.nan  # unlabelled: no time at all
+    target = np.stack([encode_survival(t, np.where(w > 0, e, np.nan), (5.0, 10.0, 50.0))
+                       for t, e, w in zip(time, event, weight)])
+    logits = torch.tensor(risk)[..., None].expand(n_members, n, 3) + torch.tensor([0.3, -1.0, 2.0])
+    got = cox_loss(logits, torch.from_numpy(target), torch.tensor(weight)).numpy()
+    for member in range(n_members):
+        labelled = weight[member] > 0
+        expected = _breslow_by_hand(risk[member], np.nan_to_num(time[member], nan=-1.0), event[member],
+                                    weight[member])
+        np.testing.assert_allclose(got[member][labelled], expected[labelled], rtol=1e-10, atol=1e-12)
+        assert np.all(np.isfinite(got[member]))
+
+
+def test_the_loss_at_lifelines_estimates_is_minus_its_partial_log_likelihood():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(120, 3))
+    time = rng.exponential(np.exp(-X @ np.array([0.8, -0.5, 0.0])))  # continuous: no ties
+    event = (rng.random(120) < 0.7).astype(float)
+    frame = pd.DataFrame(X, columns=["a", "b", "c"]).assign(T=time, E=event)
+    fitter = CoxPHFitter(penalizer=0.0).fit(frame, duration_col="T", event_col="E")
+    risk = torch.tensor(X @ fitter.params_.to_numpy())[:, None]
+    target = torch.from_numpy(encode_survival(time, event, (time.max(),)))  # no event past the last cut
+    total = cox_loss(risk, target, torch.ones(120)).sum().item()
+    assert total == pytest.approx(-fitter.log_likelihood_, rel=1e-9)
+
+
+def test_an_unlabelled_row_has_no_influence_on_the_cox_gradient():
+    generator = torch.Generator().manual_seed(0)
+    X = torch.randn(8, 4, generator=generator)
+    time = np.array([3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0, 6.0])
+    event = np.array([1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 0.0])
+    target = torch.from_numpy(encode_survival(time, event, (2.0, 5.0, 9.0)))
+    weight = torch.tensor([1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 1.0])  # row 3 unlabelled
+
+    def gradient(inputs, targets):
+        net = build_network(4, (8,), [3], 0.0, seed=0, tied_heads=[True])
+        masked_task_loss(net(inputs)[0], targets, weight, COX_LOSS).backward()
+        return torch.cat([p.grad.flatten() for p in net.parameters()])
+
+    reference = gradient(X, target)
+    changed_X, changed_target = X.clone(), target.clone()
+    changed_X[3], changed_target[3] = 1e3, torch.tensor([0, 1, 7])  # an event after every other row
+    assert torch.equal(reference, gradient(changed_X, changed_target))
+    changed_X[4] = 1e3  # whereas a labelled row censored at 5 sits in the risk sets of 3 events and moves it
+    assert not torch.equal(reference, gradient(changed_X, target))
+
+
+def test_the_fitted_biases_maximise_the_interval_likelihood_given_the_risk_scores():
+    rng = np.random.default_rng(2)
+    time, event = rng.exponential(5.0, 300), (rng.random(300) < 0.6).astype(float)
+    cuts = (2.0, 4.0, 7.0, 12.0)
+    target = torch.from_numpy(encode_survival(time, event, cuts))
+    effect = torch.tensor(rng.normal(size=300))
+    biases = fit_interval_biases(effect, target, len(cuts)).requires_grad_()
+    nll = survival_loss(biases[None, :] + effect[:, None], target).sum()
+    (gradient,) = torch.autograd.grad(nll, biases)
+    assert gradient.abs().max().item() < 1e-6
+    for shift in (-0.05, 0.05):  # and a strict minimum
+        moved = survival_loss(biases.detach()[None, :] + shift + effect[:, None], target).sum()
+        assert moved.item() > nll.item()
+
+
+def test_the_cox_head_learns_the_order_of_times_within_an_interval():
+    """With one interval and every patient's event in it, the interval likelihood says nothing about
+    who died first; Cox's partial likelihood ranks patients by exactly that."""
+    rng = np.random.default_rng(3)
+    X = pd.DataFrame({"x": rng.normal(size=400), "noise": rng.normal(size=400)})
+    Y = pd.DataFrame({"death_time": np.exp(-X["x"] + 0.1 * rng.normal(size=400)) * 100, "death_event": 1})
+    concordance = {}
+    for head in ("cox", "proportional"):
+        model = MultiTaskMLP(hidden_layer_sizes=(8,), ensemble_size=1, survival_intervals=1, max_epochs=40,
+                             random_state=0, survival_head=head).fit(X, Y)
+        risk = model.predict_survival_function(X, times=[50.0])["death"][:, 0]  # survival: lower is riskier
+        concordance[head] = concordance_index_censored(np.ones(400, bool), Y["death_time"], -risk)[0]
+    assert concordance["cox"] > 0.9 and concordance["proportional"] < 0.7, concordance
