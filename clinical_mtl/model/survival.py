@@ -285,10 +285,10 @@ def fit_interval_biases(effect: Tensor, target: Tensor, n_intervals: int) -> Ten
     -------
     Tensor of shape (n_intervals,), float64
     """
-    effect, target = effect.double(), target
+    effect = effect.double()
     survived, event = target[:, 0], target[:, 1].double()
     through = (torch.arange(n_intervals)[None, :] < survived[:, None]).double()
-    at_event = torch.nn.functional.one_hot(survived.clamp(max=n_intervals - 1), n_intervals).double() * event[:, None]
+    at_event = F.one_hot(survived.clamp(max=n_intervals - 1), n_intervals).double() * event[:, None]
     biases = torch.zeros(n_intervals, dtype=torch.float64)
     for _ in range(50):  # Newton's method on a convex function of J numbers, separable by interval
         z = biases[None, :] + effect[:, None]
