@@ -33,7 +33,7 @@ from .outcome_view import single_outcome, single_outcome_of, with_estimator_type
 from .parameters import PARAMETER_CONSTRAINTS
 from .prediction import PredictionCoreMixin
 from .preprocessing import ClinicalPreprocessor
-from .survival import DEFAULT_INTERVALS, INTERVAL_HEAD
+from .survival import DEFAULT_INTERVALS, MIXED_HEAD
 from .tasks import TaskSpec, infer_tasks
 from .training import JOINT
 
@@ -149,18 +149,18 @@ class MultiTaskMLP(PredictionCoreMixin, ExplanationMixin, BaseEstimator):
         reported (flat output columns, reports, metrics), for every survival
         outcome or per outcome. None takes the quartiles of each outcome's
         training event times, to two significant digits.
-    survival_head : {"interval", "proportional", "cox", "auto"}, default="interval"
+    survival_head : {"interval", "proportional", "cox", "mixed", "auto"}, default="mixed"
         How a survival head's interval hazards depend on the patient:
         "proportional" gives every interval the same effect of the shared
-        layers, ``logit h_j(x) = a_j + eta(x)`` (a proportional-odds
-        discrete-time model: one risk score per patient, as in Cox's
-        model); "interval" gives each interval its own effect (hazards whose
-        ratios change over follow-up, at the cost of many more weights);
-        "cox" is "proportional" with ``eta`` trained by Cox's partial likelihood
-        in each batch, then the ``a_j`` fitted to it (``survival.cox_loss``).
-        "auto" trains the ensemble with "interval" and with "proportional", keeping
-        the one whose survival outcomes have the lower held-out loss (2 to 4 times
-        the training time; ``fitting.fit_survival_heads``). See ``reports/survival_benchmark.md``.
+        layers, ``logit h_j(x) = a_j + eta(x)`` (one risk score per patient, as
+        in Cox's model); "interval" gives each interval its own effect (hazard
+        ratios that change over follow-up); "cox" is "proportional" with ``eta``
+        trained by Cox's partial likelihood in each batch, then the ``a_j`` fitted
+        to it (``survival.cox_loss``); "mixed" alternates "interval" and "cox"
+        over the ensemble's networks. "auto" trains the ensemble with each of the
+        first three and keeps the one with the lower held-out loss of the intervals'
+        likelihood (3 to 6 times the training time; ``fitting.fit_survival_heads``).
+        See ``reports/survival_benchmark.md``.
     interval_method : {"normalized", "absolute"}, default="normalized"
         Width of ``predict_interval``'s split-conformal intervals: scaled per patient by a model of
         the residuals' size, or one for all (see :mod:`clinical_mtl.model.conformal`).
@@ -295,7 +295,7 @@ class MultiTaskMLP(PredictionCoreMixin, ExplanationMixin, BaseEstimator):
         calibration=TEMPERATURE,
         survival_intervals=DEFAULT_INTERVALS,
         survival_horizons=None,
-        survival_head=INTERVAL_HEAD,
+        survival_head=MIXED_HEAD,
         interval_method=NORMALIZED,
         head_hidden_layer_sizes=(),
         training=JOINT,

@@ -34,12 +34,14 @@ from .survival import (
     COX_HEAD,
     COX_LOSS,
     INTERVAL_HEAD,
+    MIXED_HEAD,
     PROPORTIONAL_HEAD,
     SURVIVAL,
     cohort_curve_times,
     describe_censoring,
     fit_interval_biases,
     survival_labels,
+    survival_loss,
 )
 from .survival_metrics import kaplan_meier_curve
 from .tasks import REGRESSION, TaskSpec, decode_outputs
@@ -115,7 +117,7 @@ def _label_counts(labels: pd.DataFrame, spec: TaskSpec) -> dict:
         {"events": class_counts(labels, spec)} if spec.is_classification else {})
 
 
-SURVIVAL_HEADS = (INTERVAL_HEAD, PROPORTIONAL_HEAD)  # in the order a tie is broken
+SURVIVAL_HEADS = (INTERVAL_HEAD, PROPORTIONAL_HEAD, COX_HEAD)  # in the order a tie is broken
 
 
 def fit_survival_heads(model, specs, inputs: np.ndarray, labels: pd.DataFrame,
@@ -124,11 +126,12 @@ def fit_survival_heads(model, specs, inputs: np.ndarray, labels: pd.DataFrame,
     whose survival outcomes have the lower held-out loss.
 
     The loss of a head is, per network, the sum over survival outcomes of the
-    early-stopping rows' negative log-likelihood at the network's best epoch,
-    averaged over networks. Both ensembles use the same seeds, so the same
-    early-stopping rows and batch orders: the comparison is paired. Without
-    a survival outcome or without early stopping there is nothing to choose
-    by, and ``"auto"`` means ``"interval"``.
+    early-stopping rows' negative log-likelihood of the intervals
+    (``survival_loss``) at the weights the network keeps, averaged over
+    networks (``held_out_loss``). Every ensemble uses the same seeds, so the
+    same early-stopping rows and batch orders: the comparison is paired.
+    Without a survival outcome or without early stopping there is nothing to
+    choose by, and ``"auto"`` means ``"interval"``.
 
     Returns
     -------
@@ -143,22 +146,51 @@ def fit_survival_heads(model, specs, inputs: np.ndarray, labels: pd.DataFrame,
         head = INTERVAL_HEAD if model.survival_head == AUTO_HEAD else model.survival_head
         return fit_ensemble(model, specs, inputs, labels, seeds, head), head, {}
     fitted = {head: fit_ensemble(model, specs, inputs, labels, seeds, head) for head in SURVIVAL_HEADS}
-    losses = {head: held_out_loss(ensemble, survival) for head, ensemble in fitted.items()}
+    losses = {head: held_out_loss(ensemble, specs, inputs, labels, head) for head, ensemble in fitted.items()}
     chosen = min(SURVIVAL_HEADS, key=losses.get)
     return fitted[chosen], chosen, losses
 
 
-def held_out_loss(ensemble: FittedEnsemble, outcomes) -> float:
-    """Mean over networks of the summed early-stopping losses of ``outcomes`` at each network's best epoch."""
-    history = pd.DataFrame(ensemble.history)
-    best = history[history["epoch"] == history["member"].map(dict(enumerate(ensemble.best_epochs)))]
-    return float(best[[f"valid_loss/{name}" for name in outcomes]].sum(axis=1).mean())
+@torch.no_grad()
+def held_out_loss(ensemble: FittedEnsemble, specs, inputs: np.ndarray, labels: pd.DataFrame,
+                  survival_head: str) -> float:
+    """Mean over networks of the summed interval likelihood losses of the survival outcomes on each
+    network's early-stopping rows.
+
+    For the interval and proportional heads these are the losses the
+    history recorded at each network's best epoch. The cox head's history
+    holds partial likelihoods, which no other head's loss can be compared
+    with; its loss is the intervals' one, with the biases fitted to the
+    network's training rows alone (``fit_interval_biases``), so that the
+    early-stopping rows stay unseen as they are for the other heads.
+    """
+    outcomes = [spec.name for spec in specs if spec.kind == SURVIVAL]
+    if survival_head != COX_HEAD:
+        history = pd.DataFrame(ensemble.history)
+        best = history[history["epoch"] == history["member"].map(dict(enumerate(ensemble.best_epochs)))]
+        return float(best[[f"valid_loss/{name}" for name in outcomes]].sum(axis=1).mean())
+    targets, labelled = encode_targets(labels, specs)
+    survival = [t for t, spec in enumerate(specs) if spec.kind == SURVIVAL]
+    losses = []
+    for valid_rows, network in ensemble.held_out:
+        held_out = np.zeros(len(inputs), dtype=bool)
+        held_out[valid_rows] = True
+        outputs = predict_module(network, torch.from_numpy(inputs))
+        total = 0.0
+        for t in survival:
+            bias = head_layers(network.heads[t])[1].bias
+            effect, target = outputs[t][:, 0] - bias[0], torch.from_numpy(targets[t])
+            train, valid = (torch.from_numpy(labelled[:, t] & rows) for rows in (~held_out, held_out))
+            biases = fit_interval_biases(effect[train], target[train], len(bias)).to(effect.dtype)
+            total += float(survival_loss(effect[valid, None] + biases, target[valid]).mean())
+        losses.append(total)
+    return float(np.mean(losses))
 
 
 def fit_ensemble(model, specs, inputs: np.ndarray, labels: pd.DataFrame, seeds,
                  survival_head: str = INTERVAL_HEAD) -> FittedEnsemble:
     """Train ``len(seeds)`` networks with ``model``'s parameters, one seed each, survival outcomes
-    with ``survival_head`` ("interval", "proportional" or "cox")."""
+    with ``survival_head`` ("interval", "proportional", "cox" or "mixed": ``member_heads``)."""
     new_weighting = weighting_factory(model.loss_weighting, specs)
     class_weights = class_weight_vectors(specs, labels, model.class_weight)
     device = resolve_device(model.device)
@@ -169,24 +201,21 @@ def fit_ensemble(model, specs, inputs: np.ndarray, labels: pd.DataFrame, seeds,
             row_weights[:, t] *= weights[targets[t]]
     data = TaskData(torch.from_numpy(inputs), [torch.from_numpy(t) for t in targets], torch.from_numpy(row_weights))
     seeds = [int(seed) for seed in seeds]
+    heads = member_heads(survival_head, len(seeds))
     splits = [_member_split(model, specs, targets, labelled, seed) for seed in seeds]
     settings = training_settings(model, specs, n_train=len(splits[0][0]))
-    networks = [_build_member(model, specs, inputs.shape[1], seed, survival_head).to(device) for seed in seeds]
-    weightings = [new_weighting().to(device) for _ in seeds]
+    networks = [_build_member(model, specs, inputs.shape[1], seed, head).to(device) for seed, head in zip(seeds, heads)]
     reports = ([_progress_reporter(model, specs, member, len(seeds)) for member in range(len(seeds))]
                if has_progress_listeners() else None)
-    names = [s.name for s in specs]
-    kinds = [COX_LOSS if s.kind == SURVIVAL and survival_head == COX_HEAD else s.kind for s in specs]
-    if len(seeds) > 1 and covers(settings, model.loss_weighting):
-        results = fit_stacked(
-            networks, model.dropout, weightings, names, kinds, data.to(device),
-            [torch.from_numpy(train) for train, _ in splits],
-            [torch.from_numpy(valid) for _, valid in splits] if model.early_stopping else None,
-            settings, seeds, reports)
-    else:
-        results = [_fit_apart(network, weighting, names, kinds, data, split, settings, seed, device,
-                              None if reports is None else reports[member])
-                   for member, (network, weighting, split, seed) in enumerate(zip(networks, weightings, splits, seeds))]
+    kinds = [[COX_LOSS if s.kind == SURVIVAL and head == COX_HEAD else s.kind for s in specs] for head in heads]
+    results = [None] * len(seeds)
+    for group in dict.fromkeys(map(tuple, kinds)):  # the networks with the same losses train together
+        members = [member for member, own in enumerate(kinds) if tuple(own) == group]
+        trained = _train(model, [networks[m] for m in members], [s.name for s in specs], list(group),
+                         data, [splits[m] for m in members], settings, [seeds[m] for m in members],
+                         None if reports is None else [reports[m] for m in members], new_weighting, device)
+        for member, result in zip(members, trained):
+            results[member] = result
     kept = np.asarray([_kept_epochs(result, len(specs)) for result in results], dtype=int)
     # Split every member alike, as saving needs, once any outcome keeps other weights than its member's best.
     if kept_other_epochs(kept, [result.best_epoch for result in results]):
@@ -194,7 +223,7 @@ def fit_ensemble(model, specs, inputs: np.ndarray, labels: pd.DataFrame, seeds,
                     for network, result in zip(networks, results)]
     fitted = FittedEnsemble([], [], [], [], [])
     for member, (network, result, (_, valid_rows)) in enumerate(zip(networks, results, splits)):
-        fitted.networks.append(_fit_cox_baselines(network.cpu(), kinds, data))
+        fitted.networks.append(_fit_cox_baselines(network.cpu(), kinds[member], data))
         if valid_rows is not None:
             fitted.held_out.append((valid_rows, network))
         fitted.history += [{"member": member} | record for record in result.history]
@@ -203,6 +232,30 @@ def fit_ensemble(model, specs, inputs: np.ndarray, labels: pd.DataFrame, seeds,
     fitted.best_epochs, fitted.n_epochs = np.asarray(fitted.best_epochs), np.asarray(fitted.n_epochs)
     fitted.outcome_epochs = kept
     return fitted
+
+
+def member_heads(survival_head: str, n_members: int) -> list[str]:
+    """Each network's survival head: ``survival_head``, or for "mixed" the interval head on the first,
+    third, ... network and the cox head on the others (one network: the interval head)."""
+    if survival_head != MIXED_HEAD:
+        return [survival_head] * n_members
+    return [(INTERVAL_HEAD, COX_HEAD)[member % 2] for member in range(n_members)]
+
+
+def _train(model, networks, names, kinds, data: TaskData, splits, settings, seeds, reports, new_weighting,
+           device) -> list:
+    """Train ``networks`` (of one survival head) on their splits: in one stacked loop where it covers
+    the settings, else one after another."""
+    weightings = [new_weighting().to(device) for _ in seeds]
+    if len(seeds) > 1 and covers(settings, model.loss_weighting):
+        return fit_stacked(
+            networks, model.dropout, weightings, names, kinds, data.to(device),
+            [torch.from_numpy(train) for train, _ in splits],
+            [torch.from_numpy(valid) for _, valid in splits] if model.early_stopping else None,
+            settings, seeds, reports)
+    return [_fit_apart(network, weighting, names, kinds, data, split, settings, seed, device,
+                       None if reports is None else reports[member])
+            for member, (network, weighting, split, seed) in enumerate(zip(networks, weightings, splits, seeds))]
 
 
 @torch.no_grad()

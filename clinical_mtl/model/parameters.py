@@ -56,7 +56,7 @@ from .calibration import ISOTONIC, TEMPERATURE
 from .conformal import INTERVAL_METHODS
 from .early_stopping import PER_OUTCOME
 from .losses import EQUAL, LABEL_SHARE, UNCERTAINTY
-from .survival import AUTO_HEAD, COX_HEAD, INTERVAL_HEAD, PROPORTIONAL_HEAD
+from .survival import AUTO_HEAD, COX_HEAD, INTERVAL_HEAD, MIXED_HEAD, PROPORTIONAL_HEAD
 from .training import ALTERNATE, JOINT
 from .weighting import DWA, GRADNORM, PCGRAD
 
@@ -81,7 +81,7 @@ PARAMETER_CONSTRAINTS: dict = {
     "calibration": [StrOptions({TEMPERATURE, ISOTONIC}), None],
     "survival_intervals": [Interval(Integral, 1, None, closed="left")],
     "survival_horizons": [tuple, list, dict, None],
-    "survival_head": [StrOptions({INTERVAL_HEAD, PROPORTIONAL_HEAD, AUTO_HEAD, COX_HEAD})],
+    "survival_head": [StrOptions({INTERVAL_HEAD, PROPORTIONAL_HEAD, AUTO_HEAD, COX_HEAD, MIXED_HEAD})],
     "interval_method": [StrOptions(set(INTERVAL_METHODS))],
     "head_hidden_layer_sizes": [tuple, list, dict],
     "training": [StrOptions({JOINT, ALTERNATE})],

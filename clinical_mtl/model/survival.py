@@ -34,7 +34,7 @@ censoring time is past the middle of the interval and ``j`` otherwise (so a
 censored patient is credited with an interval only if observed for most of
 it). Every term is a per-row sum: unlabelled rows get weight 0 and minibatches,
 task weighting and early stopping work as for every other head. Why this loss
-by default and not a Cox partial likelihood: the Cox risk set spans the whole
+and not only a Cox partial likelihood: the Cox risk set spans the whole
 cohort, so a minibatch estimate of it is biased; why not a parametric AFT: it
 fixes the shape of every patient's curve. On PBC the logistic hazard tied a
 penalised Cox model (``reports/survival_benchmark.md``).
@@ -47,6 +47,13 @@ only by the interval of each; the biases ``a_j``, which that likelihood
 ignores, are then fitted by maximum likelihood with ``eta`` held fixed
 (``fit_interval_biases``). Curves, horizons, explanations and saving are
 those of the proportional head.
+
+The default, ``survival_head="mixed"``, gives the ensemble's first, third, ...
+networks the interval head and the others the cox head, and averages their
+curves like any ensemble's: on held-out folds the cox head ranked patients
+better where hazards are proportional and the interval head calibrated
+better where they are not, and their mix had the best mean rank of the two
+heads alone and a penalised Cox model (``reports/survival_benchmark.md``).
 
 Event times past ``b_J`` (possible for patients the model did not train on)
 count as censored at ``b_J``.
@@ -66,8 +73,10 @@ from .preprocessing import STORED_DIGITS, round_significant
 
 SURVIVAL = "survival"
 INTERVAL_HEAD, PROPORTIONAL_HEAD, AUTO_HEAD, COX_HEAD = "interval", "proportional", "auto", "cox"
-"""``survival_head`` values: each interval its own effect, one effect for all, the better of the two, and one
+"""``survival_head`` values: each interval its own effect, one effect for all, the best of the three, and one
 effect for all trained by Cox's partial likelihood."""
+MIXED_HEAD = "mixed"
+"""``survival_head`` value: an ensemble whose networks alternate between the interval and the cox head."""
 COX_LOSS = "survival_cox"
 """The loss kind of a survival outcome with ``survival_head="cox"`` (``cox_loss``)."""
 TIME_SUFFIX, EVENT_SUFFIX = "_time", "_event"

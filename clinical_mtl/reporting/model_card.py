@@ -44,7 +44,7 @@ from ..model.early_stopping import kept_other_epochs
 from ..model.labels import check_label_index
 from ..model.metric_tables import MIN_MINORITY_CLASS, MIN_REGRESSION_ROWS, MIN_SURVIVAL_EVENTS
 from ..model.relatedness import relatedness_table
-from ..model.survival import COX_HEAD, SURVIVAL
+from ..model.survival import COX_HEAD, MIXED_HEAD, SURVIVAL
 from ..model.tasks import BINARY, REGRESSION
 from . import formatting as fmt
 from .card_tables import (
@@ -395,8 +395,10 @@ def survival_head_text(model) -> str | None:
     why = f", chosen by the early-stopping rows' loss ({losses})" if losses else ""
     intervals = "; ".join(f"{spec.name} on {len(spec.cut_points)}, ending at {_listed(fmt.numbers(*spec.cut_points))}"
                           for spec in survival)
-    trained = (" (one risk score per patient, trained by Cox's partial likelihood; the intervals' baseline "
-               "hazards then fitted to the training rows)" if model.survival_head_ == COX_HEAD else "")
+    cox = ("one risk score per patient, trained by Cox's partial likelihood; the intervals' baseline hazards "
+           "then fitted to the training rows")
+    trained = {COX_HEAD: f" ({cox})", MIXED_HEAD: "; the ensemble's networks alternate between the interval head (an "
+               f"effect of the shared layers per interval) and the cox head ({cox})"}.get(model.survival_head_, "")
     return (f"Survival outcomes have the {model.survival_head_} head{why}: a discrete-time logistic hazard on "
             f"intervals of follow-up cut at quantiles of the training event times ({intervals}){trained}.")
 

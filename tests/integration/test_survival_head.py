@@ -8,6 +8,7 @@ import torch
 from clinical_mtl import MultiTaskMLP
 from clinical_mtl.data.persistence import load_model, save_model
 from clinical_mtl.datasets import load_pbc, make_synthetic_cohort
+from clinical_mtl.model.fitting import fit_ensemble, member_heads
 from clinical_mtl.model.labels import encode_targets
 from clinical_mtl.model.network import head_layers
 from clinical_mtl.model.outputs import flat_predictions
@@ -180,16 +181,18 @@ def auto_head():
 
 
 def test_auto_keeps_the_head_with_the_lower_held_out_survival_loss(auto_head):
-    """"auto" is both heads fitted with the same seeds, and the one whose death loss on the
-    early-stopping rows (at each network's best epoch, mean over networks) is lower."""
+    """"auto" is the three heads fitted with the same seeds, and the one whose death loss on the
+    early-stopping rows (at each network's best epoch, mean over networks) is lower; the cox head's
+    loss is the intervals' likelihood too (``test_cox_head`` checks how it is computed)."""
     model, X, Y = auto_head
-    assert set(model.survival_head_losses_) == {"interval", "proportional"}
+    assert set(model.survival_head_losses_) == {"interval", "proportional", "cox"}
     assert model.survival_head_ == min(model.survival_head_losses_, key=model.survival_head_losses_.get)
-    for head in ("interval", "proportional"):
+    for head in ("interval", "proportional", "cox"):
         alone = MultiTaskMLP(survival_head=head, **AUTO).fit(X, Y)
         history = pd.DataFrame(alone.history_)
         best = history[history["epoch"] == history["member"].map(dict(enumerate(alone.best_epoch_)))]
-        assert model.survival_head_losses_[head] == pytest.approx(best["valid_loss/death"].mean(), rel=1e-12)
+        if head != "cox":  # the cox head's history holds partial likelihoods
+            assert model.survival_head_losses_[head] == pytest.approx(best["valid_loss/death"].mean(), rel=1e-12)
         if head == model.survival_head_:
             np.testing.assert_array_equal(model.predict_survival_function(X.head(20))["death"],
                                           alone.predict_survival_function(X.head(20))["death"])
@@ -225,16 +228,19 @@ def test_the_card_and_the_tracked_run_say_which_head_was_chosen_and_by_what(auto
     losses = model.survival_head_losses_
     cuts = next(spec.cut_points for spec in model.task_specs_ if spec.name == "death")
     listed = ", ".join(f"{c:,.0f}" for c in cuts[:-1]) + f" and {cuts[-1]:,.0f}"  # days: no decimals
+    trained = (" (one risk score per patient, trained by Cox's partial likelihood; the intervals' baseline "
+               "hazards then fitted to the training rows)" if model.survival_head_ == "cox" else "")
     sentence = (f"Survival outcomes have the {model.survival_head_} head, chosen by the early-stopping rows' loss "
-                f"(interval {losses['interval']:.4f}, proportional {losses['proportional']:.4f}): a discrete-time "
-                "logistic hazard on intervals of follow-up cut at quantiles of the training event times "
-                f"(death on {len(cuts)}, ending at {listed}).")
+                f"(interval {losses['interval']:.4f}, proportional {losses['proportional']:.4f}, cox "
+                f"{losses['cox']:.4f}): a discrete-time logistic hazard on intervals of follow-up cut at quantiles "
+                f"of the training event times (death on {len(cuts)}, ending at {listed}){trained}.")
     assert sentence in card.to_markdown() and sentence.replace("'", "&#39;") in card.to_html()
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     run = mlflow.get_run(log_fit(model, X, Y, log_models=False, log_explanations=False))
     assert run.data.tags["clinical_mtl.survival_head"] == model.survival_head_
-    assert run.data.metrics["survival_head_loss.proportional"] == pytest.approx(losses["proportional"])
+    for head in ("interval", "proportional", "cox"):
+        assert run.data.metrics[f"survival_head_loss.{head}"] == pytest.approx(losses[head])
     plain = build_model_card(MultiTaskMLP(**AUTO).fit(X, Y[["cirrhosis"]]), X, Y[["cirrhosis"]], X, Y[["cirrhosis"]],
                              single_task=False, n_bootstrap=0)
     assert "Survival outcomes have" not in plain.to_markdown()
@@ -249,3 +255,38 @@ def test_predict_survival_function_refuses_models_without_survival_and_bad_times
     with pytest.raises(ValueError, match="needs a survival outcome"):
         plain.predict_survival_function(X.head(2))
     assert isinstance(model.predict(X.head(3)), pd.DataFrame)
+
+
+def test_a_mixed_ensemble_is_the_interval_and_cox_networks_of_its_seeds(tmp_path):
+    """``survival_head="mixed"``: the first, third, ... networks are, bit for bit, those the interval head
+    trains from their seeds and the others those the cox head trains; the model explains, saves, loads
+    and describes itself."""
+    X, Y = load_pbc()
+    model = MultiTaskMLP(hidden_layer_sizes=(16,), ensemble_size=4, max_epochs=15, random_state=0,
+                         survival_head="mixed").fit(X, Y)
+    assert model.survival_head_ == "mixed" and model.survival_head_losses_ == {}
+    death = [spec.name for spec in model.task_specs_].index("death")
+    for member, network in enumerate(model.module_.members):
+        weight = head_layers(network.heads[death])[1].weight  # one effect for all intervals: cox networks only
+        assert bool((weight == weight[0]).all()) == (member % 2 == 1)
+    inputs, seeds = model.preprocessor_.transform(X), [5, 6, 7, 8]
+    mixed = fit_ensemble(model, model.task_specs_, inputs, Y, seeds, "mixed")
+    apart = [fit_ensemble(model, model.task_specs_, inputs, Y, seeds[first::2], head)
+             for first, head in enumerate(("interval", "cox"))]
+    for member, network in enumerate(mixed.networks):
+        alone = apart[member % 2]
+        for (name, value), twin in zip(network.state_dict().items(), alone.networks[member // 2].state_dict().values()):
+            assert torch.equal(value, twin), (member, name)
+        assert mixed.best_epochs[member] == alone.best_epochs[member // 2]
+    assert member_heads("mixed", 1) == ["interval"] and member_heads("cox", 2) == ["cox", "cox"]
+    loaded = load_model(save_model(model, tmp_path / "model"))
+    assert loaded.get_params()["survival_head"] == "mixed" and loaded.survival_head_ == "mixed"
+    np.testing.assert_array_equal(loaded.predict_survival_function(X.head(5))["death"],
+                                  model.predict_survival_function(X.head(5))["death"])
+    explained = model.explain(X.head(30))["death"]
+    curves = model.predict_survival_function(X.head(30), model.task_specs_[death].horizons)["death"]
+    assert np.abs(explained.base_values + explained.values.sum(axis=1) - (1 - curves)).max() < 1e-4
+    assert survival_head_text(model).endswith(
+        "; the ensemble's networks alternate between the interval head (an effect of the shared layers per interval) "
+        "and the cox head (one risk score per patient, trained by Cox's partial likelihood; the intervals' baseline "
+        "hazards then fitted to the training rows).")

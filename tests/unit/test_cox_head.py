@@ -8,6 +8,7 @@ from lifelines import CoxPHFitter
 from sksurv.metrics import concordance_index_censored
 
 from clinical_mtl import MultiTaskMLP
+from clinical_mtl.model.fitting import FittedEnsemble, held_out_loss
 from clinical_mtl.model.losses import masked_task_loss
 from clinical_mtl.model.network import build_network
 from clinical_mtl.model.survival import (
@@ -17,6 +18,7 @@ from clinical_mtl.model.survival import (
     fit_interval_biases,
     survival_loss,
 )
+from clinical_mtl.model.tasks import TaskSpec
 
 
 def _breslow_by_hand(risk, time, event, weight):
@@ -110,3 +112,46 @@ def test_the_cox_head_learns_the_order_of_times_within_an_interval():
         risk = model.predict_survival_function(X, times=[50.0])["death"][:, 0]  # survival: lower is riskier
         concordance[head] = concordance_index_censored(np.ones(400, bool), Y["death_time"], -risk)[0]
     assert concordance["cox"] > 0.9 and concordance["proportional"] < 0.7, concordance
+
+
+def test_auto_scores_the_cox_head_with_biases_fitted_to_each_networks_training_rows_alone():
+    """"auto" compares the heads by the intervals' likelihood on each network's early-stopping rows. The
+    cox head's biases are refitted for it on the network's training rows only. With the risk score
+    zeroed, those biases give the training rows' discrete hazards (events over patients at risk, per
+    interval), and the loss is their likelihood on the early-stopping rows, averaged over networks."""
+    rng = np.random.default_rng(1)
+    n, cuts = 240, (100.0, 250.0, 500.0)
+    time = rng.uniform(1.0, 600.0, n)
+    event = (rng.random(n) < 0.5).astype(float)
+    time[:12], event[:12] = np.nan, np.nan  # unlabelled
+    labels = pd.DataFrame({"diag": rng.integers(0, 2, n).astype(float), "death_time": time, "death_event": event})
+    specs = [TaskSpec("diag", "binary", (0.0, 1.0)), TaskSpec("death", "survival", cut_points=cuts)]
+    inputs = rng.normal(size=(n, 5)).astype(np.float32)
+    held_out = []
+    for seed in (0, 1):
+        network = build_network(5, (4,), [1, 3], 0.0, seed, tied_heads=[False, True])
+        with torch.no_grad():
+            network.heads[1].weight.zero_()
+            network.heads[1].bias.fill_(0.7)  # the biases refitted on every labelled row: replaced
+        held_out.append((np.sort(rng.choice(n, 60, replace=False)), network))
+    ensemble = FittedEnsemble([network for _, network in held_out], [], np.ones(2, int), np.ones(2, int), held_out)
+
+    target = encode_survival(time, event, cuts)
+    survived, died, labelled = target[:, 0], target[:, 1], ~np.isnan(time)
+
+    def by_hand(fitted_on):
+        losses = []
+        for rows, _ in held_out:
+            valid = np.isin(np.arange(n), rows) & labelled
+            fit = labelled & ~np.isin(np.arange(n), rows) if fitted_on == "training rows" else labelled
+            last = np.minimum(survived, 2)
+            deaths = np.array([np.sum(fit & (last == j) & (died == 1)) for j in range(3)])
+            hazard = deaths / (np.array([np.sum(fit & (survived > j)) for j in range(3)]) + deaths)
+            row = [-np.log(1 - hazard[: survived[i]]).sum() - died[i] * np.log(hazard[last[i]])
+                   for i in np.flatnonzero(valid)]
+            losses.append(np.mean(row))
+        return np.mean(losses)
+
+    loss = held_out_loss(ensemble, specs, inputs, labels, "cox")
+    assert loss == pytest.approx(by_hand("training rows"), rel=1e-6)
+    assert abs(by_hand("every labelled row") - by_hand("training rows")) > 1e-3  # so the test tells them apart
