@@ -208,14 +208,21 @@ def fit_ensemble(model, specs, inputs: np.ndarray, labels: pd.DataFrame, seeds,
     reports = ([_progress_reporter(model, specs, member, len(seeds)) for member in range(len(seeds))]
                if has_progress_listeners() else None)
     kinds = [[COX_LOSS if s.kind == SURVIVAL and head == COX_HEAD else s.kind for s in specs] for head in heads]
-    results = [None] * len(seeds)
-    for group in dict.fromkeys(map(tuple, kinds)):  # the networks with the same losses train together
-        members = [member for member, own in enumerate(kinds) if tuple(own) == group]
-        trained = _train(model, [networks[m] for m in members], [s.name for s in specs], list(group),
-                         data, [splits[m] for m in members], settings, [seeds[m] for m in members],
-                         None if reports is None else [reports[m] for m in members], new_weighting, device)
-        for member, result in zip(members, trained):
-            results[member] = result
+    weightings = [new_weighting().to(device) for _ in seeds]
+    names = [s.name for s in specs]
+    if len(seeds) > 1 and covers(settings, model.loss_weighting):
+        # one loss kind per task, or per member where a mixed survival head's networks differ
+        task_kinds = [own[0] if len(set(own)) == 1 else own for own in zip(*kinds)]
+        results = fit_stacked(
+            networks, model.dropout, weightings, names, task_kinds, data.to(device),
+            [torch.from_numpy(train) for train, _ in splits],
+            [torch.from_numpy(valid) for _, valid in splits] if model.early_stopping else None,
+            settings, seeds, reports)
+    else:
+        results = [_fit_apart(network, weighting, names, own, data, split, settings, seed, device,
+                              None if reports is None else reports[member])
+                   for member, (network, weighting, own, split, seed)
+                   in enumerate(zip(networks, weightings, kinds, splits, seeds))]
     kept = np.asarray([_kept_epochs(result, len(specs)) for result in results], dtype=int)
     # Split every member alike, as saving needs, once any outcome keeps other weights than its member's best.
     if kept_other_epochs(kept, [result.best_epoch for result in results]):
@@ -240,22 +247,6 @@ def member_heads(survival_head: str, n_members: int) -> list[str]:
     if survival_head != MIXED_HEAD:
         return [survival_head] * n_members
     return [(INTERVAL_HEAD, COX_HEAD)[member % 2] for member in range(n_members)]
-
-
-def _train(model, networks, names, kinds, data: TaskData, splits, settings, seeds, reports, new_weighting,
-           device) -> list:
-    """Train ``networks`` (of one survival head) on their splits: in one stacked loop where it covers
-    the settings, else one after another."""
-    weightings = [new_weighting().to(device) for _ in seeds]
-    if len(seeds) > 1 and covers(settings, model.loss_weighting):
-        return fit_stacked(
-            networks, model.dropout, weightings, names, kinds, data.to(device),
-            [torch.from_numpy(train) for train, _ in splits],
-            [torch.from_numpy(valid) for _, valid in splits] if model.early_stopping else None,
-            settings, seeds, reports)
-    return [_fit_apart(network, weighting, names, kinds, data, split, settings, seed, device,
-                       None if reports is None else reports[member])
-            for member, (network, weighting, split, seed) in enumerate(zip(networks, weightings, splits, seeds))]
 
 
 @torch.no_grad()

@@ -99,7 +99,7 @@ def _perceptron(width: int, hidden_layer_sizes: Sequence[int], dropout: float) -
     return nn.Sequential(*layers)
 
 
-def tie_rows(weight: nn.Parameter, blocks: Sequence[tuple[int, int]]) -> None:
+def tie_rows(weight: nn.Parameter, blocks: Sequence[tuple[int, int]], members: Sequence[int] | None = None) -> None:
     """Make the rows ``start:stop`` of each block of an output layer's weight
     equal (to the block's first row) and keep them equal while training.
 
@@ -108,6 +108,8 @@ def tie_rows(weight: nn.Parameter, blocks: Sequence[tuple[int, int]]) -> None:
     block's mean gradient, so AdamW, which acts element by element, moves
     them alike: they stay equal exactly, as one shared row would, and the
     layer stays an ``nn.Linear`` for saving, stacking and explanations.
+    ``members`` (a stacked weight only) ties the rows of those members
+    alone; by default every member's.
 
     Examples
     --------
@@ -117,14 +119,15 @@ def tie_rows(weight: nn.Parameter, blocks: Sequence[tuple[int, int]]) -> None:
     >>> bool((layer.weight.grad[1:] == layer.weight.grad[1]).all()), bool((layer.weight[1:] == layer.weight[1]).all())
     (True, True)
     """
+    own = ... if members is None else list(members)  # a stacked weight: only these members' rows
     with torch.no_grad():
         for start, stop in blocks:
-            weight[..., start:stop, :] = weight[..., start : start + 1, :]
+            weight[own, start:stop, :] = weight[own, start : start + 1, :]
 
     def share_gradient(grad: Tensor) -> Tensor:
         grad = grad.clone()
         for start, stop in blocks:
-            grad[..., start:stop, :] = grad[..., start:stop, :].mean(dim=-2, keepdim=True)
+            grad[own, start:stop, :] = grad[own, start:stop, :].mean(dim=-2, keepdim=True)
         return grad
 
     weight.register_hook(share_gradient)

@@ -85,21 +85,24 @@ class StackedMultiHeadNet(nn.Module):
             self.register_parameter(f"weight{i}", nn.Parameter(weight))
             self.register_parameter(f"bias{i}", nn.Parameter(bias[:, None, :]))
         self.n_layers = len(groups)
-        self._tie_heads(first.tied_heads)
+        patterns = [member.tied_heads for member in members]  # a mixed survival head: they differ
+        for pattern in dict.fromkeys(patterns):
+            same = [m for m, own in enumerate(patterns) if own == pattern]
+            self._tie_heads(pattern, None if len(same) == len(members) else same)
 
-    def _tie_heads(self, tied_heads: Sequence[bool]) -> None:
-        """Keep the tied heads' output rows equal here too (``tie_rows``)."""
+    def _tie_heads(self, tied_heads: Sequence[bool], members: Sequence[int] | None) -> None:
+        """Keep the tied heads' output rows of ``members`` (None: all) equal here too (``tie_rows``)."""
         if self.combined:
             ends = np.cumsum(self.head_widths)
             blocks = [(int(end - width), int(end))
                       for end, width, tied in zip(ends, self.head_widths, tied_heads) if tied]
             if blocks:
-                tie_rows(self.weights[-1], blocks)
+                tie_rows(self.weights[-1], blocks, members)
             return
         outputs = self.n_trunk + np.cumsum(self.head_depths) - 1
         for layer, width, tied in zip(outputs, self.head_widths, tied_heads):
             if tied:
-                tie_rows(self.weights[layer], [(0, width)])
+                tie_rows(self.weights[layer], [(0, width)], members)
 
     def _layer_groups(self) -> list[list[int]]:
         """Per stacked layer, the ``network_linears`` positions it holds (several: the combined output layer)."""

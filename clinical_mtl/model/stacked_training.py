@@ -114,9 +114,27 @@ def member_losses(outputs: Sequence[Tensor], targets: Sequence[Tensor], weights:
     weight_totals : Tensor of shape (n_members, n_tasks)
     """
     totals = weights.sum(dim=1)
-    per_row = torch.stack([row_losses(out, target, kind, weights[..., t])
+    per_row = torch.stack([_task_row_losses(out, target, kind, weights[..., t])
                            for t, (out, target, kind) in enumerate(zip(outputs, targets, task_kinds))], dim=2)
     return (per_row * weights).sum(dim=1) / (totals if rows is None else rows).clamp_min(1e-30), totals
+
+
+def _task_row_losses(output: Tensor, target: Tensor, kind, weight: Tensor) -> Tensor:
+    """Every member's row losses of one task: ``row_losses`` of its kind, or of each member's own kind
+    where ``kind`` gives one per member (a mixed survival head), each kind on its members at once."""
+    if isinstance(kind, str):
+        return row_losses(output, target, kind, weight)
+    parts, order = [], []
+    for own in dict.fromkeys(kind):
+        members = [m for m, member_kind in enumerate(kind) if member_kind == own]
+        parts.append(row_losses(output[members], target[members], own, weight[members]))
+        order += members
+    return torch.cat(parts)[torch.argsort(torch.tensor(order, device=output.device))]
+
+
+def member_kinds(task_kinds, m: int) -> list[str]:
+    """Member ``m``'s loss kind of every task (``fit_stacked``'s ``task_kinds``)."""
+    return [kind if isinstance(kind, str) else kind[m] for kind in task_kinds]
 
 
 def fit_stacked(
@@ -148,7 +166,10 @@ def fit_stacked(
         Their dropout probability.
     weightings : sequence of TaskWeighting
         One per member, not gradient-based (see ``covers``).
-    task_names, task_kinds : sequence of str
+    task_names : sequence of str
+    task_kinds : sequence of str or of tuple of str
+        Per task its loss kind, or a tuple with each member's (a mixed
+        survival head's networks train with different losses).
     data : TaskData
         Every row, on the members' device.
     train_rows, valid_rows : sequence of Tensor of int64
@@ -199,7 +220,7 @@ def fit_stacked(
                 weightings[m].end_epoch(train_losses[m])
                 if measured is not None and (epoch - 1) % RELATEDNESS_EVERY == 0:
                     network = stacked.copy_to(m, members[m])
-                    record |= task_gradient_cosines(network, task_names, task_kinds, measured[m],
+                    record |= task_gradient_cosines(network, task_names, member_kinds(task_kinds, m), measured[m],
                                                     list(network.trunk.parameters()))
                 results[m].history.append(record)
                 if valid_losses is not None:
