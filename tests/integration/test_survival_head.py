@@ -297,3 +297,18 @@ def test_a_mixed_ensemble_is_the_interval_and_cox_networks_of_its_seeds(tmp_path
         "; the ensemble's networks alternate between the interval head (an effect of the shared layers per interval) "
         "and the cox head (one risk score per patient, trained by Cox's partial likelihood; the intervals' baseline "
         "hazards then fitted to the training rows).")
+
+
+@pytest.mark.parametrize("params", [{"training": "alternate"}, {"early_stopping": "per_outcome"},
+                                    {"sharing": "soft"}, {"loss_weighting": "gradnorm"}])
+def test_a_mixed_ensemble_keeps_each_networks_head_however_the_networks_train(params):
+    """Stacked or one after another, split by outcome or not: the cox networks keep one effect for all
+    intervals and the interval networks one per interval."""
+    X, Y = load_pbc()
+    model = MultiTaskMLP(hidden_layer_sizes=(16,), ensemble_size=3, max_epochs=15, random_state=0,
+                         survival_head="mixed", **params).fit(X, Y)
+    death = [spec.name for spec in model.task_specs_].index("death")
+    for member, network in enumerate(model.module_.members):
+        weight = head_layers(network.heads[death])[1].weight
+        assert bool((weight == weight[0]).all()) == (member % 2 == 1)
+    assert np.all(np.diff(model.predict_survival_function(X.head(5))["death"], axis=1) <= 0)
