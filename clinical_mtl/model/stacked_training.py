@@ -22,6 +22,8 @@ the others train the members one at a time with ``fit_module``.
 
 from __future__ import annotations
 
+import functools
+
 import math
 from collections.abc import Callable, Sequence
 
@@ -124,15 +126,21 @@ def _task_row_losses(output: Tensor, target: Tensor, kind, weight: Tensor) -> Te
     where ``kind`` gives one per member (a mixed survival head), each kind on its members at once."""
     if isinstance(kind, str):
         return row_losses(output, target, kind, weight)
-    parts, order = [], []
-    for own in dict.fromkeys(kind):
-        members = [m for m, member_kind in enumerate(kind) if member_kind == own]
-        parts.append(row_losses(output[members], target[members], own, weight[members]))
-        order += members
-    return torch.cat(parts)[torch.argsort(torch.tensor(order, device=output.device))]
+    groups, back = _kind_groups(kind, output.device)
+    parts = [row_losses(output[members], target[members], own, weight[members]) for own, members in groups]
+    return torch.cat(parts)[back]
 
 
-def member_kinds(task_kinds, m: int) -> list[str]:
+@functools.cache  # the same few tuples in every step of a fit: index tensors built once, not per step
+def _kind_groups(kind: tuple, device: torch.device) -> tuple[list[tuple[str, Tensor]], Tensor]:
+    """Per loss kind in ``kind``, the members that have it; and the permutation that puts the
+    concatenated groups back in member order."""
+    groups = [(own, [m for m, member_kind in enumerate(kind) if member_kind == own]) for own in dict.fromkeys(kind)]
+    order = torch.tensor([m for _, members in groups for m in members], device=device)
+    return [(own, torch.tensor(members, device=device)) for own, members in groups], torch.argsort(order)
+
+
+def _member_kinds(task_kinds, m: int) -> list[str]:
     """Member ``m``'s loss kind of every task (``fit_stacked``'s ``task_kinds``)."""
     return [kind if isinstance(kind, str) else kind[m] for kind in task_kinds]
 
@@ -220,7 +228,7 @@ def fit_stacked(
                 weightings[m].end_epoch(train_losses[m])
                 if measured is not None and (epoch - 1) % RELATEDNESS_EVERY == 0:
                     network = stacked.copy_to(m, members[m])
-                    record |= task_gradient_cosines(network, task_names, member_kinds(task_kinds, m), measured[m],
+                    record |= task_gradient_cosines(network, task_names, _member_kinds(task_kinds, m), measured[m],
                                                     list(network.trunk.parameters()))
                 results[m].history.append(record)
                 if valid_losses is not None:
