@@ -53,7 +53,7 @@ SOURCES = {  # module key -> its file under clinical_mtl/
     "labels": "model/labels.py", "preprocessing": "model/preprocessing.py", "calibration": "model/calibration.py",
     "conformal": "model/conformal.py", "explain": "model/explanation.py", "scoring": "scoring/local.py",
     "id_register": "data/id_register.py", "run_summary": "data/run_summary.py",
-    "evaluation": "model/metric_tables.py", "metrics": "model/metrics.py",
+    "evaluation": "model/metric_tables.py", "metrics": "model/metrics.py", "survival": "model/survival.py",
 }
 TARGETS = {
     "losses": (None, [U + "test_losses.py", U + "test_training.py", I + "test_estimator.py"]),
@@ -83,6 +83,8 @@ TARGETS = {
                    [U + "test_evaluation_helpers.py", U + "test_negative_transfer.py", I + "test_evaluation.py",
                     I + "test_model_card.py"]),
     "metrics": (None, [U + "test_metrics.py", U + "test_evaluation_helpers.py", I + "test_evaluation.py"]),
+    "survival": (None, [U + "test_survival.py", U + "test_cox_head.py", U + "test_losses.py",
+                        I + "test_survival_head.py"]),
 }
 
 BINARY = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult, ast.FloorDiv: ast.Div,

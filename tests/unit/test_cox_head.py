@@ -99,6 +99,28 @@ def test_the_fitted_biases_maximise_the_interval_likelihood_given_the_risk_score
         assert moved.item() > nll.item()
 
 
+def test_row_weights_below_one_scale_a_rows_share_of_the_risk_sets():
+    time = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    event = np.array([1.0, 1.0, 0.0, 1.0, 1.0])
+    weight = np.array([0.5, 0.25, 1.0, 0.75, 2.0])
+    risk = np.array([0.2, -0.4, 1.1, 0.3, -0.8])
+    target = torch.from_numpy(encode_survival(time, event, (10.0,)))
+    got = cox_loss(torch.tensor(risk)[:, None], target, torch.tensor(weight)).numpy()
+    np.testing.assert_allclose(got, _breslow_by_hand(risk, time, event, weight), rtol=1e-12)
+
+
+@pytest.mark.parametrize("effect, survived, event", [
+    ([4.0, -2.0], [0, 1], [1, 0]),  # two rows: the interval's curvature is far below 1
+    (np.linspace(1.5, 2.5, 40), [0] * 36 + [1] * 4, [1] * 36 + [0] * 4),  # a hazard near 0.9
+])
+def test_the_fitted_biases_solve_the_likelihood_equations_where_newton_steps_are_hard(effect, survived, event):
+    target = torch.tensor(np.column_stack([survived, event, np.zeros(len(event))]), dtype=torch.int64)
+    effect = torch.tensor(effect, dtype=torch.float64)
+    biases = fit_interval_biases(effect, target, 1).requires_grad_()
+    (gradient,) = torch.autograd.grad(survival_loss(biases[None, :] + effect[:, None], target).sum(), biases)
+    assert gradient.abs().max().item() < 1e-9
+
+
 def test_the_cox_head_learns_the_order_of_times_within_an_interval():
     """With one interval and every patient's event in it, the interval likelihood says nothing about
     who died first; Cox's partial likelihood ranks patients by exactly that."""

@@ -1,5 +1,8 @@
 """The survival head's maths: intervals, targets, likelihood, curves, medians, tasks and labels."""
 
+import warnings
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,15 +13,22 @@ from clinical_mtl.model.labels import align_labels, encode_targets
 from clinical_mtl.model.losses import masked_task_loss
 from clinical_mtl.model.network import build_network
 from clinical_mtl.model.survival import (
+    COHORT_CURVE_POINTS,
+    check_horizons,
+    cohort_curve_times,
     decode_survival,
+    describe_censoring,
+    default_horizons,
     encode_survival,
     fit_cut_points,
+    headline_horizon,
     horizon_label,
     interpolation_weights,
     median_survival,
     restricted_mean,
     survival_at,
     survival_loss,
+    survival_outcomes,
 )
 from clinical_mtl.model.tasks import decode_outputs, infer_tasks
 
@@ -38,6 +48,18 @@ def test_targets_count_the_intervals_survived_and_credit_a_censored_interval_pas
         [3, 0, 5],  # censored after the last cut: survived all
         [3, 0, 5],  # an event past the last cut counts as censored there; equal times, equal ranks
         [0, 0, -1],  # unlabelled
+    ]
+
+
+def test_a_censored_time_at_or_past_the_middle_of_its_interval_is_credited_with_it():
+    time = np.array([5.0, 4.0, 5.2, 25.0, 30.0])
+    encoded = encode_survival(time, np.zeros(5), CUTS)
+    assert encoded[:, 0].tolist() == [
+        1,  # censored at 5, exactly the middle of (0, 10]: credited
+        0,  # censored at 4, before it: not credited
+        1,  # censored at 5.2, past it
+        2,  # censored at 25 in the last interval (20, 40], before its middle 30: not credited
+        3,  # censored at 30, exactly its middle: credited
     ]
 
 
@@ -166,3 +188,59 @@ def test_decoding_a_survival_head_gives_its_curve_at_the_cut_points():
     (spec,) = infer_tasks(Y, survival_intervals=2)
     raw = np.zeros((1, 4, spec.n_outputs))  # every hazard one half
     np.testing.assert_allclose(decode_outputs(spec, raw), np.tile([0.5, 0.25], (4, 1)))
+
+
+def test_only_a_time_and_event_pair_names_a_survival_outcome():
+    assert survival_outcomes(["death_time", "recurrence_time", "recurrence_event", "age", "x_event"]) == ["recurrence"]
+
+
+def test_follow_up_in_years_keeps_every_cut_point_and_horizon_below_one():
+    time = np.arange(1, 101) / 100.0  # 0.01 to 1 year, every one an event
+    assert fit_cut_points(time, np.ones(100), "death", 4) == (0.258, 0.505, 0.752, 1.0)
+    assert default_horizons(time, np.ones(100)) == (0.26, 0.51, 0.75)  # two significant digits
+    days = np.arange(1.0, 1001.0)
+    assert default_horizons(days, np.ones(1000)) == (250.0, 500.0, 750.0)  # quartiles 250.75, 500.5, 750.25
+
+
+def test_curves_interpolate_between_cut_points_less_than_one_unit_apart():
+    curves = np.array([[0.8, 0.6, 0.2]])
+    at = survival_at(curves, (0.25, 0.5, 1.0), [0.125, 0.375, 0.75, 1.0, 2.0])
+    np.testing.assert_allclose(at, [[0.9, 0.7, 0.4, 0.2, 0.2]])
+
+
+def test_curves_and_medians_past_the_last_cut_point_raise_no_warning():
+    curves = np.array([[0.8, 0.6, 0.5], [0.9, 0.8, 0.7]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        at = survival_at(curves, CUTS, [40.0, 100.0])
+        median, beyond = median_survival(curves, CUTS)
+    np.testing.assert_allclose(at, curves[:, [2, 2]])
+    # a curve that reaches exactly 0.5 at the last cut point has its median there; one above 0.5 has none
+    assert median[0] == 40.0 and np.isnan(median[1]) and beyond.tolist() == [False, True]
+
+
+@pytest.mark.parametrize("horizons", [[], [[365.0, 730.0]], [0.0, 365.0], [-30.0], [float("inf")]])
+def test_horizons_that_are_not_positive_finite_times_are_errors(horizons):
+    with pytest.raises(TaskSpecificationError, match="survival_horizons for 'death' must be"):
+        check_horizons(horizons, "death")
+
+
+def test_the_headline_horizon_is_the_middle_one():
+    assert [headline_horizon(SimpleNamespace(horizons=h)) for h in ((1.0,), (1.0, 5.0), (1.0, 5.0, 10.0),
+                                                                      (1.0, 2.0, 5.0, 10.0))] == [0, 1, 1, 2]
+
+
+def test_horizons_in_years_below_one_are_kept_sorted_and_distinct():
+    assert check_horizons([1.0, 0.5, 0.25, 0.5]) == (0.25, 0.5, 1.0)
+
+
+def test_censoring_counts_labelled_patients_events_and_censored_ones():
+    time = np.array([1.0, 2.0, np.nan, 3.0, 4.0])
+    event = np.array([1.0, 0.0, np.nan, 1.0, 1.0])
+    assert describe_censoring(time, event) == {"n_labelled": 4, "events": 3, "censored": 1}
+
+
+def test_the_cohort_curve_is_kept_at_even_times_up_to_the_last_cut_point():
+    times = cohort_curve_times([100.0, 250.0, 400.0, 960.0])
+    step = 960.0 / COHORT_CURVE_POINTS
+    np.testing.assert_allclose(times, step * np.arange(1, COHORT_CURVE_POINTS + 1))
