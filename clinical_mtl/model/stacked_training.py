@@ -23,7 +23,6 @@ the others train the members one at a time with ``fit_module``.
 from __future__ import annotations
 
 import functools
-
 import math
 from collections.abc import Callable, Sequence
 

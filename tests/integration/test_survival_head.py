@@ -10,10 +10,10 @@ from clinical_mtl.data.persistence import load_model, save_model
 from clinical_mtl.datasets import load_pbc, make_synthetic_cohort
 from clinical_mtl.model import fitting
 from clinical_mtl.model.fitting import fit_ensemble, member_heads
-from clinical_mtl.model.stacked_training import fit_stacked as stacked
 from clinical_mtl.model.labels import encode_targets
 from clinical_mtl.model.network import head_layers
 from clinical_mtl.model.outputs import flat_predictions
+from clinical_mtl.model.stacked_training import fit_stacked as stacked
 from clinical_mtl.model.survival import survival_loss
 from clinical_mtl.reporting.model_card import build_model_card, survival_head_text
 
