@@ -8,7 +8,7 @@ or runs past the time limit, and *survives* when they all pass. Survivors are
 either equivalent (no input can tell them apart from the original: their reason
 is kept in ``mutation_equivalents/<module>.toml``) or a gap in the tests.
 
-Run (about 40 minutes on 2 cores; ``--module`` and ``--survivors`` for less)::
+Run (over an hour on 2 cores; ``--module`` and ``--survivors`` for less)::
 
     python benchmarks/mutation_score.py                       # every core module
     python benchmarks/mutation_score.py --module conformal    # one module
@@ -54,6 +54,8 @@ SOURCES = {  # module key -> its file under clinical_mtl/
     "conformal": "model/conformal.py", "explain": "model/explanation.py", "scoring": "scoring/local.py",
     "id_register": "data/id_register.py", "run_summary": "data/run_summary.py",
     "evaluation": "model/metric_tables.py", "metrics": "model/metrics.py", "survival": "model/survival.py",
+    "stacked_training": "model/stacked_training.py", "stacked_network": "model/stacked_network.py",
+    "early_stopping": "model/early_stopping.py", "weighting": "model/weighting.py",
 }
 TARGETS = {
     "losses": (None, [U + "test_losses.py", U + "test_training.py", I + "test_estimator.py"]),
@@ -85,6 +87,13 @@ TARGETS = {
     "metrics": (None, [U + "test_metrics.py", U + "test_evaluation_helpers.py", I + "test_evaluation.py"]),
     "survival": (None, [U + "test_survival.py", U + "test_cox_head.py", U + "test_losses.py",
                         I + "test_survival_head.py"]),
+    "stacked_training": (None, [U + "test_stacked_training.py", U + "test_training.py",
+                                I + "test_reproducibility.py", I + "test_estimator.py"]),
+    "stacked_network": (None, [U + "test_network.py", U + "test_stacked_training.py", I + "test_estimator.py"]),
+    "early_stopping": (None, [U + "test_training.py", U + "test_stacked_training.py",
+                              U + "test_multitask_options.py", I + "test_multitask_toolbox.py"]),
+    "weighting": (None, [U + "test_multitask_options.py", U + "test_losses.py", U + "test_stacked_training.py",
+                         U + "test_training.py"]),
 }
 
 BINARY = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult, ast.FloorDiv: ast.Div,

@@ -17,6 +17,11 @@ from .network import MultiHeadNet, head_layers, network_linears, tie_rows
 def dropout(x: Tensor, p: float) -> Tensor:
     """Inverted dropout: each element zeroed with probability ``p`` (to 1/65,536), the rest scaled by ``1 / (1 - p)``.
 
+    ``p`` is rounded to a multiple of 1/65,536 below 1 (``p`` in [0, 1): the
+    scale stays finite), and the kept elements are scaled by the inverse of
+    that rounded probability's complement, so the expected output is the
+    input exactly.
+
     Every element takes 16 random bits, three per 64-bit draw of the global
     torch generator: on a CPU, torch's own dropout draws one number per
     element, which cost a third of a stacked ensemble's training step.
@@ -33,7 +38,7 @@ def dropout(x: Tensor, p: float) -> Tensor:
     words = torch.empty(((n + 2) // 3, 4), dtype=torch.int16, device=x.device)
     # random_() fills an int64 with 63 random bits: its three low 16-bit words are uniform, its top one is not.
     words.view(torch.int64).random_()
-    dropped = round(p * 65536)
+    dropped = min(round(p * 65536), 65535)  # p within 1/131,072 of 1 still keeps 1 element in 65,536
     keep = (words[:, :3] >= dropped - 32768).view(-1)[:n].view(x.shape)
     return x.mul(keep).mul_(65536 / (65536 - dropped))
 

@@ -9,7 +9,12 @@ import pandas as pd
 import pytest
 import torch
 
-from clinical_mtl.model.losses import FixedWeighting, LabelShareWeighting, masked_task_loss, row_losses
+from clinical_mtl.model.losses import (
+    FixedWeighting,
+    LabelShareWeighting,
+    masked_task_loss,
+    row_losses,
+)
 from clinical_mtl.model.network import build_network, soft_sharing_penalty
 from clinical_mtl.model.relatedness import (
     cosine_key,
@@ -18,8 +23,15 @@ from clinical_mtl.model.relatedness import (
     relatedness_table,
 )
 from clinical_mtl.model.self_supervision import MaskedFeatureReconstruction
+from clinical_mtl.model.tasks import infer_tasks
 from clinical_mtl.model.training import Rotation, TaskData, TrainingSettings, fit_module
-from clinical_mtl.model.weighting import DynamicWeightAverage, GradNorm, PCGrad, project_conflicts
+from clinical_mtl.model.weighting import (
+    DynamicWeightAverage,
+    GradNorm,
+    PCGrad,
+    project_conflicts,
+    weighting_factory,
+)
 
 SETTINGS = {"learning_rate": 0.01, "weight_decay": 0.0, "batch_size": 8, "max_epochs": 3, "patience": 10,
             "verbose": 0}
@@ -126,27 +138,31 @@ def test_dynamic_weightings_stop_early_on_the_unweighted_validation_loss():
 
 # GradNorm ---------------------------------------------------------------------------
 
-def test_gradnorm_moves_each_weight_by_the_gradient_of_its_norm_gap():
+@pytest.mark.parametrize("trunk, weights, initial", [((16,), (0.5, 1.5), (2.0, 0.5)),
+                                                     ((16, 8), (0.5, 1.5), (2.0, 0.5)),
+                                                     ((16,), (0.2, 1.8), (0.5, 2.0)),
+                                                     ((16,), (1.8, 0.2), (0.5, 2.0))])
+def test_gradnorm_moves_each_weight_by_the_gradient_of_its_norm_gap(trunk, weights, initial):
     data = two_tasks()
-    net = build_network(3, (16,), [1, 1], 0.0, seed=0)
+    net = build_network(3, trunk, [1, 1], 0.0, seed=0)
     gradnorm = GradNorm(2)
     with torch.no_grad():
-        gradnorm.task_weights[0].fill_(0.5)
-        gradnorm.task_weights[1].fill_(1.5)
-        gradnorm.initial_losses.copy_(torch.tensor([2.0, 0.5]))
+        for w, value in zip(gradnorm.task_weights, weights):
+            w.fill_(value)
+        gradnorm.initial_losses.copy_(torch.tensor(initial))
     losses = task_losses(net, data)
-    last = net.trunk[0].weight
+    last = [layer for layer in net.trunk if isinstance(layer, torch.nn.Linear)][-1].weight  # the last shared layer
     norms = [torch.autograd.grad(loss, last, retain_graph=True)[0].norm().item() for loss in losses]
-    scaled = np.array([0.5 * norms[0], 1.5 * norms[1]])
-    rates = np.array([losses[0].item() / 2.0, losses[1].item() / 0.5])
+    scaled = np.array(weights) * np.array(norms)
+    rates = np.array([losses[0].item() / initial[0], losses[1].item() / initial[1]])
     target = scaled.mean() * (rates / rates.mean()) ** 1.5
     expected = np.sign(scaled - target) * np.array(norms)
     gradnorm.backward(gradnorm(losses), losses, list(net.trunk.parameters()))
     assert [w.grad.item() for w in gradnorm.task_weights] == pytest.approx(expected.tolist(), rel=1e-5)
     # The network's gradient is that of sum w_t L_t.
-    reference = build_network(3, (16,), [1, 1], 0.0, seed=0)
+    reference = build_network(3, trunk, [1, 1], 0.0, seed=0)
     ref_losses = task_losses(reference, data)
-    (0.5 * ref_losses[0] + 1.5 * ref_losses[1]).backward()
+    (weights[0] * ref_losses[0] + weights[1] * ref_losses[1]).backward()
     for p, q in zip(net.parameters(), reference.parameters()):
         assert torch.allclose(p.grad, q.grad, atol=1e-6)
 
@@ -161,6 +177,15 @@ def test_gradnorm_renormalises_only_the_tasks_present():
     assert weights[1] == pytest.approx(0.4)
     assert sum(weights) == pytest.approx(3.0)
     assert weights[0] / weights[2] == pytest.approx(2.0)
+
+
+def test_gradnorm_rescales_the_present_tasks_to_what_the_absent_ones_leave_of_the_total():
+    gradnorm = GradNorm(2)
+    with torch.no_grad():
+        gradnorm.task_weights[0].fill_(1.4)  # absent
+        gradnorm.task_weights[1].fill_(0.9)  # present, moved by a step: the total is no longer 2
+    gradnorm.after_step([None, torch.tensor(1.0)])
+    assert gradnorm.report()["weight"] == pytest.approx([1.4, 0.6])
 
 
 def test_gradnorm_never_moves_the_weight_of_an_absent_task_in_training():
@@ -184,6 +209,31 @@ def test_project_conflicts_matches_the_projection_rule():
     assert torch.allclose(projected, expected)
     agreeing = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
     assert torch.equal(project_conflicts(agreeing, torch.Generator()), agreeing)
+
+
+def test_project_conflicts_leaves_gradients_that_agree_even_slightly_or_are_zero():
+    g = torch.tensor([[1.0, 0.0], [0.5, 3.0]])  # inner product 0.5: no conflict
+    assert torch.equal(project_conflicts(g, torch.Generator().manual_seed(0)), g)
+    g = torch.tensor([[1.0, 2.0], [0.0, 0.0], [3.0, -1.0]])  # a task whose loss does not move the trunk
+    assert torch.equal(project_conflicts(g, torch.Generator().manual_seed(0)), g)
+
+
+def test_pcgrad_without_a_shared_layer_sums_the_task_gradients():
+    data = two_tasks()
+    net, reference = build_network(3, (), [1, 1], 0.0, seed=0), build_network(3, (), [1, 1], 0.0, seed=0)
+    losses, pcgrad = task_losses(net, data), PCGrad(2)
+    pcgrad.backward(pcgrad(losses), losses, list(net.trunk.parameters()))
+    sum(task_losses(reference, data)).backward()
+    for p, q in zip(net.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad)
+
+
+def test_the_uncertainty_weighting_halves_only_the_regression_outcomes_losses():
+    specs = infer_tasks(pd.DataFrame({"sick": [0, 1, 1, 0], "score": [0.5, 1.5, 2.0, 3.0]}))
+    weighting = weighting_factory("uncertainty", specs)()
+    kinds = {spec.name: spec.kind for spec in specs}
+    assert kinds == {"sick": "binary", "score": "regression"}
+    assert weighting.report()["weight"] == [1.0, 0.5]  # L / sigma^2 and L / (2 sigma^2) at sigma 1
 
 
 def test_pcgrad_writes_the_projected_sum_on_the_trunk_and_plain_gradients_on_the_heads():

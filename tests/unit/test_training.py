@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from clinical_mtl.exceptions import TrainingDivergedError
-from clinical_mtl.model.early_stopping import MIN_VALIDATION_LABELS
+from clinical_mtl.model.early_stopping import MIN_VALIDATION_LABELS, OutcomeStopping
 from clinical_mtl.model.losses import FixedWeighting
 from clinical_mtl.model import optimizer as optimizer_module
 from clinical_mtl.model.network import build_network
@@ -384,6 +384,15 @@ def test_per_outcome_stopping_leaves_an_outcome_with_few_validation_labels_to_th
     assert result.outcome_states[0] is not None and result.outcome_states[1] is None
     assert best_cls != result.best_epoch  # the case this is about: the watched outcome peaks at another epoch
     assert result.n_epochs == result.best_epoch + 5 < SETTINGS["max_epochs"]
+
+
+def test_an_outcome_whose_validation_loss_ties_keeps_its_first_best_epoch():
+    stopping = OutcomeStopping([MIN_VALIDATION_LABELS, MIN_VALIDATION_LABELS])
+    snapshots = []
+    for epoch, losses in enumerate([(0.5, 0.9), (0.5, 0.8), (0.6, 0.8)], start=1):
+        stopping.update(epoch, losses, lambda epoch=epoch: snapshots.append(epoch) or {"epoch": epoch})
+    assert stopping.epochs == [1, 2] and stopping.losses == [0.5, 0.8]
+    assert stopping.states == [{"epoch": 1}, {"epoch": 2}] and snapshots == [1, 2]  # one snapshot per improvement
 
 
 def test_per_outcome_stopping_without_a_validation_set_runs_every_epoch():
