@@ -56,6 +56,7 @@ SOURCES = {  # module key -> its file under clinical_mtl/
     "evaluation": "model/metric_tables.py", "metrics": "model/metrics.py", "survival": "model/survival.py",
     "stacked_training": "model/stacked_training.py", "stacked_network": "model/stacked_network.py",
     "early_stopping": "model/early_stopping.py", "weighting": "model/weighting.py",
+    "optimizer": "model/optimizer.py", "splitting": "model/splitting.py", "network": "model/network.py",
 }
 TARGETS = {
     "losses": (None, [U + "test_losses.py", U + "test_training.py", I + "test_estimator.py"]),
@@ -94,6 +95,10 @@ TARGETS = {
                               U + "test_multitask_options.py", I + "test_multitask_toolbox.py"]),
     "weighting": (None, [U + "test_multitask_options.py", U + "test_losses.py", U + "test_stacked_training.py",
                          U + "test_training.py"]),
+    "optimizer": (None, [U + "test_training.py", U + "test_stacked_training.py", U + "test_losses.py"]),
+    "splitting": (None, [U + "test_splitting.py", I + "test_estimator.py"]),
+    "network": (None, [U + "test_network.py", U + "test_stacked_training.py", U + "test_multitask_options.py",
+                       U + "test_training.py", I + "test_multitask_toolbox.py"]),
 }
 
 BINARY = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult, ast.FloorDiv: ast.Div,

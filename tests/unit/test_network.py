@@ -1,6 +1,7 @@
+import pytest
 import torch
 
-from clinical_mtl.model.network import MultiHeadNet, build_network
+from clinical_mtl.model.network import MultiHeadEnsemble, MultiHeadNet, build_network
 
 
 def test_heads_share_the_trunk():
@@ -13,6 +14,34 @@ def test_heads_share_the_trunk():
 def test_no_hidden_layers_gives_linear_heads():
     net = MultiHeadNet(5, (), head_sizes=(2,))
     assert len(net.trunk) == 0 and net.heads[0].in_features == 5
+
+
+def test_a_network_without_a_dropout_setting_has_none_while_training():
+    net = MultiHeadNet(5, (16,), head_sizes=(1, 3), head_hidden_layer_sizes=((4,), ()))
+    x = torch.randn(6, 5)
+    with torch.no_grad():
+        training = net.train()(x)
+        for mine, theirs in zip(training, net.eval()(x), strict=True):
+            assert torch.equal(mine, theirs)
+
+
+def test_dropout_acts_after_every_hidden_layer_while_training_only():
+    net = MultiHeadNet(5, (16, 8), head_sizes=(1,), dropout=0.5)
+    x = torch.randn(6, 5)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        assert not torch.equal(net.train()(x)[0], net.eval()(x)[0])
+    # without dropout there is no layer for it: the weights keep their names (trunk.0, trunk.2) in model files
+    assert list(MultiHeadNet(5, (16, 8), head_sizes=(1,)).state_dict())[:4] == [
+        "trunk.0.weight", "trunk.0.bias", "trunk.2.weight", "trunk.2.bias"]
+
+
+def test_a_new_network_is_in_training_mode_with_its_relus_in_place():
+    net = MultiHeadNet(5, (16, 8), head_sizes=(1,))
+    relus = [module for module in net.modules() if isinstance(module, torch.nn.ReLU)]
+    assert net.training and len(relus) == 2 and all(relu.inplace for relu in relus)
+    net.eval()
+    assert not any(relu.inplace for relu in relus)
 
 
 def test_build_is_seeded_and_leaves_global_rng_alone():
@@ -59,3 +88,16 @@ def test_relus_work_in_place_only_while_training_and_leave_gradients_alone():
         grads.append([p.grad.clone() for p in model.parameters()])
     for ours, usual in zip(*grads):
         assert torch.equal(ours, usual)
+
+
+@pytest.mark.parametrize("n_members", [1, 3])
+@pytest.mark.parametrize("trunk, head_hidden", [((8, 6), None), ((), None), ((8,), [(4,), ()])])
+def test_feature_major_prediction_equals_each_members_forward(n_members, trunk, head_hidden):
+    members = [build_network(5, trunk, [1, 3], 0.0, seed, head_hidden) for seed in range(n_members)]
+    ensemble = MultiHeadEnsemble(members)
+    x = torch.randn(7, 5)
+    with torch.no_grad():
+        outputs = ensemble.predict_feature_major(x.T.contiguous(), batch_size=4)
+        for m, member in enumerate(members):
+            for mine, theirs in zip(outputs, member.eval()(x), strict=True):
+                torch.testing.assert_close(mine[m], theirs)

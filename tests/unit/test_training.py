@@ -305,6 +305,40 @@ def test_the_optimiser_is_the_fused_adamw_on_the_cpu(monkeypatch):
     assert [kwargs.get("fused") for kwargs in made] == [True]
 
 
+@pytest.mark.parametrize("options", [{"amsgrad": True, "fused": True}, {"fused": False}])
+def test_lean_steps_are_torchs_own_step_where_the_fused_kernel_alone_would_differ(options):
+    """AMSGrad keeps the largest second moment and an unfused AdamW runs another kernel: there
+    ``lean_step`` is ``AdamW.step``, exactly, with gradients that shrink (so AMSGrad's maximum matters)."""
+    nets = [build_network(4, (8,), [1, 2], 0.0, seed=0) for _ in range(2)]
+    settings = {"lr": 0.05, "weight_decay": 0.1} | options
+    optimisers = [torch.optim.AdamW(nets[0].parameters(), **settings),
+                  optimizer_module.LeanAdamW(nets[1].parameters(), **settings)]
+    generator = torch.Generator().manual_seed(0)
+    for step in range(8):
+        x = torch.randn(16, 4, generator=generator)
+        for net, optimiser in zip(nets, optimisers):
+            optimiser.zero_grad(set_to_none=True)
+            (sum(output.sum() for output in net(x)) / (step + 1) ** 2).backward()
+            getattr(optimiser, "lean_step", optimiser.step)()
+    for torchs, lean in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
+        assert torch.equal(torchs, lean)
+
+
+def test_weight_decay_shrinks_the_weight_matrices_and_leaves_biases_and_task_weights_alone():
+    net = build_network(4, (8,), [1, 2], 0.0, seed=0)
+    matrices = [p for p in net.parameters() if p.ndim > 1]
+    others = [p for p in net.parameters() if p.ndim == 1] + [torch.nn.Parameter(torch.ones(()))]
+    before = [p.detach().clone() for p in (*matrices, *others)]
+    settings = TrainingSettings(learning_rate=0.1, weight_decay=0.5, batch_size=8, max_epochs=1, patience=1,
+                                verbose=0)
+    optimizer = optimizer_module.decoupled_adamw(matrices, others, settings, torch.device("cpu"))
+    for p in (*matrices, *others):
+        p.grad = torch.zeros_like(p)  # no gradient: only the decoupled decay moves a weight
+    optimizer.lean_step()
+    for p, old in zip((*matrices, *others), before):
+        torch.testing.assert_close(p.detach(), old * (1 - 0.1 * 0.5) if p.ndim > 1 else old)
+
+
 def test_lean_steps_equal_torchs_fused_adamw_steps_even_when_a_head_has_no_gradient():
     """``LeanAdamW.lean_step`` calls torch's fused kernel itself: after steps with every parameter
     stepped and steps where one head has no gradient (torch's own step then), the weights and the
