@@ -16,22 +16,18 @@ def test_no_hidden_layers_gives_linear_heads():
     assert len(net.trunk) == 0 and net.heads[0].in_features == 5
 
 
-def test_a_network_without_a_dropout_setting_has_none_while_training():
-    net = MultiHeadNet(5, (16,), head_sizes=(1, 3), head_hidden_layer_sizes=((4,), ()))
-    x = torch.randn(6, 5)
-    with torch.no_grad():
-        training = net.train()(x)
-        for mine, theirs in zip(training, net.eval()(x), strict=True):
-            assert torch.equal(mine, theirs)
-
-
 def test_dropout_acts_after_every_hidden_layer_while_training_only():
     net = MultiHeadNet(5, (16, 8), head_sizes=(1,), dropout=0.5)
     x = torch.randn(6, 5)
     torch.manual_seed(0)
     with torch.no_grad():
         assert not torch.equal(net.train()(x)[0], net.eval()(x)[0])
-    # without dropout there is no layer for it: the weights keep their names (trunk.0, trunk.2) in model files
+    # without a dropout setting there is none while training, and no layer for it: the weights keep their
+    # names (trunk.0, trunk.2) in model files
+    plain = MultiHeadNet(5, (16,), head_sizes=(1, 3), head_hidden_layer_sizes=((4,), ()))
+    with torch.no_grad():
+        for mine, theirs in zip(plain.train()(x), plain.eval()(x), strict=True):
+            assert torch.equal(mine, theirs)
     assert list(MultiHeadNet(5, (16, 8), head_sizes=(1,)).state_dict())[:4] == [
         "trunk.0.weight", "trunk.0.bias", "trunk.2.weight", "trunk.2.bias"]
 

@@ -75,9 +75,11 @@ def networks(head_hidden=None, tied=None, trunk=(8,), member_tied=None):
             for seed, own in zip(SEEDS, tied)]
 
 
-def member_kinds(kinds, m):
-    """Member ``m``'s loss kind of every task (a tuple gives each member's own)."""
-    return [kind if isinstance(kind, str) else kind[m] for kind in kinds]
+def fit_together(nets, data, train_rows, valid_rows, train_settings, seeds=SEEDS, **kwargs):
+    """``fit_stacked`` of ``nets`` without dropout, every task weighted 1."""
+    n_tasks = len(data.targets)
+    return fit_stacked(nets, 0.0, [FixedWeighting([1.0] * n_tasks) for _ in seeds], NAMES[:n_tasks],
+                       KINDS[:n_tasks], data, train_rows, valid_rows, train_settings, seeds, **kwargs)
 
 
 CASES = {
@@ -120,8 +122,8 @@ def test_members_trained_together_match_members_trained_apart(case):
     apart = networks(*architecture)
     apart_weightings = [config["weighting"]() for _ in SEEDS]
     kinds = config.get("kinds", KINDS)
-    expected = [fit_module(net, w, NAMES, member_kinds(kinds, m), data.take(train), data.take(valid), train_settings,
-                           seed)
+    expected = [fit_module(net, w, NAMES, stacked_training._member_kinds(kinds, m), data.take(train), data.take(valid),
+                           train_settings, seed)
                 for m, (net, w, (train, valid), seed) in enumerate(zip(apart, apart_weightings, rows, SEEDS))]
     together = networks(*architecture)
     weightings = [config["weighting"]() for _ in SEEDS]
@@ -138,7 +140,7 @@ def test_members_trained_together_match_members_trained_apart(case):
                 assert record[key] == pytest.approx(value, rel=1e-4, abs=1e-6, nan_ok=True), key
         # Cox's likelihood is flat in its head's biases: their gradient is float noise, which Adam scales
         # to full steps; fitting.fit_ensemble refits them after training (fit_interval_biases).
-        untrained = {"heads.2.bias"} if COX_LOSS in member_kinds(kinds, m) else set()
+        untrained = {"heads.2.bias"} if COX_LOSS in stacked_training._member_kinds(kinds, m) else set()
         for (key, p), q in zip(net.state_dict().items(), reference.state_dict().values()):
             if key not in untrained:
                 torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
@@ -191,8 +193,7 @@ def test_one_member_or_two_tasks_train_together_as_apart(n_members, n_tasks):
     apart, together = nets(), nets()
     expected = [fit_module(net, FixedWeighting([1.0] * n_tasks), names, kinds, data.take(train), data.take(valid),
                            settings(), seed) for net, (train, valid), seed in zip(apart, rows, seeds)]
-    results = fit_stacked(together, 0.0, [FixedWeighting([1.0] * n_tasks) for _ in seeds], names, kinds, data,
-                          [r[0] for r in rows], [r[1] for r in rows], settings(), seeds)
+    results = fit_together(together, data, [r[0] for r in rows], [r[1] for r in rows], settings(), seeds)
     for mine, theirs, net, reference in zip(results, expected, together, apart, strict=True):
         assert (mine.best_epoch, mine.n_epochs) == (theirs.best_epoch, theirs.n_epochs)
         assert [set(r) for r in mine.history] == [set(r) for r in theirs.history]
@@ -228,9 +229,8 @@ def test_progress_reports_each_epoch_then_once_done(validation, max_epochs):
             calls[m].append((record["epoch"], best_epoch, best_loss, done))
         return report
 
-    results = fit_stacked(networks(), 0.0, [FixedWeighting([1.0] * 4) for _ in SEEDS], NAMES, KINDS, data,
-                          [r[0] for r in rows], [r[1] for r in rows] if validation else None,
-                          settings(max_epochs=max_epochs), SEEDS, on_epoch=[recorder(m) for m in range(len(SEEDS))])
+    results = fit_together(networks(), data, [r[0] for r in rows], [r[1] for r in rows] if validation else None,
+                           settings(max_epochs=max_epochs), on_epoch=[recorder(m) for m in range(len(SEEDS))])
     for member_calls, result in zip(calls, results, strict=True):
         n = result.n_epochs
         assert [call[0] for call in member_calls] == [*range(1, n + 1), n]
@@ -252,8 +252,7 @@ def test_training_stops_once_every_member_has_stopped(monkeypatch):
     epochs = []
     original = stacked_training._train_epoch
     monkeypatch.setattr(stacked_training, "_train_epoch", lambda *args: epochs.append(1) or original(*args))
-    results = fit_stacked(networks(), 0.0, [FixedWeighting([1.0] * 4) for _ in SEEDS], NAMES, KINDS, data,
-                          [r[0] for r in rows], [r[1] for r in rows], settings(max_epochs=500), SEEDS)
+    results = fit_together(networks(), data, [r[0] for r in rows], [r[1] for r in rows], settings(max_epochs=500))
     assert len(epochs) == max(result.n_epochs for result in results) < 500
 
 
@@ -263,8 +262,7 @@ def test_a_flat_validation_loss_keeps_the_first_epoch_and_stops_after_patience()
     frozen = settings(learning_rate=0.0, weight_decay=0.0, patience=3)
     alone = fit_module(networks()[0], FixedWeighting([1.0] * 4), NAMES, KINDS, data.take(rows[0][0]),
                        data.take(rows[0][1]), frozen, SEEDS[0])
-    together = fit_stacked(networks(), 0.0, [FixedWeighting([1.0] * 4) for _ in SEEDS], NAMES, KINDS, data,
-                           [r[0] for r in rows], [r[1] for r in rows], frozen, SEEDS)
+    together = fit_together(networks(), data, [r[0] for r in rows], [r[1] for r in rows], frozen)
     for result in (alone, *together):
         assert len({record["valid_loss"] for record in result.history}) == 1
         assert (result.best_epoch, result.n_epochs) == (1, 4)
@@ -336,11 +334,10 @@ def test_batches_without_any_label_step_no_member():
     labelled = torch.arange(len(data)) % 5 == 0  # one row in five labelled for every task, the others for none:
     data.weights[:] = labelled[:, None].float()  # a batch has every task's labels or none (see stacked_training)
     rows, seeds = [torch.arange(len(data))] * len(SEEDS), [7] * len(SEEDS)  # every member: the same batches
-    apart = [fit_module(net, FixedWeighting([1.0] * 4), NAMES, KINDS, data, None, settings(max_epochs=3, batch_size=4),
-                        7) and net for net in networks()]
-    together = networks()
-    fit_stacked(together, 0.0, [FixedWeighting([1.0] * 4) for _ in SEEDS], NAMES, KINDS, data, rows, None,
-                settings(max_epochs=3, batch_size=4), seeds)
+    apart, together = networks(), networks()
+    for net in apart:
+        fit_module(net, FixedWeighting([1.0] * 4), NAMES, KINDS, data, None, settings(max_epochs=3, batch_size=4), 7)
+    fit_together(together, data, rows, None, settings(max_epochs=3, batch_size=4), seeds)
     for net, reference in zip(together, apart, strict=True):
         for p, q in zip(net.state_dict().values(), reference.state_dict().values()):
             torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
@@ -354,8 +351,7 @@ def test_a_tasks_validation_loss_is_over_its_labelled_rows_however_few_as_apart(
     train = [torch.arange(2, 230, 3)] * len(SEEDS)
     expected = fit_module(networks()[0], FixedWeighting([1.0] * 4), NAMES, KINDS, data.take(train[0]),
                           data.take(valid), settings(max_epochs=3), SEEDS[0])
-    results = fit_stacked(networks(), 0.0, [FixedWeighting([1.0] * 4) for _ in SEEDS], NAMES, KINDS, data, train,
-                          [valid] * len(SEEDS), settings(max_epochs=3), SEEDS)
+    results = fit_together(networks(), data, train, [valid] * len(SEEDS), settings(max_epochs=3))
     for result in (expected, *results):
         assert all(math.isnan(record["valid_loss/value"]) != bool(labelled_rows) for record in result.history)
         assert all(not math.isnan(record["valid_loss/cls"]) for record in result.history)
