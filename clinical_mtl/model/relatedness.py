@@ -39,6 +39,7 @@ ALIGNED, CONFLICTING = 0.1, -0.1
 """Mean cosines above ``ALIGNED`` read as "pull the same way", below
 ``CONFLICTING`` as "conflict"; in between, "largely independent"."""
 PREFIX = "grad_cosine/"
+TRAIN_LOSS = "train_loss/"
 
 
 def cosine_key(first: str, second: str) -> str:
@@ -90,7 +91,8 @@ def relatedness_table(history: Sequence[dict]) -> pd.DataFrame:
         cosine over every measurement of every network up to its best epoch,
         the means of the first and last of those epochs, the share of measurements that conflict (cosine < 0),
         the number of measurements and ``reading`` ("aligned", "independent"
-        or "conflicting"). Empty for a single outcome or a model without a
+        or "conflicting"), read from the unrounded mean; means and shares are
+        rounded to 3 decimals. Empty for a single outcome or a model without a
         trunk.
 
     Examples
@@ -104,9 +106,10 @@ def relatedness_table(history: Sequence[dict]) -> pd.DataFrame:
     """
     frame = _up_to_best_epochs(pd.DataFrame(list(history)))
     columns = [column for column in frame.columns if column.startswith(PREFIX)]
+    pairs = _outcome_pairs(frame.columns)
     rows = []
     for column in columns:
-        first, second = column[len(PREFIX):].split("/", 1)
+        first, second = pairs.get(column) or column[len(PREFIX):].split("/", 1)
         measured = frame[["epoch", column]].dropna()
         by_epoch = measured.groupby("epoch")[column].mean()
         mean = float(measured[column].mean())
@@ -140,6 +143,14 @@ def describe_relatedness(table: pd.DataFrame) -> list[str]:
         f"opposed in {row.conflicting_share:.0%} of measurements)."
         for row in table.itertuples()
     ]
+
+
+def _outcome_pairs(keys) -> dict[str, tuple[str, str]]:
+    """``cosine_key(a, b)`` -> ``(a, b)`` for every pair of the outcomes named by the
+    history's ``train_loss/<outcome>`` keys: outcome names may hold "/", so a key
+    is read by the names, not split at a "/" (a history without them is)."""
+    names = [key[len(TRAIN_LOSS):] for key in keys if key.startswith(TRAIN_LOSS)]
+    return {cosine_key(a, b): (a, b) for a, b in combinations(names, 2)}
 
 
 def _up_to_best_epochs(frame: pd.DataFrame) -> pd.DataFrame:

@@ -99,7 +99,35 @@ def test_numpy_inputs_and_outputs():
     Y2 = np.column_stack([y, X[:, 1] * 2.5])
     model2 = MultiTaskMLP(**FAST).fit(X, Y2)
     assert model2.tasks_ == {"y0": "binary", "y1": "regression"}
+    assert model2.single_outcome_ is None and list(model2.predict(X).columns) == ["y0", "y1"]  # a 2-d y: a table
     assert np.isfinite(model2.score(X, Y2))
+
+
+def test_arrays_and_frames_are_matched_by_position_across_fit_and_predict(fitted_model, cohort):
+    X, _ = cohort
+    rows = X.head(25)
+    with pytest.warns(UserWarning, match="does not have valid feature names"):
+        from_array = fitted_model.predict(rows.to_numpy())
+    pd.testing.assert_frame_equal(from_array.reset_index(drop=True), fitted_model.predict(rows).reset_index(drop=True))
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(80, 3))
+    model = MultiTaskMLP(**FAST).fit(A, (A[:, 0] > 0).astype(int))
+    renamed = pd.DataFrame(A[:25], columns=["age", "bmi", "crp"])
+    with pytest.warns(UserWarning, match="fitted without feature names"):
+        np.testing.assert_array_equal(model.predict_proba(renamed), model.predict_proba(A[:25]))
+
+
+def test_normalised_intervals_need_as_many_held_out_labels_as_the_minimum():
+    from clinical_mtl.model.conformal import MIN_NORMALIZED_ROWS
+
+    rng = np.random.default_rng(1)
+    for n_rows, normalised in ((5 * MIN_NORMALIZED_ROWS, True), (5 * MIN_NORMALIZED_ROWS - 5, False)):
+        X = pd.DataFrame(rng.normal(size=(n_rows, 2)), columns=["a", "b"])
+        y = pd.DataFrame({"score": X["a"] + rng.normal(size=n_rows)})
+        model = MultiTaskMLP(**FAST, validation_fraction=0.2).fit(X, y)  # ceil(0.2 n) rows held out: 100, then 99
+        assert ("score" in model.interval_scales_) is normalised
+        assert len(model.conformal_scores_["score"]) == (MIN_NORMALIZED_ROWS // 2 if normalised
+                                                         else MIN_NORMALIZED_ROWS - 1)
 
 
 def test_object_array_with_text_categories():

@@ -139,6 +139,7 @@ def test_decision_curves_of_every_classification_outcome(fitted_model, cohort):
     curves = decision_curves(fitted_model, X, Y, thresholds=[0.1, 0.25])
     assert list(dict.fromkeys(zip(curves["outcome"], curves["class"]))) == [
         ("diagnosis", 1), ("subtype", "A"), ("subtype", "B"), ("subtype", "C")]
+    assert curves.index.equals(pd.RangeIndex(8))  # 4 curves x 2 thresholds, numbered afresh
     labelled = Y["diagnosis"].notna().to_numpy()
     risk = fitted_model.predict_proba(X)["diagnosis"][labelled, 1]
     event = Y["diagnosis"].to_numpy()[labelled] == 1

@@ -185,7 +185,14 @@ def test_a_survival_view_predicts_median_times_and_is_neither_classifier_nor_reg
     X, Y = make_synthetic_cohort(200, random_state=0, survival=True)
     model = MultiTaskMLP(**SMALL).fit(X, Y)
     view = model.for_outcome("death")
-    np.testing.assert_array_equal(view.predict(X), model.predict(X)["death"].to_numpy())  # NaN where they are
+    medians = view.predict(X)
+    np.testing.assert_array_equal(medians, model.predict(X)["death"].to_numpy())  # NaN where they are
+    crossed = np.flatnonzero(np.isfinite(medians))[:5]
+    assert len(crossed) == 5
+    for i in crossed:  # the median time is where the patient's curve crosses one half
+        curve = model.predict_survival_function(X.iloc[[i]], times=[medians[i]])["death"]
+        assert curve[0, 0] == pytest.approx(0.5, abs=1e-6)
+    assert view.__sklearn_tags__().target_tags.required  # scikit-learn's tools must pass it y
     assert not is_classifier(view) and not is_regressor(view) and not hasattr(view, "predict_proba")
 
 
@@ -280,6 +287,9 @@ def test_outcome_scorer_takes_scorer_callables_and_checks_its_scoring(data, mult
     assert scorer(multi, X, Y) == pytest.approx(by_hand, rel=1e-12)
     with pytest.raises(ValueError, match="not a valid scoring value"):
         outcome_scorer("diagnosis", "roc_aux")
+    for not_a_mapping in ({}, "roc_auc", ["roc_auc"]):
+        with pytest.raises(ValueError, match="takes a non-empty dict outcome -> scoring"):
+            mean_outcome_scorer(not_a_mapping)
 
 
 def test_a_probability_scorer_on_a_table_fit_is_a_clear_error_not_nan(data, multi):

@@ -173,6 +173,46 @@ def test_a_cox_heads_baselines_are_the_likeliest_given_each_networks_risk_scores
                                               "intervals' baseline hazards then fitted to the training rows).")
 
 
+def test_a_cox_heads_baselines_are_fitted_on_the_rows_labelled_for_the_outcome_alone():
+    X, Y = make_synthetic_cohort(300, random_state=2, survival=True)
+    Y = Y[["diagnosis", "death_time", "death_event"]].copy()
+    Y.loc[Y.index[::3], ["death_time", "death_event"]] = np.nan  # a third without the survival label
+    model = MultiTaskMLP(hidden_layer_sizes=(8,), ensemble_size=2, max_epochs=10, random_state=0,
+                         survival_head="cox").fit(X, Y)
+    death = [spec.name for spec in model.task_specs_].index("death")
+    targets, labelled = encode_targets(Y, model.task_specs_)
+    rows = labelled[:, death]
+    inputs = torch.from_numpy(model.preprocessor_.transform(X))[rows]
+    target = torch.from_numpy(targets[death])[rows]
+    for member in model.module_.members:
+        output = head_layers(member.heads[death])[1]
+        logits = member.eval()(inputs)[death]
+        (gradient,) = torch.autograd.grad(survival_loss(logits, target).sum(), output.bias, retain_graph=True)
+        (moved,) = torch.autograd.grad(survival_loss(logits + 0.1, target).sum(), output.bias)
+        assert gradient.abs().max() < 1e-3 * moved.abs().max(), (gradient, moved)
+
+
+def test_a_survival_outcomes_early_stopping_rows_are_stratified_on_its_events(monkeypatch):
+    X, Y = make_synthetic_cohort(300, random_state=4, survival=True)
+    Y = Y[["death_time", "death_event"]]
+    held_out, original = [], fitting.holdout_split
+
+    def spy(*args, **kwargs):
+        train, valid = original(*args, **kwargs)
+        held_out.append(valid)
+        return train, valid
+
+    monkeypatch.setattr(fitting, "holdout_split", spy)
+    MultiTaskMLP(hidden_layer_sizes=(4,), ensemble_size=5, max_epochs=1, random_state=0).fit(X, Y)
+    event = Y["death_event"].to_numpy()
+    strata = {"events": event == 1, "censored": event == 0, "unlabelled": np.isnan(event)}
+    assert len(held_out) == 5 and all(rows.sum() > 50 for rows in strata.values())
+    for valid in held_out:
+        share = len(valid) / len(Y)
+        for rows in strata.values():
+            assert abs(rows[valid].sum() - share * rows.sum()) <= 1
+
+
 AUTO = {"hidden_layer_sizes": (16,), "ensemble_size": 2, "max_epochs": 30, "random_state": 3}
 
 

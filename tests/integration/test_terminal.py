@@ -106,7 +106,8 @@ def test_progress_is_silent_off_a_terminal_and_leaves_training_unchanged():
         np.testing.assert_array_equal(quiet.predict(X)[name], shown.predict(X)[name])
 
 
-def test_progress_listeners_hear_every_epoch_of_every_network_then_its_end():
+@pytest.mark.parametrize("params", [{}, {"training": "alternate"}])  # networks trained together, then apart
+def test_progress_listeners_hear_every_epoch_of_every_network_then_its_end(params):
     heard = []
 
     def listener(model, progress):
@@ -114,13 +115,13 @@ def test_progress_listeners_hear_every_epoch_of_every_network_then_its_end():
 
     add_progress_listener(listener)
     try:
-        model = _fit_with_progress(Console(file=io.StringIO()), early_stopping=False)
+        model = _fit_with_progress(Console(file=io.StringIO()), early_stopping=False, **params)
     finally:
         remove_progress_listener(listener)
     for network in range(2):  # every epoch in order, then the network's end (at its last epoch)
         mine = [(p.epoch, p.done) for p in heard if p.network == network]
         assert mine == [(epoch, False) for epoch in (1, 2, 3, 4)] + [(4, True)]
-    assert {p.best_valid_loss for p in heard} == {None}  # no validation set
+    assert {p.best_valid_loss for p in heard} == {None} and {p.best_epoch for p in heard} == {0}  # no validation set
     losses = sorted((p.network, p.epoch, p.train_loss) for p in heard if not p.done)
     assert [loss for *_, loss in losses] == [record["train_loss"] for record in model.history_]
 
@@ -144,6 +145,8 @@ def test_progress_tells_each_network_s_end_when_it_stops_early(params):
     assert sorted(p.network for _, p in ends) == [0, 1, 2]
     for position, end in ends:
         assert end.epoch == model.n_iter_[end.network] and end.best_epoch == model.best_epoch_[end.network]
+        losses = [r["valid_loss"] for r in model.history_ if r["member"] == end.network]
+        assert end.best_valid_loss == min(losses) == losses[end.best_epoch - 1]
         # told right after the network's last epoch (not once the whole ensemble is done), and last
         before = heard[position - 1]
         assert (before.network, before.epoch, before.done) == (end.network, end.epoch, False)

@@ -1,6 +1,7 @@
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy.optimize import minimize_scalar
 from sklearn.linear_model import LogisticRegression
@@ -247,8 +248,11 @@ def test_net_benefit_against_a_hand_computation():
     # (rows 0-1): 1/5 - 1/5 * 1.5 = -0.1. Treat all, prevalence 3/5: 3/5 - 2/5 * pt / (1 - pt).
     np.testing.assert_allclose(net_benefit(event, risk, [0.25, 0.5, 0.6]), [1 / 3, 0.0, -0.1], atol=1e-12)
     np.testing.assert_allclose(treat_all_net_benefit(event, [0.25, 0.5]), [0.6 - 0.4 / 3, 0.2], atol=1e-12)
-    with pytest.raises(ValueError, match="strictly between 0 and 1"):
-        net_benefit(event, risk, [0.0, 0.5])
+    for thresholds in ([0.0, 0.5], [0.5, 1.0], [1.5], []):
+        with pytest.raises(ValueError, match="strictly between 0 and 1"):
+            net_benefit(event, risk, thresholds)
+    assert np.isnan(net_benefit(np.array([], bool), np.array([]), [0.5])).all()  # no patients
+    np.testing.assert_allclose(net_benefit(np.array([1]), np.array([0.7]), [0.5]), [1.0])  # one is enough
 
 
 def test_decision_curve_of_several_classes_is_one_against_the_rest():
@@ -257,6 +261,7 @@ def test_decision_curve_of_several_classes_is_one_against_the_rest():
     proba = np.array([[0.7, 0.2, 0.1], [0.2, 0.5, 0.3], [0.1, 0.35, 0.55], [0.6, 0.3, 0.1]])
     curve = decision_curve(spec, y, proba, thresholds=[0.3])
     assert curve["class"].tolist() == ["a", "b", "c"] and curve["events"].tolist() == [1, 2, 1]
+    assert curve.index.equals(pd.RangeIndex(3))  # one row per class and threshold, numbered afresh
     # Class b at 0.3: rows 1, 2 and 3 treated (0.5, 0.35, 0.3), rows 1 and 3 have it: 2/4 - 1/4 * 3/7.
     b = curve[curve["class"] == "b"]
     assert b["model"].item() == pytest.approx(0.5 - 0.25 * 3 / 7)

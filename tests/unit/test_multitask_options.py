@@ -310,6 +310,32 @@ def test_head_weight_decay_shrinks_only_its_own_head():
     assert torch.equal(plain.heads[1].bias, decayed.heads[1].bias)
 
 
+def test_head_hidden_widths_must_be_positive_integers():
+    from clinical_mtl.exceptions import TaskSpecificationError
+    from clinical_mtl.model.fitting import head_hidden_sizes
+
+    specs = infer_tasks(pd.DataFrame({"a": [0, 1, 0], "b": [0.5, 1.5, 2.5]}))
+    assert head_hidden_sizes((1, np.int64(3)), specs) == [(1, 3), (1, 3)]
+    assert head_hidden_sizes({"b": (2,)}, specs) == [(), (2,)]
+    for bad in [(0,), (-2,), (True,), (2.5,), {"a": (4, 0)}]:
+        with pytest.raises(TaskSpecificationError, match="must give positive integer widths"):
+            head_hidden_sizes(bad, specs)
+
+
+def test_head_weight_decay_takes_zero_and_refuses_negative_or_infinite_values():
+    from clinical_mtl import MultiTaskMLP
+    from clinical_mtl.exceptions import TaskSpecificationError
+    from clinical_mtl.model.fitting import training_settings
+
+    specs = infer_tasks(pd.DataFrame({"a": [0, 1, 0], "b": [0.5, 1.5, 2.5]}))
+    assert training_settings(MultiTaskMLP(head_weight_decay=0.0), specs, 100).head_weight_decay == (0.0, 0.0)
+    mapped = MultiTaskMLP(weight_decay=0.02, head_weight_decay={"b": 0.0})
+    assert training_settings(mapped, specs, 100).head_weight_decay == (0.02, 0.0)
+    for bad in (-0.1, math.inf, {"a": -1.0}, {"b": math.inf}):
+        with pytest.raises(TaskSpecificationError, match="must be finite and >= 0"):
+            training_settings(MultiTaskMLP(head_weight_decay=bad), specs, 100)
+
+
 # Self-supervision ------------------------------------------------------------------------
 
 def test_reconstruction_loss_is_the_mean_squared_error_of_the_masked_cells():
@@ -323,6 +349,16 @@ def test_reconstruction_loss_is_the_mean_squared_error_of_the_masked_cells():
     restored = reconstruction.decoder(net.trunk(torch.where(mask, torch.zeros_like(x), x)))
     expected = ((restored - x)[mask] ** 2).mean()
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_reconstruction_loss_over_a_single_hidden_cell_is_its_squared_error():
+    net = build_network(1, (3,), [1], 0.0, seed=0)
+    reconstruction = MaskedFeatureReconstruction(3, 1, mask_rate=1.0)  # every cell hidden: here, one
+    x = torch.tensor([[2.0]])
+    restored = reconstruction.decoder(net.trunk(torch.zeros_like(x)))
+    assert reconstruction.loss(net.trunk, x).item() == pytest.approx(((restored - x) ** 2).item(), rel=1e-6)
+    nothing_hidden = MaskedFeatureReconstruction(3, 1, mask_rate=0.0)
+    assert nothing_hidden.loss(net.trunk, x).item() == 0.0
 
 
 def test_self_supervision_trains_the_trunk_on_patients_without_labels():
@@ -398,6 +434,49 @@ def test_relatedness_table_averages_members_per_epoch():
     assert row.reading == "independent"
     assert relatedness_table([{"member": 0, "epoch": 1}]).empty
     assert isinstance(relatedness_table([]), pd.DataFrame)
+
+
+def test_relatedness_table_reads_outcome_names_that_hold_a_slash():
+    history = [{"member": 0, "epoch": 1, "train_loss/dx/a": 0.5, "train_loss/score": 0.2,
+                cosine_key("dx/a", "score"): 0.4}]
+    assert relatedness_table(history)[["outcome", "other"]].values.tolist() == [["dx/a", "score"]]
+    unnamed = [{"member": 0, "epoch": 1, "grad_cosine/dx/a/score": 0.4}]  # no train_loss keys: split at the first /
+    assert relatedness_table(unnamed)[["outcome", "other"]].values.tolist() == [["dx", "a/score"]]
+
+
+def test_relatedness_table_of_a_fitted_model_names_its_outcomes(regression_and_binary_with_slash):
+    model = regression_and_binary_with_slash
+    assert relatedness_table(model.history_)[["outcome", "other"]].values.tolist() == [["dx/a", "score"]]
+
+
+@pytest.fixture(scope="module")
+def regression_and_binary_with_slash():
+    from clinical_mtl import MultiTaskMLP
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(60, 2)), columns=["a", "b"])
+    Y = pd.DataFrame({"dx/a": (X["a"] > 0).astype(int), "score": X["b"] + rng.normal(size=60)})
+    return MultiTaskMLP(hidden_layer_sizes=(4,), max_epochs=1, ensemble_size=1, early_stopping=False,
+                        random_state=0).fit(X, Y)
+
+
+def test_relatedness_table_rounds_to_three_decimals_and_reads_the_unrounded_mean():
+    history = [{"member": 0, "epoch": 1, "grad_cosine/x/y": 0.12345},
+               {"member": 0, "epoch": 11, "grad_cosine/x/y": -0.4},
+               {"member": 0, "epoch": 21, "grad_cosine/x/y": 0.77755}]
+    row = relatedness_table(history).iloc[0]
+    assert (row.mean_cosine, row.first_epochs, row.last_epochs) == (0.167, 0.123, 0.778)
+    assert row.conflicting_share == 0.333
+    nearly_aligned = [{"member": 0, "epoch": 1, "grad_cosine/x/y": 0.1004}]  # rounds to 0.1, reads above it
+    assert relatedness_table(nearly_aligned)[["mean_cosine", "reading"]].values.tolist() == [[0.1, "aligned"]]
+
+
+def test_a_mean_cosine_at_a_threshold_reads_as_independent():
+    from clinical_mtl.model.relatedness import ALIGNED, CONFLICTING, reading
+
+    assert [reading(ALIGNED), reading(CONFLICTING)] == ["independent", "independent"]
+    assert [reading(np.nextafter(ALIGNED, 1)), reading(np.nextafter(CONFLICTING, -1))] == ["aligned", "conflicting"]
+    assert reading(math.nan) == "independent"
 
 
 # Soft sharing -------------------------------------------------------------------------------

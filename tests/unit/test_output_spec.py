@@ -73,6 +73,37 @@ def test_flat_values_are_the_estimators_own_predictions(fitted):
                                   top_contributions(model, X.head(30), 2).filter(like="_feature"))
 
 
+def test_flat_predictions_explain_only_when_asked(fitted, monkeypatch):
+    from clinical_mtl.model import outputs
+
+    model, X = fitted
+    expected = [c.name for c in output_columns(model, top_k=1)]
+    assert list(flat_predictions(model, X.head(5), top_k=1).columns) == expected
+    assert [c for c in expected if c.startswith("diagnosis_top")] == ["diagnosis_top1_feature",
+                                                                      "diagnosis_top1_contribution"]
+
+    def no_explanations(*args, **kwargs):
+        raise AssertionError("explained without top_k")
+
+    monkeypatch.setattr(outputs, "attributions", no_explanations)
+    assert list(flat_predictions(model, X.head(5)).columns) == [c.name for c in output_columns(model)]
+    assert list(flat_predictions(model, X.head(5), top_k=0).columns) == [c.name for c in output_columns(model)]
+
+
+def test_a_multiclass_outcomes_top_contributions_are_to_its_predicted_class(fitted):
+    model, X = fitted
+    rows = X.head(80)
+    classes = list(model.classes_["subtype"])
+    predicted = np.array([classes.index(label) for label in model.predict(rows)["subtype"]])
+    assert len(set(predicted)) > 1  # else any one class's contributions would pass
+    explanation = model.explain(rows, ["subtype"])["subtype"]
+    values = explanation.values[np.arange(len(rows)), :, predicted]
+    first = np.argmax(np.abs(values), axis=1)
+    top = top_contributions(model, rows, 1)
+    assert top["subtype_top1_feature"].tolist() == np.asarray(explanation.feature_names)[first].tolist()
+    np.testing.assert_array_equal(top["subtype_top1_contribution"], values[np.arange(len(rows)), first])
+
+
 def test_no_interval_columns_without_conformal_residuals():
     X, Y = make_synthetic_cohort(120, random_state=4)
     model = MultiTaskMLP(hidden_layer_sizes=(8,), max_epochs=2, ensemble_size=1, early_stopping=False,

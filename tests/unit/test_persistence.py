@@ -53,6 +53,16 @@ def test_unusual_parameters_and_labels_survive(tmp_path):
     pd.testing.assert_frame_equal(loaded.predict(X), model.predict(X))
 
 
+@pytest.mark.parametrize("head_hidden", [(), (3,)])
+def test_a_model_without_a_trunk_round_trips(tmp_path, head_hidden):
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(80, 3))
+    model = MultiTaskMLP(hidden_layer_sizes=(), head_hidden_layer_sizes=head_hidden, ensemble_size=2, max_epochs=2,
+                         random_state=0).fit(X, X[:, 0] > 0)
+    loaded = load_model(save_model(model, tmp_path))
+    np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
+
+
 def test_files_hold_no_code(tmp_path, fitted_model):
     folder = save_model(fitted_model, tmp_path)
     json.loads((folder / CONFIG_FILE).read_text())  # plain JSON

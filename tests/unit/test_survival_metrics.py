@@ -269,3 +269,169 @@ def test_module_imports_without_loading_the_survival_libraries():
         "assert 'sksurv' not in sys.modules and 'lifelines' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+# -- the edges of what each metric needs ------------------------------------------------------------
+
+TEN = np.arange(1.0, 11.0)  # ten patients followed 1 to 10
+
+
+def ten_patients(events, rate=None, horizons=(), grid=GRID):
+    event = np.isin(TEN, events)
+    rate = np.linspace(0.05, 0.01, 10) if rate is None else np.asarray(rate)
+    return survival_metrics(TEN, event, exponential_curves(rate, grid), grid, horizons)
+
+
+def test_a_cohort_without_events_has_a_median_follow_up():
+    # Every patient censored: the reverse Kaplan-Meier curve is one minus the empirical one.
+    assert censoring_summary([1.0, 2, 3, 4, 5], [0, 0, 0, 0, 0])["median_follow_up"] == 3.0
+
+
+def test_ten_patients_are_enough_and_nine_are_not():
+    assert np.isfinite(survival_metrics(HAND_TIME[:10], HAND_EVENT[:10], exponential_curves(HAND_RATE[:10]),
+                                        GRID)["harrell_c"])
+    assert np.isnan(survival_metrics(HAND_TIME[:9], HAND_EVENT[:9], exponential_curves(HAND_RATE[:9]),
+                                     GRID)["harrell_c"])
+
+
+def test_the_concordance_indices_need_two_comparable_pairs():
+    # Events at 8 and 10: the pairs (8, 9) and (8, 10) only, one concordant and one not; Uno's tau
+    # (the 80th percentile of the event times, 9.6) keeps both.
+    rate = np.full(10, 0.02)
+    rate[[7, 8, 9]] = [0.03, 0.01, 0.05]  # the risk of 8 is above 9's and below 10's
+    two = ten_patients([8, 10], rate)
+    assert two["harrell_c"] == 0.5
+    y = Surv.from_arrays(np.isin(TEN, [8, 10]), TEN)
+    rmst = -exponential_curves(rate).sum(axis=1)  # any decreasing function of the risk orders alike
+    assert two["uno_c"] == pytest.approx(concordance_index_ipcw(y, y, -rmst, tau=9.6)[0]) == 0.5
+    rate[9] = rate[7]  # 8 and 10 now tie in risk: one concordant pair and one tied, still two pairs
+    tied = ten_patients([8, 10], rate)
+    assert tied["harrell_c"] == 0.75 and tied["uno_c"] == pytest.approx(0.75)
+    one = ten_patients([9, 10], rate)  # the pair (9, 10) alone
+    assert np.isnan(one["harrell_c"]) and np.isnan(one["uno_c"])
+
+
+def test_the_integrated_brier_score_may_end_at_the_last_grid_time():
+    low, high = np.percentile(HAND_TIME[HAND_EVENT], (10, 80))
+    grid = np.linspace(1.0, high, 40)
+    metrics = survival_metrics(HAND_TIME, HAND_EVENT, exponential_curves(HAND_RATE, grid), grid)
+    y = Surv.from_arrays(HAND_EVENT, HAND_TIME)
+    ibs_grid = np.linspace(low, high, 20)
+    expected = integrated_brier_score(y, y, exponential_curves(HAND_RATE, ibs_grid), ibs_grid)
+    assert metrics["ibs"] == pytest.approx(expected, rel=1e-3)  # the curves are interpolated between grid times
+    one_time = survival_metrics(np.r_[HAND_TIME, 95.0], np.r_[np.zeros(12, bool), True],
+                                exponential_curves(np.r_[HAND_RATE, 0.01]), GRID)
+    assert np.isnan(one_time["ibs"])  # a single event time: no range to integrate over
+    short = grid[grid < high - 5]  # curves that stop before the range ends are not extended
+    assert np.isnan(survival_metrics(HAND_TIME, HAND_EVENT, exponential_curves(HAND_RATE, short), short)["ibs"])
+
+
+def test_horizons_from_the_first_follow_up_time_up_to_the_last_grid_time():
+    events = [1, 4, 6]
+    first = ten_patients(events, horizons=[1.0])  # the first patient's event is a case by then
+    assert np.isfinite(first["auc_at_1"]) and np.isfinite(first["calibration_at_1"])
+    last = ten_patients(events, horizons=[10.0])  # nobody is followed past the last time
+    assert np.isnan(last["auc_at_10"]) and np.isnan(last["calibration_at_10"])
+    grid = np.linspace(0.5, 7.0, 14)
+    at_end = ten_patients(events, horizons=[7.0, 6.8], grid=grid)  # the grid's last time, and just inside it
+    assert all(np.isfinite(at_end[f"{metric}_at_{h}"]) for metric in ("auc", "calibration") for h in ("7", "6p8"))
+    after_a_skipped_one = ten_patients(events, horizons=[12.0, 5.0])
+    assert np.isnan(after_a_skipped_one["auc_at_12"]) and np.isfinite(after_a_skipped_one["auc_at_5"])
+
+
+def test_the_time_dependent_auc_needs_cases_times_controls_of_two():
+    # cases: events on or before the horizon; controls: followed past it
+    assert np.isfinite(ten_patients([2], horizons=[8.5])["auc_at_8p5"])  # 1 case x 2 controls
+    assert np.isnan(ten_patients([2], horizons=[9.5])["auc_at_9p5"])  # 1 case x 1 control, 7 censored before
+    assert np.isnan(ten_patients([2], horizons=[9.0])["auc_at_9"])  # 1 x 1; the patient censored at 9 is no control
+    at_the_horizon = ten_patients([8], horizons=[8.0])  # the one case's event is at the horizon itself
+    y = Surv.from_arrays(np.isin(TEN, [8]), TEN)
+    risk = 1 - np.exp(-np.linspace(0.05, 0.01, 10) * 8.0)
+    assert at_the_horizon["auc_at_8"] == pytest.approx(cumulative_dynamic_auc(y, y, risk, [8.0])[0][0])
+
+
+def test_horizon_calibration_refuses_bad_groups_and_probabilities():
+    probability = np.linspace(0.1, 0.9, 12)
+    one_group = horizon_calibration(HAND_TIME, HAND_EVENT, probability, 30.0, n_groups=1)
+    assert one_group["n"].tolist() == [12]
+    for bad in (0, -1, 2.0):
+        with pytest.raises(ValueError, match="n_groups must be a positive integer"):
+            horizon_calibration(HAND_TIME, HAND_EVENT, probability, 30.0, n_groups=bad)
+    for wrong in (-0.1, 1.1, np.nan):
+        bad_probability = probability.copy()
+        bad_probability[3] = wrong
+        with pytest.raises(ValueError, match=r"must lie in \[0, 1\]"):
+            horizon_calibration(HAND_TIME, HAND_EVENT, bad_probability, 30.0)
+
+
+def test_horizon_calibration_counts_events_at_and_patients_still_followed_at_the_horizon():
+    time = np.array([1.0, 2, 3, 4, 5, 6])
+    event = np.array([1, 0, 1, 0, 0, 1])
+    row = horizon_calibration(time, event, np.full(6, 0.3), 3.0).iloc[0]
+    assert (row["events"], row["at_risk"]) == (2, 4)  # the event at 3 is by the horizon; 3 is still followed then
+    _, lower, upper = kaplan_meier_curve(time, event, [3.0])
+    assert (row["observed_lower"], row["observed_upper"]) == (1 - upper[0], 1 - lower[0])
+    edges = horizon_calibration(time, event, np.array([0.0, 1, 0.5, 0.5, 0.2, 1]), 3.0)
+    assert edges["predicted"].tolist() == [pytest.approx(3.2 / 6)]  # 0 and 1 are probabilities too
+
+
+def test_horizon_calibration_of_no_labelled_patient_or_of_one():
+    empty = horizon_calibration([np.nan, np.nan], [np.nan, np.nan], [0.2, 0.4], 3.0)
+    assert empty.empty and list(empty.columns) == ["n", "events", "at_risk", "predicted", "observed",
+                                                   "observed_lower", "observed_upper"]
+    one = horizon_calibration([2.0, np.nan], [1, np.nan], [0.2, 0.4], 3.0)
+    assert one[["n", "events", "predicted", "observed"]].values.tolist() == [[1, 1, 0.2, 1.0]]
+
+
+def test_kaplan_meier_curve_before_the_first_event_and_before_time_zero():
+    time = np.array([0.25, 0.5, 0.75, 1.0])  # years: the first event before time 1
+    event = np.array([1, 0, 1, 0])
+    survival, lower, upper = kaplan_meier_curve(time, event, [-1.0, 0.1, 0.6])
+    assert (survival[0], lower[0], upper[0]) == (1.0, 1.0, 1.0)  # before follow-up starts
+    assert survival[1] == 1.0  # before the first event: 1, not undefined
+    assert survival[2] == pytest.approx(0.75) and lower[2] < 0.75 < upper[2]
+    single, _, _ = kaplan_meier_curve([2.0], [1], [1.0, 2.0])
+    np.testing.assert_array_equal(single, [1.0, 0.0])
+    for curve in kaplan_meier_curve([np.nan], [np.nan], [1.0, 2.0]):  # no labelled row
+        assert np.isnan(curve).all()
+
+
+def test_a_row_missing_its_time_or_its_event_is_unlabelled():
+    summary = censoring_summary([1.0, np.nan, 3.0, 4.0], [1, 1, np.nan, 0])
+    assert (summary["n_labelled"], summary["events"], summary["censored"]) == (2, 1, 1)
+
+
+def test_inputs_of_the_wrong_shape_or_outside_their_range_are_refused():
+    with pytest.raises(ValueError, match="same length"):
+        censoring_summary([1.0, 2.0, 3.0], [1, 0])
+    with pytest.raises(ValueError, match="same length"):
+        censoring_summary(np.ones((2, 2)), np.ones((2, 2)))
+    with pytest.raises(ValueError, match="time must be finite and positive"):
+        censoring_summary([1.0, 0.0], [1, 0])
+    survival = exponential_curves(HAND_RATE)
+    for bad in (1.0 + 1e-9, -1e-9):
+        outside = survival.copy()
+        outside[2, 7] = bad
+        with pytest.raises(ValueError, match=r"survival must be probabilities in \[0, 1\] \(row position 2\)"):
+            survival_metrics(HAND_TIME, HAND_EVENT, outside, GRID)
+
+
+@pytest.mark.parametrize("grid", [[], [[1.0, 2.0]], [-1.0, 2.0], [1.0, 1.0, 2.0], [1.0, np.inf]])
+def test_a_grid_must_be_finite_non_negative_and_strictly_increasing(grid):
+    with pytest.raises(ValueError, match="times must be"):
+        survival_metrics(HAND_TIME, HAND_EVENT, np.ones((12, np.size(grid))), grid)
+
+
+def test_a_grid_may_start_at_zero_and_be_finer_than_one_unit():
+    grid = np.arange(0.0, 100.0, 0.5)
+    metrics = survival_metrics(HAND_TIME, HAND_EVENT, exponential_curves(HAND_RATE, grid), grid)
+    assert metrics["harrell_c"] == pytest.approx(
+        survival_metrics(HAND_TIME, HAND_EVENT, exponential_curves(HAND_RATE), GRID)["harrell_c"])
+
+
+def test_survival_of_exactly_one_and_zero_is_accepted():
+    survival = exponential_curves(HAND_RATE)
+    survival[:, 0] = 1.0
+    survival[0, -5:] = 0.0
+    metrics = survival_metrics(HAND_TIME, HAND_EVENT, survival, GRID)
+    assert np.isfinite(metrics["harrell_c"])
