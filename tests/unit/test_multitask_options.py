@@ -9,6 +9,9 @@ import pandas as pd
 import pytest
 import torch
 
+from clinical_mtl import MultiTaskMLP
+from clinical_mtl.exceptions import TaskSpecificationError
+from clinical_mtl.model.fitting import head_hidden_sizes, training_settings
 from clinical_mtl.model.losses import (
     FixedWeighting,
     LabelShareWeighting,
@@ -17,9 +20,12 @@ from clinical_mtl.model.losses import (
 )
 from clinical_mtl.model.network import build_network, soft_sharing_penalty
 from clinical_mtl.model.relatedness import (
+    ALIGNED,
+    CONFLICTING,
     cosine_key,
     describe_relatedness,
     gradient_cosines,
+    reading,
     relatedness_table,
 )
 from clinical_mtl.model.self_supervision import MaskedFeatureReconstruction
@@ -311,8 +317,6 @@ def test_head_weight_decay_shrinks_only_its_own_head():
 
 
 def test_head_hidden_widths_must_be_positive_integers():
-    from clinical_mtl.exceptions import TaskSpecificationError
-    from clinical_mtl.model.fitting import head_hidden_sizes
 
     specs = infer_tasks(pd.DataFrame({"a": [0, 1, 0], "b": [0.5, 1.5, 2.5]}))
     assert head_hidden_sizes((1, np.int64(3)), specs) == [(1, 3), (1, 3)]
@@ -323,9 +327,6 @@ def test_head_hidden_widths_must_be_positive_integers():
 
 
 def test_head_weight_decay_takes_zero_and_refuses_negative_or_infinite_values():
-    from clinical_mtl import MultiTaskMLP
-    from clinical_mtl.exceptions import TaskSpecificationError
-    from clinical_mtl.model.fitting import training_settings
 
     specs = infer_tasks(pd.DataFrame({"a": [0, 1, 0], "b": [0.5, 1.5, 2.5]}))
     assert training_settings(MultiTaskMLP(head_weight_decay=0.0), specs, 100).head_weight_decay == (0.0, 0.0)
@@ -451,7 +452,6 @@ def test_relatedness_table_of_a_fitted_model_names_its_outcomes(regression_and_b
 
 @pytest.fixture(scope="module")
 def regression_and_binary_with_slash():
-    from clinical_mtl import MultiTaskMLP
 
     rng = np.random.default_rng(0)
     X = pd.DataFrame(rng.normal(size=(60, 2)), columns=["a", "b"])
@@ -472,8 +472,6 @@ def test_relatedness_table_rounds_to_three_decimals_and_reads_the_unrounded_mean
 
 
 def test_a_mean_cosine_at_a_threshold_reads_as_independent():
-    from clinical_mtl.model.relatedness import ALIGNED, CONFLICTING, reading
-
     assert [reading(ALIGNED), reading(CONFLICTING)] == ["independent", "independent"]
     assert [reading(np.nextafter(ALIGNED, 1)), reading(np.nextafter(CONFLICTING, -1))] == ["aligned", "conflicting"]
     assert reading(math.nan) == "independent"
